@@ -1,0 +1,47 @@
+//! The bank's database schema as a sequence of reversible migrations.
+//!
+//! Every migration runs in its own transaction on both backends, together with the row that records it in
+//! `seaql_migrations`, so a failing migration leaves the database exactly at the previous version: there is no
+//! "dirty" state to repair by hand. Landed migrations are never edited; schema changes are new migrations.
+
+pub use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::{ConnectOptions, Database, DatabaseConnection};
+
+mod m20260101_000001_init_schema;
+mod m20260101_000002_add_users;
+mod m20260101_000003_bank_constraints;
+mod sqlite;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20260101_000001_init_schema::Migration),
+            Box::new(m20260101_000002_add_users::Migration),
+            Box::new(m20260101_000003_bank_constraints::Migration),
+        ]
+    }
+}
+
+/// Opens the connection migrations must run on.
+///
+/// On SQLite, foreign keys are switched off for this connection: SQLite cannot add a foreign key or a CHECK with
+/// ALTER TABLE, so migrations rebuild tables (create, copy, drop, rename), and dropping a table that other tables
+/// reference is only possible with enforcement off. Each rebuild re-checks every foreign key before its transaction
+/// commits (`sqlite::ensure_foreign_keys_hold`), which is SQLite's documented procedure for such changes.
+pub async fn connect(mut options: ConnectOptions) -> Result<DatabaseConnection, DbErr> {
+    options
+        .map_sqlx_sqlite_opts(|sqlite| sqlite.foreign_keys(false).create_if_missing(true))
+        .sqlx_logging(false);
+    Database::connect(options).await
+}
+
+/// Applies every pending migration on a connection made by [`connect`] for `url`.
+pub async fn migrate_up(url: &str) -> Result<(), DbErr> {
+    let db = connect(ConnectOptions::new(url)).await?;
+    let result = Migrator::up(&db, None).await;
+    db.close().await?;
+    result
+}
