@@ -1,1 +1,93 @@
+//! The bank's GraphQL API over HTTP: configuration, the schema, the routes, and the server's lifecycle.
 
+pub mod cli;
+pub mod config;
+pub mod graphql;
+mod http;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+use service::auth::TokenConfig;
+use tokio::net::TcpListener;
+
+pub use crate::config::Config;
+pub use crate::http::router;
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub tokens: Arc<TokenConfig>,
+    pub schema: graphql::BankSchema,
+}
+
+impl AppState {
+    pub fn new(db: DatabaseConnection, tokens: TokenConfig) -> Self {
+        let tokens = Arc::new(tokens);
+        let schema = graphql::build_schema(db.clone(), tokens.clone());
+        Self { db, tokens, schema }
+    }
+}
+
+/// A server bound to its address, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    config: Config,
+}
+
+impl Application {
+    /// Connects to the database, migrates it unless told not to, and binds the listener (port 0 picks a free one).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        if config.migrate {
+            migration::migrate_up(&config.database_url).await?;
+        }
+        let db = service::db::connect(&config.database_url).await?;
+        let state = AppState::new(db, config.token_config()?);
+        let listener = TcpListener::bind(config.listen_addr).await?;
+        Ok(Self { listener, state, config })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until Ctrl-C or SIGTERM, then finishes the requests in flight.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let app = router(self.state, &self.config);
+        axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -10,6 +10,7 @@ use sea_orm_migration::sea_orm::{ConnectOptions, Database, DatabaseConnection};
 mod m20260101_000001_init_schema;
 mod m20260101_000002_add_users;
 mod m20260101_000003_bank_constraints;
+mod m20260101_000004_user_auth;
 mod sqlite;
 
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260101_000001_init_schema::Migration),
             Box::new(m20260101_000002_add_users::Migration),
             Box::new(m20260101_000003_bank_constraints::Migration),
+            Box::new(m20260101_000004_user_auth::Migration),
         ]
     }
 }

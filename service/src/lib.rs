@@ -1,1 +1,15 @@
+//! The bank's domain: users, sessions and (later) the ledger, as plain functions over a database connection.
+//!
+//! Nothing here knows about GraphQL or HTTP. Inputs arrive as parsed domain values (`domain`), results leave as
+//! entity models, and every failure is an [`Error`] with a stable code.
 
+pub mod auth;
+pub mod constraint;
+pub mod db;
+pub mod domain;
+mod error;
+pub mod password;
+pub mod users;
+
+pub use entity;
+pub use error::{Error, ResultExt};

@@ -1,0 +1,104 @@
+//! The server's configuration: flags, each also read from the environment.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use anyhow::bail;
+use rand::RngCore;
+use service::auth::TokenConfig;
+
+/// How the server runs. Every flag can also be set by the environment variable named in `--help`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Config {
+    /// Database URL. Default: the SQLite file `simple-bank.db` in the working directory, created on first start.
+    /// PostgreSQL: `postgres://user:password@host:5432/dbname`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://simple-bank.db?mode=rwc")]
+    pub database_url: String,
+
+    /// Address to listen on. Default: 127.0.0.1:8000.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8000")]
+    pub listen_addr: SocketAddr,
+
+    /// Key that signs access tokens (HS256), at least 32 bytes. Required outside development; in development a
+    /// random one is generated at start (tokens then die with the process).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// `development` or `production`. Default: development.
+    #[arg(long = "env", env = "APP_ENV", value_enum, default_value_t = Environment::Development)]
+    pub environment: Environment,
+
+    /// Apply pending migrations at start. Default: true; `--migrate=false` to manage them separately.
+    #[arg(long, env = "MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+
+    /// Access-token lifetime in seconds. Default: 900 (15 minutes).
+    #[arg(long, env = "ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
+    pub access_token_ttl_secs: u32,
+
+    /// Refresh-token (session) lifetime in seconds. Default: 2592000 (30 days).
+    #[arg(long, env = "REFRESH_TOKEN_TTL_SECS", default_value_t = 2_592_000)]
+    pub refresh_token_ttl_secs: u32,
+
+    /// Longest a request may take, in seconds, before it is answered 408. Default: 30.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// Largest request body accepted, in bytes. Default: 1048576 (1 MiB).
+    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 1_048_576)]
+    pub body_limit_bytes: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+impl Config {
+    /// Minimum size of `JWT_SECRET`: HS256's key should be at least as long as its 256-bit output.
+    pub const MIN_SECRET_BYTES: usize = 32;
+
+    pub fn token_config(&self) -> anyhow::Result<TokenConfig> {
+        let secret = match (&self.jwt_secret, self.environment) {
+            (Some(secret), _) if secret.0.len() >= Self::MIN_SECRET_BYTES => secret.0.as_bytes().to_vec(),
+            (Some(_), _) => bail!("JWT_SECRET must be at least {} bytes", Self::MIN_SECRET_BYTES),
+            (None, Environment::Production) => bail!("JWT_SECRET is required outside development"),
+            (None, Environment::Development) => {
+                tracing::warn!("JWT_SECRET is not set: using a random key; tokens stop working on restart");
+                let mut key = vec![0u8; 32];
+                rand::rng().fill_bytes(&mut key);
+                key
+            }
+        };
+        Ok(TokenConfig::new(
+            &secret,
+            chrono::Duration::seconds(self.access_token_ttl_secs.into()),
+            chrono::Duration::seconds(self.refresh_token_ttl_secs.into()),
+        ))
+    }
+}
+
+/// A secret string that never shows itself in `Debug` output or logs.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}

@@ -1,0 +1,47 @@
+//! How service errors reach clients: a message and a stable `extensions.code`.
+
+use async_graphql::ErrorExtensions;
+
+/// A resolver's error. It deliberately has no `Display`: the only way to a GraphQL error is the `From` below,
+/// which sets the code and masks unexpected errors, so no error can reach a client without one.
+#[derive(Debug)]
+pub struct ApiError(service::Error);
+
+impl From<service::Error> for ApiError {
+    fn from(err: service::Error) -> Self {
+        Self(err)
+    }
+}
+
+impl From<ApiError> for async_graphql::Error {
+    fn from(ApiError(err): ApiError) -> Self {
+        let code = err.code();
+        let message = if err.is_expected() {
+            err.to_string()
+        } else {
+            tracing::error!(code, error = %error_chain(&err), "request failed");
+            match code {
+                "SERVICE_UNAVAILABLE" => "the service is unavailable; try again shortly".to_owned(),
+                _ => "internal server error".to_owned(),
+            }
+        };
+        async_graphql::Error::new(message).extend_with(|_, ext| {
+            ext.set("code", code);
+            if let service::Error::InvalidInput { field, .. } = &err {
+                ext.set("field", *field);
+            }
+        })
+    }
+}
+
+/// `err` and each of its causes, for the log.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut chain = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    chain
+}

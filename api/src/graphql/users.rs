@@ -1,0 +1,252 @@
+//! Users and sessions over GraphQL.
+
+use async_graphql::connection::{Connection, CursorType, Edge, OpaqueCursor};
+use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use service::auth::Tokens;
+use service::domain::{Email, FullName, Password, Username};
+use service::entity::user;
+use service::users::{self, NewUser, UserUpdate};
+
+use super::{ApiError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, caller, db, tokens};
+
+/// What a user may do.
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+pub enum Role {
+    /// Holds accounts and moves their own money; sees only themself.
+    Depositor,
+    /// Staff: reads every user, deposits money, sets roles.
+    Banker,
+}
+
+impl From<user::Role> for Role {
+    fn from(role: user::Role) -> Self {
+        match role {
+            user::Role::Depositor => Role::Depositor,
+            user::Role::Banker => Role::Banker,
+        }
+    }
+}
+
+impl From<Role> for user::Role {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Depositor => user::Role::Depositor,
+            Role::Banker => user::Role::Banker,
+        }
+    }
+}
+
+/// A person who signs in.
+pub struct User(user::Model);
+
+#[Object]
+impl User {
+    async fn username(&self) -> &str {
+        &self.0.username
+    }
+
+    async fn full_name(&self) -> &str {
+        &self.0.full_name
+    }
+
+    /// The primary email address.
+    async fn email(&self) -> Option<&str> {
+        self.0.email.as_deref()
+    }
+
+    /// Every active address, primary first.
+    async fn emails(&self, ctx: &Context<'_>) -> Result<Vec<String>, ApiError> {
+        Ok(users::emails(db(ctx), &self.0).await?)
+    }
+
+    async fn role(&self) -> Role {
+        self.0.role.into()
+    }
+
+    /// Access tokens issued before this instant are refused.
+    async fn password_changed_at(&self) -> DateTime<Utc> {
+        self.0.password_changed_at
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+/// A login: tokens for the API and the user they belong to.
+#[derive(SimpleObject)]
+pub struct AuthPayload {
+    /// Send as `Authorization: Bearer <accessToken>`.
+    access_token: String,
+    access_token_expires_at: DateTime<Utc>,
+    /// Exchange for new tokens with `refreshAccessToken`; each refresh token works once.
+    refresh_token: String,
+    refresh_token_expires_at: DateTime<Utc>,
+    user: User,
+}
+
+impl From<Tokens> for AuthPayload {
+    fn from(tokens: Tokens) -> Self {
+        Self {
+            access_token: tokens.access_token,
+            access_token_expires_at: tokens.access_token_expires_at,
+            refresh_token: tokens.refresh_token,
+            refresh_token_expires_at: tokens.refresh_token_expires_at,
+            user: User(tokens.user),
+        }
+    }
+}
+
+#[derive(InputObject)]
+pub struct CreateUserInput {
+    /// 3–32 lower-case letters, digits and underscores.
+    username: String,
+    /// 12–128 characters.
+    password: String,
+    full_name: String,
+    email: String,
+}
+
+#[derive(InputObject)]
+pub struct LoginInput {
+    username: String,
+    password: String,
+}
+
+#[derive(InputObject)]
+pub struct UpdateUserInput {
+    /// Whom to change: yourself when absent; only a banker may name someone else.
+    username: Option<String>,
+    full_name: Option<String>,
+    /// A new password ends every other session of the user.
+    password: Option<String>,
+    /// Only a banker may set a role.
+    role: Option<Role>,
+}
+
+#[derive(Default)]
+pub struct UserQuery;
+
+#[Object]
+impl UserQuery {
+    /// The caller.
+    async fn me(&self, ctx: &Context<'_>) -> Result<User, ApiError> {
+        Ok(User(caller(ctx).await?.user.clone()))
+    }
+
+    /// One user: yourself, or anyone for a banker.
+    async fn user(&self, ctx: &Context<'_>, username: String) -> Result<Option<User>, ApiError> {
+        let caller = caller(ctx).await?;
+        if !caller.may_act_for(&username) {
+            return Err(service::Error::Forbidden.into());
+        }
+        Ok(users::find(db(ctx), &username).await?.map(User))
+    }
+
+    /// Every active user in username order (bankers only).
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 0–100; default 20.")] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, User>, ApiError> {
+        let caller = caller(ctx).await?;
+        let first = page_size(first)?;
+        let after = after.map(|cursor| decode_cursor(&cursor)).transpose()?;
+        let (page, has_next) = users::list(db(ctx), caller, first, after.as_deref()).await?;
+        let mut connection = Connection::new(after.is_some(), has_next);
+        connection.edges.extend(page.into_iter().map(|user| {
+            Edge::new(OpaqueCursor(user.username.clone()).encode_cursor(), User(user))
+        }));
+        Ok(connection)
+    }
+}
+
+#[derive(Default)]
+pub struct UserMutation;
+
+#[Object]
+impl UserMutation {
+    /// Signs up a new depositor.
+    async fn create_user(&self, ctx: &Context<'_>, input: CreateUserInput) -> Result<User, ApiError> {
+        let new = NewUser {
+            username: Username::parse(&input.username)?,
+            password: Password::parse(&input.password)?,
+            full_name: FullName::parse(&input.full_name)?,
+            email: Email::parse(&input.email)?,
+        };
+        Ok(User(users::create(db(ctx), new).await?))
+    }
+
+    /// Opens a session.
+    async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<AuthPayload, ApiError> {
+        let tokens = service::auth::login(db(ctx), tokens(ctx), &input.username, &input.password).await?;
+        Ok(tokens.into())
+    }
+
+    /// New tokens for a refresh token, which stops working.
+    async fn refresh_access_token(
+        &self,
+        ctx: &Context<'_>,
+        refresh_token: String,
+    ) -> Result<AuthPayload, ApiError> {
+        Ok(service::auth::refresh(db(ctx), tokens(ctx), &refresh_token).await?.into())
+    }
+
+    /// Ends the session of a refresh token. True if a live session ended.
+    async fn logout(&self, ctx: &Context<'_>, refresh_token: String) -> Result<bool, ApiError> {
+        Ok(service::auth::logout(db(ctx), &refresh_token).await?)
+    }
+
+    async fn update_user(&self, ctx: &Context<'_>, input: UpdateUserInput) -> Result<User, ApiError> {
+        let caller = caller(ctx).await?;
+        let update = UserUpdate {
+            username: input.username.as_deref().map(Username::parse).transpose()?,
+            full_name: input.full_name.as_deref().map(FullName::parse).transpose()?,
+            password: input.password.as_deref().map(Password::parse).transpose()?,
+            role: input.role.map(Into::into),
+        };
+        Ok(User(users::update(db(ctx), caller, update).await?))
+    }
+
+    /// Adds a secondary email address for the caller.
+    async fn add_email(&self, ctx: &Context<'_>, email: String) -> Result<User, ApiError> {
+        let caller = caller(ctx).await?;
+        Ok(User(users::add_email(db(ctx), caller, &Email::parse(&email)?).await?))
+    }
+
+    /// Removes one of the caller's secondary addresses; the primary cannot be removed.
+    async fn remove_email(&self, ctx: &Context<'_>, email: String) -> Result<User, ApiError> {
+        let caller = caller(ctx).await?;
+        Ok(User(users::remove_email(db(ctx), caller, &Email::parse(&email)?).await?))
+    }
+
+    /// Makes one of the caller's addresses the primary.
+    async fn set_primary_email(&self, ctx: &Context<'_>, email: String) -> Result<User, ApiError> {
+        let caller = caller(ctx).await?;
+        Ok(User(users::set_primary_email(db(ctx), caller, &Email::parse(&email)?).await?))
+    }
+
+    /// Deletes a user (yourself, or anyone for a banker): they can no longer log in, their addresses become free,
+    /// their username stays taken.
+    async fn delete_user(&self, ctx: &Context<'_>, username: String) -> Result<bool, ApiError> {
+        let caller = caller(ctx).await?;
+        users::delete(db(ctx), caller, &username).await?;
+        Ok(true)
+    }
+}
+
+fn page_size(first: Option<i32>) -> Result<u64, ApiError> {
+    let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(0..=MAX_PAGE_SIZE).contains(&first) {
+        return Err(service::Error::invalid("first", format!("first must be 0–{MAX_PAGE_SIZE}")).into());
+    }
+    Ok(first as u64)
+}
+
+fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
+    OpaqueCursor::<String>::decode_cursor(cursor)
+        .map(|c| c.0)
+        .map_err(|_| service::Error::invalid("after", "not a cursor from this API").into())
+}

@@ -1,0 +1,55 @@
+use crate::Error;
+
+/// An email address, normalised: trimmed and lower-cased, so one mailbox has one spelling.
+///
+/// The check is for a plausible form (one `@`, a local part, a dotted domain, no spaces); whether the mailbox
+/// exists is only known by writing to it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+impl Email {
+    /// RFC 5321's limit on a forward path.
+    pub const MAX_LEN: usize = 254;
+
+    pub fn parse(input: &str) -> Result<Self, Error> {
+        let email = input.trim().to_lowercase();
+        let invalid = || Error::invalid("email", "not a plausible email address");
+        if email.len() > Self::MAX_LEN || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid());
+        }
+        let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
+        let domain_ok = !domain.contains('@')
+            && domain.contains('.')
+            && domain.split('.').all(|label| !label.is_empty());
+        if local.is_empty() || !domain_ok {
+            return Err(invalid());
+        }
+        Ok(Self(email))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_case_and_surrounding_space() {
+        assert_eq!(Email::parse("  Alice@Example.COM ").map(|e| e.0).ok(), Some("alice@example.com".into()));
+    }
+
+    #[test]
+    fn rejects_implausible_addresses() {
+        for bad in ["", "alice", "@example.com", "alice@", "alice@example", "a b@example.com", "a@b@c.com", "a@.com", "a@b..com"] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rejects_overlong_addresses() {
+        assert!(Email::parse(&format!("{}@example.com", "a".repeat(250))).is_err());
+    }
+}

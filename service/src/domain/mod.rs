@@ -1,0 +1,11 @@
+//! Domain values, parsed once at the edge: a value of one of these types is valid by construction.
+
+mod email;
+mod full_name;
+mod password;
+mod username;
+
+pub use email::Email;
+pub use full_name::FullName;
+pub use password::Password;
+pub use username::Username;

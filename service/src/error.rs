@@ -1,0 +1,87 @@
+//! The service layer's one error type.
+
+use sea_orm::DbErr;
+
+use crate::constraint;
+
+/// Everything a service call can fail with. Each variant documents the stable `code` clients see.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `BAD_USER_INPUT`: a value failed validation; `field` names the input field it came from.
+    #[error("{message}")]
+    InvalidInput { field: &'static str, message: String },
+    /// `USERNAME_TAKEN`: from the `users_pkey` constraint; usernames are never reused, even after deletion.
+    #[error("that username is taken")]
+    UsernameTaken,
+    /// `EMAIL_TAKEN`: from the `emails_pkey` constraint; an address is active for at most one user.
+    #[error("that email address is in use")]
+    EmailTaken,
+    /// `INVALID_CREDENTIALS`: the same for an unknown user and a wrong password.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// `UNAUTHENTICATED`: no token, or a bad, expired or revoked one.
+    #[error("authentication required: the token is missing, invalid, expired or revoked")]
+    Unauthenticated,
+    /// `FORBIDDEN`: authenticated, but not allowed to do this.
+    #[error("you are not allowed to do this")]
+    Forbidden,
+    /// `NOT_FOUND`: the named thing does not exist (or is not visible to the caller).
+    #[error("{what} not found")]
+    NotFound { what: &'static str },
+    /// `SERVICE_UNAVAILABLE` when the database cannot be reached, else `INTERNAL_SERVER_ERROR`.
+    #[error("database error")]
+    Database(#[source] DbErr),
+    /// `INTERNAL_SERVER_ERROR`: a bug or an unexpected failure outside the database.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The stable code clients receive in `extensions.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidInput { .. } => "BAD_USER_INPUT",
+            Error::UsernameTaken => "USERNAME_TAKEN",
+            Error::EmailTaken => "EMAIL_TAKEN",
+            Error::InvalidCredentials => "INVALID_CREDENTIALS",
+            Error::Unauthenticated => "UNAUTHENTICATED",
+            Error::Forbidden => "FORBIDDEN",
+            Error::NotFound { .. } => "NOT_FOUND",
+            Error::Database(err) if is_unavailable(err) => "SERVICE_UNAVAILABLE",
+            Error::Database(_) | Error::Internal(_) => "INTERNAL_SERVER_ERROR",
+        }
+    }
+
+    /// Whether clients may see this error's message; other errors are logged and reach them masked.
+    pub fn is_expected(&self) -> bool {
+        !matches!(self, Error::Database(_) | Error::Internal(_))
+    }
+
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Error::InvalidInput { field, message: message.into() }
+    }
+}
+
+impl From<DbErr> for Error {
+    fn from(err: DbErr) -> Self {
+        Error::Database(err)
+    }
+}
+
+fn is_unavailable(err: &DbErr) -> bool {
+    matches!(err, DbErr::Conn(_) | DbErr::ConnectionAcquire(_))
+}
+
+/// Turns a named constraint's violation into the domain error it means, at the call that can cause it.
+pub trait ResultExt<T> {
+    fn on_constraint(self, name: &str, map: impl FnOnce() -> Error) -> Result<T, Error>;
+}
+
+impl<T, E: Into<Error>> ResultExt<T> for Result<T, E> {
+    fn on_constraint(self, name: &str, map: impl FnOnce() -> Error) -> Result<T, Error> {
+        self.map_err(|err| match err.into() {
+            Error::Database(db) if constraint::violated(&db).as_deref() == Some(name) => map(),
+            other => other,
+        })
+    }
+}

@@ -1,0 +1,280 @@
+//! Users: sign-up, profile changes, roles, email addresses and soft deletion.
+
+use chrono::{SubsecRound, Utc};
+use entity::user::{self, Role};
+use entity::{deleted_email, email};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionSession, TransactionTrait,
+};
+
+use crate::auth::{self, Caller};
+use crate::domain::{Email, FullName, Password, Username};
+use crate::{Error, ResultExt, password};
+
+/// What sign-up needs, already validated.
+#[derive(Debug)]
+pub struct NewUser {
+    pub username: Username,
+    pub password: Password,
+    pub full_name: FullName,
+    pub email: Email,
+}
+
+/// Creates a depositor whose primary email is `email`.
+///
+/// Uniqueness is left to the database (`users_pkey`, `emails_pkey`), so racing sign-ups get one success and
+/// `USERNAME_TAKEN` or `EMAIL_TAKEN` for the rest, never a duplicate.
+pub async fn create<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    new: NewUser,
+) -> Result<user::Model, Error> {
+    let hashed_password = password::hash(&new.password).await?;
+    let txn = db.begin().await?;
+    let now = Utc::now();
+    let user = user::ActiveModel {
+        username: Set(new.username.as_str().to_owned()),
+        hashed_password: Set(hashed_password),
+        full_name: Set(new.full_name.as_str().to_owned()),
+        email: Set(Some(new.email.as_str().to_owned())),
+        password_changed_at: Set(now.trunc_subsecs(0)),
+        created_at: Set(now),
+        role: Set(Role::Depositor),
+        deleted_at: Set(None),
+    }
+    .insert(&txn)
+    .await
+    .on_constraint("users_pkey", || Error::UsernameTaken)?;
+    insert_email(&txn, &user.username, &new.email).await?;
+    txn.commit().await?;
+    Ok(user)
+}
+
+/// An active (not deleted) user.
+pub async fn find(db: &impl ConnectionTrait, username: &str) -> Result<Option<user::Model>, Error> {
+    Ok(user::Entity::find_by_id(username.to_owned())
+        .filter(user::Column::DeletedAt.is_null())
+        .one(db)
+        .await?)
+}
+
+/// Active users `after` a username, in username order: one page and whether more follow.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    first: u64,
+    after: Option<&str>,
+) -> Result<(Vec<user::Model>, bool), Error> {
+    if !caller.is_banker() {
+        return Err(Error::Forbidden);
+    }
+    let mut query = user::Entity::find()
+        .filter(user::Column::DeletedAt.is_null())
+        .order_by_asc(user::Column::Username)
+        .limit(first + 1);
+    if let Some(after) = after {
+        query = query.filter(user::Column::Username.gt(after));
+    }
+    let mut users = query.all(db).await?;
+    let has_more = users.len() as u64 > first;
+    users.truncate(first as usize);
+    Ok((users, has_more))
+}
+
+/// A user's active email addresses, primary first.
+pub async fn emails(db: &impl ConnectionTrait, user: &user::Model) -> Result<Vec<String>, Error> {
+    let mut emails: Vec<String> = email::Entity::find()
+        .filter(email::Column::Username.eq(&user.username))
+        .order_by_asc(email::Column::CreatedAt)
+        .order_by_asc(email::Column::Email)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|e| e.email)
+        .collect();
+    if let Some(primary) = &user.email
+        && let Some(at) = emails.iter().position(|e| e == primary)
+    {
+        let primary = emails.remove(at);
+        emails.insert(0, primary);
+    }
+    Ok(emails)
+}
+
+/// Changes a user's role: the way to make the first banker (`simple-bank set-role`).
+pub async fn set_role(db: &impl ConnectionTrait, username: &Username, role: Role) -> Result<user::Model, Error> {
+    let user = find(db, username.as_str()).await?.ok_or(Error::NotFound { what: "user" })?;
+    let mut active: user::ActiveModel = user.into();
+    active.role = Set(role);
+    Ok(active.update(db).await?)
+}
+
+/// A change to a user; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct UserUpdate {
+    /// Whom to change; the caller when `None`. Only a banker may name someone else.
+    pub username: Option<Username>,
+    pub full_name: Option<FullName>,
+    pub password: Option<Password>,
+    /// Only a banker may set a role.
+    pub role: Option<Role>,
+}
+
+/// Applies `update`. A new password ends every other session of that user.
+pub async fn update<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    caller: &Caller,
+    update: UserUpdate,
+) -> Result<user::Model, Error> {
+    let username = update.username.as_ref().map_or(caller.user.username.as_str(), Username::as_str);
+    if !caller.may_act_for(username) || (update.role.is_some() && !caller.is_banker()) {
+        return Err(Error::Forbidden);
+    }
+    let hashed_password = match &update.password {
+        Some(password) => Some(password::hash(password).await?),
+        None => None,
+    };
+    let txn = db.begin().await?;
+    let user = find(&txn, username).await?.ok_or(Error::NotFound { what: "user" })?;
+    let mut active: user::ActiveModel = user.into();
+    if let Some(full_name) = update.full_name {
+        active.full_name = Set(full_name.as_str().to_owned());
+    }
+    if let Some(role) = update.role {
+        active.role = Set(role);
+    }
+    if let Some(hashed_password) = hashed_password {
+        active.hashed_password = Set(hashed_password);
+        // Whole seconds, because token `iat` is whole seconds: a token from this second stays valid for the
+        // caller, while the other sessions end below.
+        active.password_changed_at = Set(Utc::now().trunc_subsecs(0));
+        let keep = (username == caller.user.username).then_some(caller.session_id.as_str());
+        auth::revoke_sessions_of(&txn, username, keep).await?;
+    }
+    let user = active.update(&txn).await?;
+    txn.commit().await?;
+    Ok(user)
+}
+
+/// Adds a secondary address for the caller.
+pub async fn add_email<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    caller: &Caller,
+    address: &Email,
+) -> Result<user::Model, Error> {
+    insert_email(db, &caller.user.username, address).await?;
+    current(db, caller).await
+}
+
+/// Removes one of the caller's secondary addresses, keeping it in `deleted_emails`.
+pub async fn remove_email<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    caller: &Caller,
+    address: &Email,
+) -> Result<user::Model, Error> {
+    let txn = db.begin().await?;
+    let user = current(&txn, caller).await?;
+    if user.email.as_deref() == Some(address.as_str()) {
+        return Err(Error::invalid("email", "the primary email cannot be removed; make another one primary first"));
+    }
+    let removed = email::Entity::delete_many()
+        .filter(email::Column::Email.eq(address.as_str()))
+        .filter(email::Column::Username.eq(&user.username))
+        .exec(&txn)
+        .await?;
+    if removed.rows_affected == 0 {
+        return Err(Error::NotFound { what: "email" });
+    }
+    deleted_email::ActiveModel {
+        email: Set(address.as_str().to_owned()),
+        username: Set(user.username.clone()),
+        deleted_at: Set(Utc::now()),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(user)
+}
+
+/// Makes one of the caller's addresses the primary.
+pub async fn set_primary_email<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    caller: &Caller,
+    address: &Email,
+) -> Result<user::Model, Error> {
+    let owned = email::Entity::find_by_id(address.as_str().to_owned())
+        .filter(email::Column::Username.eq(&caller.user.username))
+        .count(db)
+        .await?;
+    if owned == 0 {
+        return Err(Error::NotFound { what: "email" });
+    }
+    let mut active: user::ActiveModel = current(db, caller).await?.into();
+    active.email = Set(Some(address.as_str().to_owned()));
+    active
+        .update(db)
+        .await
+        .on_constraint("users_primary_email_fkey", || Error::NotFound { what: "email" })
+}
+
+/// Soft-deletes a user (the caller themself, or anyone for a banker): the row stays so the username is never
+/// reused, their addresses move to `deleted_emails` so others may use them, and every session ends.
+pub async fn delete<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    caller: &Caller,
+    username: &str,
+) -> Result<(), Error> {
+    if !caller.may_act_for(username) {
+        return Err(Error::Forbidden);
+    }
+    let txn = db.begin().await?;
+    let user = find(&txn, username).await?.ok_or(Error::NotFound { what: "user" })?;
+    let addresses = email::Entity::find()
+        .filter(email::Column::Username.eq(username))
+        .all(&txn)
+        .await?;
+    let now = Utc::now();
+    if !addresses.is_empty() {
+        deleted_email::Entity::insert_many(addresses.into_iter().map(|e| deleted_email::ActiveModel {
+            email: Set(e.email),
+            username: Set(e.username),
+            deleted_at: Set(now),
+            ..Default::default()
+        }))
+        .exec(&txn)
+        .await?;
+    }
+    // The primary email references `emails`: clear it first (the check is deferred to commit anyway).
+    user::Entity::update_many()
+        .col_expr(user::Column::Email, Expr::value(Option::<String>::None))
+        .col_expr(user::Column::DeletedAt, Expr::value(now))
+        .filter(user::Column::Username.eq(&user.username))
+        .exec(&txn)
+        .await?;
+    email::Entity::delete_many()
+        .filter(email::Column::Username.eq(username))
+        .exec(&txn)
+        .await?;
+    auth::revoke_sessions_of(&txn, username, None).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+async fn insert_email(db: &impl ConnectionTrait, username: &str, address: &Email) -> Result<(), Error> {
+    email::ActiveModel {
+        email: Set(address.as_str().to_owned()),
+        username: Set(username.to_owned()),
+        created_at: Set(Utc::now()),
+    }
+    .insert(db)
+    .await
+    .on_constraint("emails_pkey", || Error::EmailTaken)?;
+    Ok(())
+}
+
+/// The caller as stored now (the request's copy may predate this request's changes).
+async fn current(db: &impl ConnectionTrait, caller: &Caller) -> Result<user::Model, Error> {
+    find(db, &caller.user.username).await?.ok_or(Error::Unauthenticated)
+}
