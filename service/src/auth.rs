@@ -124,8 +124,7 @@ pub async fn login(
         username: Set(user.username.clone()),
         refresh_token_hash: Set(sha256(&secret)),
         expires_at: Set(refresh_expires_at),
-        revoked_at: Set(None),
-        created_at: Set(now),
+        ..Default::default()
     }
     .insert(db)
     .await?;

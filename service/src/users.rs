@@ -32,16 +32,14 @@ pub async fn create<C: ConnectionTrait + TransactionTrait>(
 ) -> Result<user::Model, Error> {
     let hashed_password = password::hash(&new.password).await?;
     let txn = db.begin().await?;
-    let now = Utc::now();
+    // `password_changed_at` and `created_at` keep their column defaults: "never" and now.
     let user = user::ActiveModel {
         username: Set(new.username.as_str().to_owned()),
         hashed_password: Set(hashed_password),
         full_name: Set(new.full_name.as_str().to_owned()),
         email: Set(Some(new.email.as_str().to_owned())),
-        password_changed_at: Set(now.trunc_subsecs(0)),
-        created_at: Set(now),
         role: Set(Role::Depositor),
-        deleted_at: Set(None),
+        ..Default::default()
     }
     .insert(&txn)
     .await
@@ -266,11 +264,13 @@ async fn insert_email(db: &impl ConnectionTrait, username: &str, address: &Email
     email::ActiveModel {
         email: Set(address.as_str().to_owned()),
         username: Set(username.to_owned()),
-        created_at: Set(Utc::now()),
+        ..Default::default()
     }
     .insert(db)
     .await
-    .on_constraint("emails_pkey", || Error::EmailTaken)?;
+    .on_constraint("emails_pkey", || Error::EmailTaken)
+    // SQLite reports this one first when a user re-adds an address they already have.
+    .on_constraint("emails_username_email_key", || Error::EmailTaken)?;
     Ok(())
 }
 

@@ -1,1 +1,7 @@
+//! Integration tests: the bank's behaviour, end to end, on SQLite and PostgreSQL.
 
+mod auth;
+mod constraints;
+mod migrations;
+mod schema_file;
+mod users;
