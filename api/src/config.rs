@@ -13,7 +13,11 @@ use service::auth::TokenConfig;
 pub struct Config {
     /// Database URL. Default: the SQLite file `simple-bank.db` in the working directory, created on first start.
     /// PostgreSQL: `postgres://user:password@host:5432/dbname`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://simple-bank.db?mode=rwc")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://simple-bank.db?mode=rwc"
+    )]
     pub database_url: String,
 
     /// Address to listen on. Default: 127.0.0.1:8000.
@@ -62,11 +66,18 @@ impl Config {
 
     pub fn token_config(&self) -> anyhow::Result<TokenConfig> {
         let secret = match (&self.jwt_secret, self.environment) {
-            (Some(secret), _) if secret.0.len() >= Self::MIN_SECRET_BYTES => secret.0.as_bytes().to_vec(),
-            (Some(_), _) => bail!("JWT_SECRET must be at least {} bytes", Self::MIN_SECRET_BYTES),
+            (Some(secret), _) if secret.0.len() >= Self::MIN_SECRET_BYTES => {
+                secret.0.as_bytes().to_vec()
+            }
+            (Some(_), _) => bail!(
+                "JWT_SECRET must be at least {} bytes",
+                Self::MIN_SECRET_BYTES
+            ),
             (None, Environment::Production) => bail!("JWT_SECRET is required outside development"),
             (None, Environment::Development) => {
-                tracing::warn!("JWT_SECRET is not set: using a random key; tokens stop working on restart");
+                tracing::warn!(
+                    "JWT_SECRET is not set: using a random key; tokens stop working on restart"
+                );
                 let mut key = vec![0u8; 32];
                 rand::rng().fill_bytes(&mut key);
                 key

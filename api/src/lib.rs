@@ -48,7 +48,11 @@ impl Application {
         let db = service::db::connect(&config.database_url).await?;
         let state = AppState::new(db, config.token_config()?);
         let listener = TcpListener::bind(config.listen_addr).await?;
-        Ok(Self { listener, state, config })
+        Ok(Self {
+            listener,
+            state,
+            config,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -58,9 +62,12 @@ impl Application {
     /// Serves until Ctrl-C or SIGTERM, then finishes the requests in flight.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let app = router(self.state, &self.config);
-        axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown_signal())
+        .await
     }
 }
 

@@ -141,7 +141,10 @@ async fn ensure_every_owner_is_a_user(manager: &SchemaManager<'_>) -> Result<(),
     let owners = rows
         .iter()
         .take(OWNERS_NAMED)
-        .map(|row| row.try_get_by_index::<String>(0).map(|owner| format!("{owner:?}")))
+        .map(|row| {
+            row.try_get_by_index::<String>(0)
+                .map(|owner| format!("{owner:?}"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let more = match rows.len().saturating_sub(OWNERS_NAMED) {
         0 => String::new(),

@@ -148,8 +148,14 @@ impl MigrationTrait for Migration {
             DbBackend::Sqlite => {
                 db.execute_unprepared(r#"DROP TABLE "sessions"; DROP TABLE "deleted_emails";"#)
                     .await?;
-                sqlite::rebuild_table(manager, "users", SQLITE_USERS_DOWN, SQLITE_USER_COLUMNS, &[])
-                    .await?;
+                sqlite::rebuild_table(
+                    manager,
+                    "users",
+                    SQLITE_USERS_DOWN,
+                    SQLITE_USER_COLUMNS,
+                    &[],
+                )
+                .await?;
                 db.execute_unprepared(r#"DROP TABLE "emails""#).await?;
             }
             _ => {

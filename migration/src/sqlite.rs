@@ -20,7 +20,8 @@ pub async fn rebuild_table(
         r#"INSERT INTO "{table}_new" ({columns}) SELECT {columns} FROM "{table}""#
     ))
     .await?;
-    db.execute_unprepared(&format!(r#"DROP TABLE "{table}""#)).await?;
+    db.execute_unprepared(&format!(r#"DROP TABLE "{table}""#))
+        .await?;
     db.execute_unprepared(&format!(r#"ALTER TABLE "{table}_new" RENAME TO "{table}""#))
         .await?;
     for index in indexes {

@@ -13,9 +13,7 @@ use entity::{session, user};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -137,7 +135,9 @@ pub async fn refresh(
     config: &TokenConfig,
     refresh_token: &str,
 ) -> Result<Tokens, Error> {
-    let (session_id, secret) = refresh_token.split_once('.').ok_or(Error::Unauthenticated)?;
+    let (session_id, secret) = refresh_token
+        .split_once('.')
+        .ok_or(Error::Unauthenticated)?;
     let session = session::Entity::find_by_id(session_id.to_owned())
         .one(db)
         .await?
@@ -148,7 +148,10 @@ pub async fn refresh(
     }
     let new_secret = random_token(32);
     let rotated = session::Entity::update_many()
-        .col_expr(session::Column::RefreshTokenHash, Expr::value(sha256(&new_secret)))
+        .col_expr(
+            session::Column::RefreshTokenHash,
+            Expr::value(sha256(&new_secret)),
+        )
         .filter(session::Column::Id.eq(session_id))
         .filter(session::Column::RefreshTokenHash.eq(sha256(secret)))
         .filter(session::Column::RevokedAt.is_null())
@@ -169,7 +172,9 @@ pub async fn refresh(
 
 /// Ends the session a refresh token belongs to. Answers whether a live session was ended.
 pub async fn logout(db: &impl ConnectionTrait, refresh_token: &str) -> Result<bool, Error> {
-    let (session_id, secret) = refresh_token.split_once('.').ok_or(Error::Unauthenticated)?;
+    let (session_id, secret) = refresh_token
+        .split_once('.')
+        .ok_or(Error::Unauthenticated)?;
     let ended = session::Entity::update_many()
         .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
         .filter(session::Column::Id.eq(session_id))
@@ -187,9 +192,10 @@ pub async fn authenticate(
     config: &TokenConfig,
     access_token: &str,
 ) -> Result<Caller, Error> {
-    let claims = jsonwebtoken::decode::<Claims>(access_token, &config.decoding, &config.validation())
-        .map_err(|_| Error::Unauthenticated)?
-        .claims;
+    let claims =
+        jsonwebtoken::decode::<Claims>(access_token, &config.decoding, &config.validation())
+            .map_err(|_| Error::Unauthenticated)?
+            .claims;
     let (session, user) = session::Entity::find_by_id(claims.sid.clone())
         .find_also_related(user::Entity)
         .one(db)
@@ -203,7 +209,10 @@ pub async fn authenticate(
     if !valid {
         return Err(Error::Unauthenticated);
     }
-    Ok(Caller { user, session_id: session.id })
+    Ok(Caller {
+        user,
+        session_id: session.id,
+    })
 }
 
 /// Revokes every live session of `username` except `keep`.
@@ -250,8 +259,9 @@ fn issue(
         iat: now.timestamp(),
         exp: access_token_expires_at.timestamp(),
     };
-    let access_token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &config.encoding)
-        .map_err(|err| Error::Internal(format!("signing a token: {err}")))?;
+    let access_token =
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &config.encoding)
+            .map_err(|err| Error::Internal(format!("signing a token: {err}")))?;
     Ok(Tokens {
         access_token,
         access_token_expires_at,

@@ -17,7 +17,8 @@ const SQLITE_UNIQUE: &[(&str, &str)] = &[
 
 /// The name of the constraint `err` violated, if it is a constraint violation.
 pub fn violated(err: &DbErr) -> Option<String> {
-    let (DbErr::Exec(RuntimeErr::SqlxError(sqlx)) | DbErr::Query(RuntimeErr::SqlxError(sqlx))) = err
+    let (DbErr::Exec(RuntimeErr::SqlxError(sqlx)) | DbErr::Query(RuntimeErr::SqlxError(sqlx))) =
+        err
     else {
         return None;
     };

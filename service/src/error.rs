@@ -9,7 +9,10 @@ use crate::constraint;
 pub enum Error {
     /// `BAD_USER_INPUT`: a value failed validation; `field` names the input field it came from.
     #[error("{message}")]
-    InvalidInput { field: &'static str, message: String },
+    InvalidInput {
+        field: &'static str,
+        message: String,
+    },
     /// `USERNAME_TAKEN`: from the `users_pkey` constraint; usernames are never reused, even after deletion.
     #[error("that username is taken")]
     UsernameTaken,
@@ -58,7 +61,10 @@ impl Error {
     }
 
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Error::InvalidInput { field, message: message.into() }
+        Error::InvalidInput {
+            field,
+            message: message.into(),
+        }
     }
 }
 

@@ -5,8 +5,8 @@ use std::sync::LazyLock;
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
 use tokio::sync::Semaphore;
 
-use crate::domain::Password;
 use crate::Error;
+use crate::domain::Password;
 
 /// OWASP's argon2id parameters: 19 MiB of memory, 2 iterations, 1 lane.
 const MEMORY_KIB: u32 = 19 * 1024;
@@ -15,9 +15,8 @@ const LANES: u32 = 1;
 
 /// At most one hash per core at a time: each holds 19 MiB and a blocking thread, so a login flood queues here
 /// instead of exhausting memory or the blocking pool that other requests need.
-static PERMITS: LazyLock<Semaphore> = LazyLock::new(|| {
-    Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
-});
+static PERMITS: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
 
 /// A hash of a password nobody has, verified against when the user does not exist, so that an unknown username
 /// costs the same time as a wrong password and reveals nothing.
@@ -51,7 +50,9 @@ pub async fn verify(password: &str, hash: Option<String>) -> Result<bool, Error>
     run_blocking(move || {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| DECOY_HASH.clone());
-        let matches = argon2().verify_password(password.as_bytes(), hash.as_str()).is_ok();
+        let matches = argon2()
+            .verify_password(password.as_bytes(), hash.as_str())
+            .is_ok();
         Ok(known && matches)
     })
     .await

@@ -101,8 +101,14 @@ pub async fn emails(db: &impl ConnectionTrait, user: &user::Model) -> Result<Vec
 }
 
 /// Changes a user's role: the way to make the first banker (`simple-bank set-role`).
-pub async fn set_role(db: &impl ConnectionTrait, username: &Username, role: Role) -> Result<user::Model, Error> {
-    let user = find(db, username.as_str()).await?.ok_or(Error::NotFound { what: "user" })?;
+pub async fn set_role(
+    db: &impl ConnectionTrait,
+    username: &Username,
+    role: Role,
+) -> Result<user::Model, Error> {
+    let user = find(db, username.as_str())
+        .await?
+        .ok_or(Error::NotFound { what: "user" })?;
     let mut active: user::ActiveModel = user.into();
     active.role = Set(role);
     Ok(active.update(db).await?)
@@ -125,7 +131,10 @@ pub async fn update<C: ConnectionTrait + TransactionTrait>(
     caller: &Caller,
     update: UserUpdate,
 ) -> Result<user::Model, Error> {
-    let username = update.username.as_ref().map_or(caller.user.username.as_str(), Username::as_str);
+    let username = update
+        .username
+        .as_ref()
+        .map_or(caller.user.username.as_str(), Username::as_str);
     if !caller.may_act_for(username) || (update.role.is_some() && !caller.is_banker()) {
         return Err(Error::Forbidden);
     }
@@ -134,7 +143,9 @@ pub async fn update<C: ConnectionTrait + TransactionTrait>(
         None => None,
     };
     let txn = db.begin().await?;
-    let user = find(&txn, username).await?.ok_or(Error::NotFound { what: "user" })?;
+    let user = find(&txn, username)
+        .await?
+        .ok_or(Error::NotFound { what: "user" })?;
     let mut active: user::ActiveModel = user.into();
     if let Some(full_name) = update.full_name {
         active.full_name = Set(full_name.as_str().to_owned());
@@ -174,7 +185,10 @@ pub async fn remove_email<C: ConnectionTrait + TransactionTrait>(
     let txn = db.begin().await?;
     let user = current(&txn, caller).await?;
     if user.email.as_deref() == Some(address.as_str()) {
-        return Err(Error::invalid("email", "the primary email cannot be removed; make another one primary first"));
+        return Err(Error::invalid(
+            "email",
+            "the primary email cannot be removed; make another one primary first",
+        ));
     }
     let removed = email::Entity::delete_many()
         .filter(email::Column::Email.eq(address.as_str()))
@@ -214,7 +228,9 @@ pub async fn set_primary_email<C: ConnectionTrait + TransactionTrait>(
     active
         .update(db)
         .await
-        .on_constraint("users_primary_email_fkey", || Error::NotFound { what: "email" })
+        .on_constraint("users_primary_email_fkey", || Error::NotFound {
+            what: "email",
+        })
 }
 
 /// Soft-deletes a user (the caller themself, or anyone for a banker): the row stays so the username is never
@@ -228,18 +244,22 @@ pub async fn delete<C: ConnectionTrait + TransactionTrait>(
         return Err(Error::Forbidden);
     }
     let txn = db.begin().await?;
-    let user = find(&txn, username).await?.ok_or(Error::NotFound { what: "user" })?;
+    let user = find(&txn, username)
+        .await?
+        .ok_or(Error::NotFound { what: "user" })?;
     let addresses = email::Entity::find()
         .filter(email::Column::Username.eq(username))
         .all(&txn)
         .await?;
     let now = Utc::now();
     if !addresses.is_empty() {
-        deleted_email::Entity::insert_many(addresses.into_iter().map(|e| deleted_email::ActiveModel {
-            email: Set(e.email),
-            username: Set(e.username),
-            deleted_at: Set(now),
-            ..Default::default()
+        deleted_email::Entity::insert_many(addresses.into_iter().map(|e| {
+            deleted_email::ActiveModel {
+                email: Set(e.email),
+                username: Set(e.username),
+                deleted_at: Set(now),
+                ..Default::default()
+            }
         }))
         .exec(&txn)
         .await?;
@@ -260,7 +280,11 @@ pub async fn delete<C: ConnectionTrait + TransactionTrait>(
     Ok(())
 }
 
-async fn insert_email(db: &impl ConnectionTrait, username: &str, address: &Email) -> Result<(), Error> {
+async fn insert_email(
+    db: &impl ConnectionTrait,
+    username: &str,
+    address: &Email,
+) -> Result<(), Error> {
     email::ActiveModel {
         email: Set(address.as_str().to_owned()),
         username: Set(username.to_owned()),
@@ -276,5 +300,7 @@ async fn insert_email(db: &impl ConnectionTrait, username: &str, address: &Email
 
 /// The caller as stored now (the request's copy may predate this request's changes).
 async fn current(db: &impl ConnectionTrait, caller: &Caller) -> Result<user::Model, Error> {
-    find(db, &caller.user.username).await?.ok_or(Error::Unauthenticated)
+    find(db, &caller.user.username)
+        .await?
+        .ok_or(Error::Unauthenticated)
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use api::{Application, cli::Cli};
 use clap::Parser;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -53,7 +55,11 @@ impl TestDatabase {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("a temporary directory");
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join("bank.db").display());
-                Self { url, backend, _dir: Some(dir) }
+                Self {
+                    url,
+                    backend,
+                    _dir: Some(dir),
+                }
             }
             Backend::Postgres => {
                 let admin_url = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
@@ -64,14 +70,22 @@ impl TestDatabase {
                     )
                 });
                 let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-                let admin = Database::connect(admin_url.as_str()).await.expect("connect to TEST_DATABASE_URL");
+                let admin = Database::connect(admin_url.as_str())
+                    .await
+                    .expect("connect to TEST_DATABASE_URL");
                 admin
                     .execute_unprepared(&format!(r#"CREATE DATABASE "{name}""#))
                     .await
                     .expect("create a test database");
                 admin.close().await.ok();
-                let (server, _) = admin_url.rsplit_once('/').expect("TEST_DATABASE_URL names a database");
-                Self { url: format!("{server}/{name}"), backend, _dir: None }
+                let (server, _) = admin_url
+                    .rsplit_once('/')
+                    .expect("TEST_DATABASE_URL names a database");
+                Self {
+                    url: format!("{server}/{name}"),
+                    backend,
+                    _dir: None,
+                }
             }
         }
     }
@@ -79,13 +93,17 @@ impl TestDatabase {
     /// A new database with every migration applied.
     pub async fn migrated(backend: Backend) -> Self {
         let db = Self::empty(backend).await;
-        migration::migrate_up(&db.url).await.expect("migrations apply");
+        migration::migrate_up(&db.url)
+            .await
+            .expect("migrations apply");
         db
     }
 
     /// A connection as the migrations use it (on SQLite: foreign keys off, see `migration::connect`).
     pub async fn migration_connection(&self) -> DatabaseConnection {
-        migration::connect(ConnectOptions::new(self.url.as_str())).await.expect("connect")
+        migration::connect(ConnectOptions::new(self.url.as_str()))
+            .await
+            .expect("connect")
     }
 
     /// A connection as the server uses it.
@@ -95,9 +113,17 @@ impl TestDatabase {
 }
 
 /// Applies or reverts migrations on `db`.
-pub async fn migrate(db: &TestDatabase, up: bool, steps: Option<u32>) -> Result<(), sea_orm::DbErr> {
+pub async fn migrate(
+    db: &TestDatabase,
+    up: bool,
+    steps: Option<u32>,
+) -> Result<(), sea_orm::DbErr> {
     let conn = db.migration_connection().await;
-    let result = if up { Migrator::up(&conn, steps).await } else { Migrator::down(&conn, steps).await };
+    let result = if up {
+        Migrator::up(&conn, steps).await
+    } else {
+        Migrator::down(&conn, steps).await
+    };
     conn.close().await.ok();
     result
 }
@@ -153,7 +179,9 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         JWT_SECRET,
     ])
     .expect("test configuration parses");
-    let app = Application::build(cli.config).await.expect("the server builds");
+    let app = Application::build(cli.config)
+        .await
+        .expect("the server builds");
     let address = format!("http://{}", app.local_addr().expect("a bound address"));
     tokio::spawn(app.run_until_stopped());
     let client = reqwest::Client::builder()
@@ -161,7 +189,12 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         .build()
         .expect("an HTTP client");
     let db = database.connection().await;
-    TestApp { address, db, database, client }
+    TestApp {
+        address,
+        db,
+        database,
+        client,
+    }
 }
 
 /// A GraphQL response, with the accessors tests need.
@@ -172,24 +205,37 @@ impl Response {
     /// The value at a `/`-separated path under `data`, e.g. `"login/accessToken"`.
     pub fn data(&self, path: &str) -> &Value {
         let pointer = format!("/data/{path}");
-        self.0.pointer(&pointer).unwrap_or_else(|| panic!("no {pointer} in {:#}", self.0))
+        self.0
+            .pointer(&pointer)
+            .unwrap_or_else(|| panic!("no {pointer} in {:#}", self.0))
     }
 
     pub fn str(&self, path: &str) -> String {
-        self.data(path).as_str().unwrap_or_else(|| panic!("{path} is not a string in {:#}", self.0)).to_owned()
+        self.data(path)
+            .as_str()
+            .unwrap_or_else(|| panic!("{path} is not a string in {:#}", self.0))
+            .to_owned()
     }
 
     /// The first error's `extensions.code`, if any.
     pub fn error_code(&self) -> Option<&str> {
-        self.0.pointer("/errors/0/extensions/code").and_then(Value::as_str)
+        self.0
+            .pointer("/errors/0/extensions/code")
+            .and_then(Value::as_str)
     }
 
     pub fn error_field(&self) -> Option<&str> {
-        self.0.pointer("/errors/0/extensions/field").and_then(Value::as_str)
+        self.0
+            .pointer("/errors/0/extensions/field")
+            .and_then(Value::as_str)
     }
 
     pub fn assert_ok(&self) -> &Self {
-        assert!(self.0.get("errors").is_none(), "unexpected errors: {:#}", self.0);
+        assert!(
+            self.0.get("errors").is_none(),
+            "unexpected errors: {:#}",
+            self.0
+        );
         self
     }
 }
@@ -232,7 +278,10 @@ impl TestApp {
             )
             .await;
         response.assert_ok();
-        (response.str("login/accessToken"), response.str("login/refreshToken"))
+        (
+            response.str("login/accessToken"),
+            response.str("login/refreshToken"),
+        )
     }
 
     /// Signs up and logs in: the access token.

@@ -48,14 +48,20 @@ pub struct RequestAuth {
 
 impl RequestAuth {
     pub fn new(token: Option<String>) -> Self {
-        Self { token, caller: OnceCell::new() }
+        Self {
+            token,
+            caller: OnceCell::new(),
+        }
     }
 }
 
 /// The authenticated caller of this request, or `UNAUTHENTICATED`.
 pub(crate) async fn caller<'a>(ctx: &Context<'a>) -> Result<&'a Caller, ApiError> {
     let auth = ctx.data_unchecked::<RequestAuth>();
-    let token = auth.token.as_deref().ok_or(service::Error::Unauthenticated)?;
+    let token = auth
+        .token
+        .as_deref()
+        .ok_or(service::Error::Unauthenticated)?;
     let caller = auth
         .caller
         .get_or_try_init(|| service::auth::authenticate(db(ctx), tokens(ctx), token))

@@ -157,7 +157,10 @@ impl UserQuery {
         let (page, has_next) = users::list(db(ctx), caller, first, after.as_deref()).await?;
         let mut connection = Connection::new(after.is_some(), has_next);
         connection.edges.extend(page.into_iter().map(|user| {
-            Edge::new(OpaqueCursor(user.username.clone()).encode_cursor(), User(user))
+            Edge::new(
+                OpaqueCursor(user.username.clone()).encode_cursor(),
+                User(user),
+            )
         }));
         Ok(connection)
     }
@@ -169,7 +172,11 @@ pub struct UserMutation;
 #[Object]
 impl UserMutation {
     /// Signs up a new depositor.
-    async fn create_user(&self, ctx: &Context<'_>, input: CreateUserInput) -> Result<User, ApiError> {
+    async fn create_user(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateUserInput,
+    ) -> Result<User, ApiError> {
         let new = NewUser {
             username: Username::parse(&input.username)?,
             password: Password::parse(&input.password)?,
@@ -181,7 +188,8 @@ impl UserMutation {
 
     /// Opens a session.
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<AuthPayload, ApiError> {
-        let tokens = service::auth::login(db(ctx), tokens(ctx), &input.username, &input.password).await?;
+        let tokens =
+            service::auth::login(db(ctx), tokens(ctx), &input.username, &input.password).await?;
         Ok(tokens.into())
     }
 
@@ -191,7 +199,9 @@ impl UserMutation {
         ctx: &Context<'_>,
         refresh_token: String,
     ) -> Result<AuthPayload, ApiError> {
-        Ok(service::auth::refresh(db(ctx), tokens(ctx), &refresh_token).await?.into())
+        Ok(service::auth::refresh(db(ctx), tokens(ctx), &refresh_token)
+            .await?
+            .into())
     }
 
     /// Ends the session of a refresh token. True if a live session ended.
@@ -199,11 +209,19 @@ impl UserMutation {
         Ok(service::auth::logout(db(ctx), &refresh_token).await?)
     }
 
-    async fn update_user(&self, ctx: &Context<'_>, input: UpdateUserInput) -> Result<User, ApiError> {
+    async fn update_user(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateUserInput,
+    ) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
         let update = UserUpdate {
             username: input.username.as_deref().map(Username::parse).transpose()?,
-            full_name: input.full_name.as_deref().map(FullName::parse).transpose()?,
+            full_name: input
+                .full_name
+                .as_deref()
+                .map(FullName::parse)
+                .transpose()?,
             password: input.password.as_deref().map(Password::parse).transpose()?,
             role: input.role.map(Into::into),
         };
@@ -213,19 +231,25 @@ impl UserMutation {
     /// Adds a secondary email address for the caller.
     async fn add_email(&self, ctx: &Context<'_>, email: String) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(User(users::add_email(db(ctx), caller, &Email::parse(&email)?).await?))
+        Ok(User(
+            users::add_email(db(ctx), caller, &Email::parse(&email)?).await?,
+        ))
     }
 
     /// Removes one of the caller's secondary addresses; the primary cannot be removed.
     async fn remove_email(&self, ctx: &Context<'_>, email: String) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(User(users::remove_email(db(ctx), caller, &Email::parse(&email)?).await?))
+        Ok(User(
+            users::remove_email(db(ctx), caller, &Email::parse(&email)?).await?,
+        ))
     }
 
     /// Makes one of the caller's addresses the primary.
     async fn set_primary_email(&self, ctx: &Context<'_>, email: String) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(User(users::set_primary_email(db(ctx), caller, &Email::parse(&email)?).await?))
+        Ok(User(
+            users::set_primary_email(db(ctx), caller, &Email::parse(&email)?).await?,
+        ))
     }
 
     /// Deletes a user (yourself, or anyone for a banker): they can no longer log in, their addresses become free,
@@ -240,7 +264,9 @@ impl UserMutation {
 fn page_size(first: Option<i32>) -> Result<u64, ApiError> {
     let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(0..=MAX_PAGE_SIZE).contains(&first) {
-        return Err(service::Error::invalid("first", format!("first must be 0–{MAX_PAGE_SIZE}")).into());
+        return Err(
+            service::Error::invalid("first", format!("first must be 0–{MAX_PAGE_SIZE}")).into(),
+        );
     }
     Ok(first as u64)
 }

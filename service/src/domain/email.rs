@@ -14,7 +14,8 @@ impl Email {
     pub fn parse(input: &str) -> Result<Self, Error> {
         let email = input.trim().to_lowercase();
         let invalid = || Error::invalid("email", "not a plausible email address");
-        if email.len() > Self::MAX_LEN || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if email.len() > Self::MAX_LEN || email.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(invalid());
         }
         let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
@@ -38,12 +39,25 @@ mod tests {
 
     #[test]
     fn normalises_case_and_surrounding_space() {
-        assert_eq!(Email::parse("  Alice@Example.COM ").map(|e| e.0).ok(), Some("alice@example.com".into()));
+        assert_eq!(
+            Email::parse("  Alice@Example.COM ").map(|e| e.0).ok(),
+            Some("alice@example.com".into())
+        );
     }
 
     #[test]
     fn rejects_implausible_addresses() {
-        for bad in ["", "alice", "@example.com", "alice@", "alice@example", "a b@example.com", "a@b@c.com", "a@.com", "a@b..com"] {
+        for bad in [
+            "",
+            "alice",
+            "@example.com",
+            "alice@",
+            "alice@example",
+            "a b@example.com",
+            "a@b@c.com",
+            "a@.com",
+            "a@b..com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }

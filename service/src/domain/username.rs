@@ -16,10 +16,17 @@ impl Username {
         if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&len) {
             return Err(Error::invalid(
                 "username",
-                format!("a username has {}–{} characters", Self::MIN_LEN, Self::MAX_LEN),
+                format!(
+                    "a username has {}–{} characters",
+                    Self::MIN_LEN,
+                    Self::MAX_LEN
+                ),
             ));
         }
-        if !input.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        if !input
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
             return Err(Error::invalid(
                 "username",
                 "a username has only lower-case letters, digits and underscores",
@@ -45,7 +52,10 @@ mod tests {
 
     #[test]
     fn accepts_lower_case_letters_digits_and_underscores() {
-        assert_eq!(Username::parse("alice_01").map(|u| u.0).ok(), Some("alice_01".into()));
+        assert_eq!(
+            Username::parse("alice_01").map(|u| u.0).ok(),
+            Some("alice_01".into())
+        );
     }
 
     #[test]

@@ -1,0 +1,35 @@
+# Everyday commands. `make run` and `make test` are the README's quick start.
+
+DATABASE_URL ?= sqlite://simple-bank.db?mode=rwc
+export DATABASE_URL
+
+.PHONY: run test lint schema migrateup migratedown migrateup1 migratedown1 migratestatus
+
+## Serve the API on 127.0.0.1:8000 (SQLite by default; GraphiQL at /).
+run:
+	cargo run -p simple-bank
+
+## Every test, on SQLite and on PostgreSQL (a throwaway server unless TEST_DATABASE_URL is set).
+test:
+	scripts/with-postgres cargo nextest run --workspace --no-fail-fast
+
+## What CI checks besides the tests.
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## Regenerate schema.graphql from the server's schema.
+schema:
+	cargo run -q -p simple-bank -- export-schema > schema.graphql
+
+## The seed course's migration targets, on DATABASE_URL.
+migrateup:        ## apply every pending migration
+	cargo run -q -p migration -- up
+migratedown:      ## roll back every applied migration
+	cargo run -q -p migration -- reset
+migrateup1:       ## apply the next migration
+	cargo run -q -p migration -- up -n 1
+migratedown1:     ## roll back the last migration
+	cargo run -q -p migration -- down -n 1
+migratestatus:
+	cargo run -q -p migration -- status
