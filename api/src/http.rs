@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use async_graphql::http::GraphiQLSource;
+use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -20,7 +21,7 @@ use crate::{AppState, Config};
 pub fn router(state: AppState, config: &Config) -> Router {
     Router::new()
         .route("/", get(graphiql))
-        .route("/graphql", get(graphql).post(graphql))
+        .route("/graphql", get(graphql_get).post(graphql))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -30,6 +31,46 @@ pub fn router(state: AppState, config: &Config) -> Router {
             Duration::from_secs(config.request_timeout_secs),
         ))
         .layer(TraceLayer::new_for_http())
+}
+
+/// GET runs queries only: a mutation over GET could be triggered by a link (CSRF) and would put its arguments,
+/// passwords included, into URLs and logs.
+async fn graphql_get(
+    state: State<AppState>,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> Response {
+    if is_mutation(&request.0) {
+        let body = serde_json::json!({ "errors": [{
+            "message": "mutations are accepted only over POST",
+            "extensions": { "code": "METHOD_NOT_ALLOWED" },
+        }]});
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "POST")],
+            axum::Json(body),
+        )
+            .into_response();
+    }
+    graphql(state, headers, request).await.into_response()
+}
+
+/// Whether the operation `request` selects is a mutation. A document that does not parse is left to the
+/// executor, which reports the syntax error.
+fn is_mutation(request: &async_graphql::Request) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+        return false;
+    };
+    let is_mutation = |ty: OperationType| ty == OperationType::Mutation;
+    match &document.operations {
+        DocumentOperations::Single(operation) => is_mutation(operation.node.ty),
+        DocumentOperations::Multiple(operations) => match &request.operation_name {
+            Some(name) => operations
+                .get(name.as_str())
+                .is_some_and(|op| is_mutation(op.node.ty)),
+            None => operations.values().any(|op| is_mutation(op.node.ty)),
+        },
+    }
 }
 
 async fn graphql(

@@ -2,6 +2,7 @@
 
 mod auth;
 mod constraints;
+mod http;
 mod migrations;
 mod schema_file;
 mod users;
