@@ -14,7 +14,9 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::graphql::RequestAuth;
+use service::db::Db;
+
+use crate::graphql::{self, RequestAuth};
 use crate::{AppState, Config};
 
 /// Every route, with its middleware. Tests drive this directly or through a bound server.
@@ -52,7 +54,9 @@ async fn graphql_get(
         )
             .into_response();
     }
-    graphql(state, headers, request).await.into_response()
+    execute(state.0, &headers, request.into_inner(), false)
+        .await
+        .into_response()
 }
 
 /// Whether the operation `request` selects is a mutation. A document that does not parse is left to the
@@ -78,13 +82,38 @@ async fn graphql(
     headers: HeaderMap,
     request: GraphQLRequest,
 ) -> GraphQLResponse {
+    let request = request.into_inner();
+    let mutation = is_mutation(&request);
+    execute(state, &headers, request, mutation).await
+}
+
+/// Runs one operation: a query inside one read snapshot, a mutation on the pool (its services open their own
+/// transactions).
+async fn execute(
+    state: AppState,
+    headers: &HeaderMap,
+    request: async_graphql::Request,
+    mutation: bool,
+) -> GraphQLResponse {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(|token| token.trim().to_owned());
-    let request = request.into_inner().data(RequestAuth::new(token));
-    state.schema.execute(request).await.into()
+    let db = if mutation {
+        Db::Pool(state.db.clone())
+    } else {
+        // Without a snapshot the fields still answer, each with its own error if the database is away.
+        Db::snapshot(&state.db).await.unwrap_or_else(|err| {
+            tracing::warn!(%err, "cannot open a read snapshot");
+            Db::Pool(state.db.clone())
+        })
+    };
+    let request = graphql::request_data(request.data(RequestAuth::new(token)), &db);
+    let mut response = state.schema.execute(request).await;
+    db.finish().await;
+    graphql::default_error_codes(&mut response);
+    response.into()
 }
 
 async fn graphiql() -> Html<String> {

@@ -10,8 +10,20 @@ pub struct Model {
     pub owner: String,
     /// Minor units (cents).
     pub balance: i64,
-    pub currency: String,
+    pub currency: Currency,
     pub created_at: DateTimeUtc,
+}
+
+/// The currencies the bank runs; stored as ISO 4217 codes and checked by `accounts_currency_supported`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum Currency {
+    #[sea_orm(string_value = "USD")]
+    Usd,
+    #[sea_orm(string_value = "EUR")]
+    Eur,
+    #[sea_orm(string_value = "CAD")]
+    Cad,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,8 @@ pub struct Model {
     /// Minor units; negative for money leaving the account.
     pub amount: i64,
     pub created_at: DateTimeUtc,
+    /// The transfer this entry is half of; `None` for a deposit.
+    pub transfer_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,7 @@ mod m20260101_000001_init_schema;
 mod m20260101_000002_add_users;
 mod m20260101_000003_bank_constraints;
 mod m20260101_000004_user_auth;
+mod m20260101_000005_ledger;
 mod sqlite;
 
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260101_000002_add_users::Migration),
             Box::new(m20260101_000003_bank_constraints::Migration),
             Box::new(m20260101_000004_user_auth::Migration),
+            Box::new(m20260101_000005_ledger::Migration),
         ]
     }
 }

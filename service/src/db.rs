@@ -1,8 +1,12 @@
-//! Opening the application's database connection.
+//! The application's database connection, and the per-request snapshot reads go through.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use sea_orm::{
+    AccessMode, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction,
+    DbBackend, DbErr, ExecResult, IsolationLevel, QueryResult, Statement, TransactionTrait,
+};
 
 /// Connects to `url` with the settings the server relies on.
 ///
@@ -30,4 +34,79 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         options.max_connections(16).min_connections(1);
     }
     Database::connect(options).await
+}
+
+/// Where a request's reads go: the pool, or one snapshot transaction shared by every field of a query request.
+///
+/// A snapshot makes a query's fields agree with each other: a banker summing every balance in one request sees
+/// the conserved total even while transfers commit. It is shared (`Arc`) because batch loaders outlive borrows.
+#[derive(Clone)]
+pub enum Db {
+    Pool(DatabaseConnection),
+    Snapshot(Arc<DatabaseTransaction>),
+}
+
+impl Db {
+    /// A read-only snapshot: REPEATABLE READ on PostgreSQL; on SQLite a transaction is a snapshot already.
+    pub async fn snapshot(pool: &DatabaseConnection) -> Result<Self, DbErr> {
+        let txn = match pool.get_database_backend() {
+            DbBackend::Postgres => {
+                pool.begin_with_config(
+                    Some(IsolationLevel::RepeatableRead),
+                    Some(AccessMode::ReadOnly),
+                )
+                .await?
+            }
+            _ => pool.begin().await?,
+        };
+        Ok(Self::Snapshot(Arc::new(txn)))
+    }
+
+    /// Ends a snapshot once nothing else holds it. Read-only, so there is nothing to lose if that fails.
+    pub async fn finish(self) {
+        if let Self::Snapshot(txn) = self
+            && let Ok(txn) = Arc::try_unwrap(txn)
+            && let Err(err) = txn.commit().await
+        {
+            tracing::warn!(%err, "ending a read snapshot");
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Db {
+    fn get_database_backend(&self) -> DbBackend {
+        match self {
+            Self::Pool(db) => db.get_database_backend(),
+            Self::Snapshot(txn) => txn.get_database_backend(),
+        }
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        match self {
+            Self::Pool(db) => db.execute_raw(stmt).await,
+            Self::Snapshot(txn) => txn.execute_raw(stmt).await,
+        }
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        match self {
+            Self::Pool(db) => db.execute_unprepared(sql).await,
+            Self::Snapshot(txn) => txn.execute_unprepared(sql).await,
+        }
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        match self {
+            Self::Pool(db) => db.query_one_raw(stmt).await,
+            Self::Snapshot(txn) => txn.query_one_raw(stmt).await,
+        }
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        match self {
+            Self::Pool(db) => db.query_all_raw(stmt).await,
+            Self::Snapshot(txn) => txn.query_all_raw(stmt).await,
+        }
+    }
 }

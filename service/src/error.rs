@@ -31,6 +31,21 @@ pub enum Error {
     /// `NOT_FOUND`: the named thing does not exist (or is not visible to the caller).
     #[error("{what} not found")]
     NotFound { what: &'static str },
+    /// `ACCOUNT_EXISTS`: from `owner_currency_key`; one account per owner and currency.
+    #[error("you already have an account in that currency")]
+    AccountExists,
+    /// `CURRENCY_MISMATCH`: a transfer's accounts must both hold the transfer's currency.
+    #[error("both accounts must hold the transfer's currency")]
+    CurrencyMismatch,
+    /// `SAME_ACCOUNT`: a transfer moves money between two different accounts.
+    #[error("a transfer needs two different accounts")]
+    SameAccount,
+    /// `INSUFFICIENT_FUNDS`: the balance may not go below zero (also refused by `accounts_balance_nonnegative`).
+    #[error("insufficient funds")]
+    InsufficientFunds,
+    /// `IDEMPOTENCY_KEY_REUSED`: the key was used before with a different request.
+    #[error("this idempotency key was used for a different request")]
+    IdempotencyKeyReused,
     /// `SERVICE_UNAVAILABLE` when the database cannot be reached, else `INTERNAL_SERVER_ERROR`.
     #[error("database error")]
     Database(#[source] DbErr),
@@ -50,6 +65,11 @@ impl Error {
             Error::Unauthenticated => "UNAUTHENTICATED",
             Error::Forbidden => "FORBIDDEN",
             Error::NotFound { .. } => "NOT_FOUND",
+            Error::AccountExists => "ACCOUNT_EXISTS",
+            Error::CurrencyMismatch => "CURRENCY_MISMATCH",
+            Error::SameAccount => "SAME_ACCOUNT",
+            Error::InsufficientFunds => "INSUFFICIENT_FUNDS",
+            Error::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Error::Database(err) if is_unavailable(err) => "SERVICE_UNAVAILABLE",
             Error::Database(_) | Error::Internal(_) => "INTERNAL_SERVER_ERROR",
         }

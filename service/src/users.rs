@@ -80,24 +80,17 @@ pub async fn list(
     Ok((users, has_more))
 }
 
-/// A user's active email addresses, primary first.
-pub async fn emails(db: &impl ConnectionTrait, user: &user::Model) -> Result<Vec<String>, Error> {
-    let mut emails: Vec<String> = email::Entity::find()
-        .filter(email::Column::Username.eq(&user.username))
+/// The active addresses of these users, oldest first, in one statement (for batch loading).
+pub async fn emails_of(
+    db: &impl ConnectionTrait,
+    usernames: &[String],
+) -> Result<Vec<email::Model>, Error> {
+    Ok(email::Entity::find()
+        .filter(email::Column::Username.is_in(usernames.iter().cloned()))
         .order_by_asc(email::Column::CreatedAt)
         .order_by_asc(email::Column::Email)
         .all(db)
-        .await?
-        .into_iter()
-        .map(|e| e.email)
-        .collect();
-    if let Some(primary) = &user.email
-        && let Some(at) = emails.iter().position(|e| e == primary)
-    {
-        let primary = emails.remove(at);
-        emails.insert(0, primary);
-    }
-    Ok(emails)
+        .await?)
 }
 
 /// Changes a user's role: the way to make the first banker (`simple-bank set-role`).
@@ -303,4 +296,15 @@ async fn current(db: &impl ConnectionTrait, caller: &Caller) -> Result<user::Mod
     find(db, &caller.user.username)
         .await?
         .ok_or(Error::Unauthenticated)
+}
+
+/// These users, deleted or not, in one statement (for batch loading).
+pub async fn by_usernames(
+    db: &impl ConnectionTrait,
+    usernames: &[String],
+) -> Result<Vec<user::Model>, Error> {
+    Ok(user::Entity::find()
+        .filter(user::Column::Username.is_in(usernames.iter().cloned()))
+        .all(db)
+        .await?)
 }

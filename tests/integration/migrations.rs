@@ -8,7 +8,7 @@ async fn down_one_and_up_one_reproduce_the_schema_exactly(backend: Backend) {
     let conn = db.migration_connection().await;
     let before = schema_of(&conn).await;
 
-    for steps in 1..=4 {
+    for steps in 1..=5 {
         migrate(&db, false, Some(steps)).await.expect("down");
         assert_ne!(
             schema_of(&conn).await,

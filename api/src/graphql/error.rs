@@ -1,14 +1,23 @@
 //! How service errors reach clients: a message and a stable `extensions.code`.
 
+use std::sync::Arc;
+
 use async_graphql::ErrorExtensions;
 
 /// A resolver's error. It deliberately has no `Display`: the only way to a GraphQL error is the `From` below,
 /// which sets the code and masks unexpected errors, so no error can reach a client without one.
+/// Shared (`Arc`) because batch loaders hand one error to every field that waited on the batch.
 #[derive(Debug)]
-pub struct ApiError(service::Error);
+pub struct ApiError(Arc<service::Error>);
 
 impl From<service::Error> for ApiError {
     fn from(err: service::Error) -> Self {
+        Self(Arc::new(err))
+    }
+}
+
+impl From<Arc<service::Error>> for ApiError {
+    fn from(err: Arc<service::Error>) -> Self {
         Self(err)
     }
 }
@@ -19,7 +28,7 @@ impl From<ApiError> for async_graphql::Error {
         let message = if err.is_expected() {
             err.to_string()
         } else {
-            tracing::error!(code, error = %error_chain(&err), "request failed");
+            tracing::error!(code, error = %error_chain(&*err), "request failed");
             match code {
                 "SERVICE_UNAVAILABLE" => "the service is unavailable; try again shortly".to_owned(),
                 _ => "internal server error".to_owned(),
@@ -27,7 +36,7 @@ impl From<ApiError> for async_graphql::Error {
         };
         async_graphql::Error::new(message).extend_with(|_, ext| {
             ext.set("code", code);
-            if let service::Error::InvalidInput { field, .. } = &err {
+            if let service::Error::InvalidInput { field, .. } = &*err {
                 ext.set("field", *field);
             }
         })

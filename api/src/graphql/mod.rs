@@ -1,6 +1,8 @@
 //! The GraphQL schema: one root per domain, merged; resolvers call services and never touch SQL.
 
 mod error;
+mod ledger;
+pub mod loaders;
 mod users;
 
 use std::sync::Arc;
@@ -8,15 +10,17 @@ use std::sync::Arc;
 use async_graphql::{Context, EmptySubscription, MergedObject, Schema, SchemaBuilder};
 use sea_orm::DatabaseConnection;
 use service::auth::{Caller, TokenConfig};
+use service::db::Db;
 use tokio::sync::OnceCell;
 
 pub use self::error::ApiError;
+use self::loaders::Loaders;
 
 #[derive(MergedObject, Default)]
-pub struct Query(users::UserQuery);
+pub struct Query(users::UserQuery, ledger::LedgerQuery);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(users::UserMutation);
+pub struct Mutation(users::UserMutation, ledger::LedgerMutation);
 
 pub type BankSchema = Schema<Query, Mutation, EmptySubscription>;
 
@@ -29,7 +33,7 @@ fn schema_builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
     Schema::build(Query::default(), Mutation::default(), EmptySubscription)
 }
 
-/// The schema with what its resolvers need.
+/// The schema with what its resolvers need; each request adds its [`RequestAuth`] and [`request_data`].
 pub fn build_schema(db: DatabaseConnection, tokens: Arc<TokenConfig>) -> BankSchema {
     schema_builder().data(db).data(tokens).finish()
 }
@@ -69,10 +73,80 @@ pub(crate) async fn caller<'a>(ctx: &Context<'a>) -> Result<&'a Caller, ApiError
     Ok(caller)
 }
 
-pub(crate) fn db<'a>(ctx: &Context<'a>) -> &'a DatabaseConnection {
+/// What a request reads through: for a query, one snapshot shared by all its fields and loaders.
+pub fn request_data(request: async_graphql::Request, db: &Db) -> async_graphql::Request {
+    request.data(Loaders::new(db)).data(db.clone())
+}
+
+/// Where this request reads: its snapshot for a query, the pool for a mutation.
+pub(crate) fn db<'a>(ctx: &Context<'a>) -> &'a Db {
+    ctx.data_unchecked::<Db>()
+}
+
+/// The pool, for mutations: each service call runs its own transaction.
+pub(crate) fn pool<'a>(ctx: &Context<'a>) -> &'a DatabaseConnection {
     ctx.data_unchecked::<DatabaseConnection>()
+}
+
+pub(crate) fn loaders<'a>(ctx: &Context<'a>) -> &'a Loaders {
+    ctx.data_unchecked::<Loaders>()
+}
+
+/// Fails with `FORBIDDEN` unless the caller is `owner` or a banker.
+pub(crate) async fn authorize_owner(ctx: &Context<'_>, owner: &str) -> Result<(), ApiError> {
+    if caller(ctx).await?.may_act_for(owner) {
+        Ok(())
+    } else {
+        Err(service::Error::Forbidden.into())
+    }
+}
+
+/// Validates a page size: 0–100, default 20.
+pub(crate) fn page_size(first: Option<i32>) -> Result<u64, ApiError> {
+    let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(0..=MAX_PAGE_SIZE).contains(&first) {
+        return Err(
+            service::Error::invalid("first", format!("first must be 0–{MAX_PAGE_SIZE}")).into(),
+        );
+    }
+    Ok(first as u64)
+}
+
+/// Decodes a cursor this API handed out.
+pub(crate) fn decode_cursor<T: serde::de::DeserializeOwned + serde::Serialize>(
+    cursor: &str,
+) -> Result<T, ApiError> {
+    use async_graphql::connection::{CursorType, OpaqueCursor};
+    OpaqueCursor::<T>::decode_cursor(cursor)
+        .map(|c| c.0)
+        .map_err(|_| service::Error::invalid("after", "not a cursor from this API").into())
+}
+
+/// Encodes a cursor.
+pub(crate) fn encode_cursor<T: serde::de::DeserializeOwned + serde::Serialize>(value: T) -> String {
+    use async_graphql::connection::{CursorType, OpaqueCursor};
+    OpaqueCursor(value).encode_cursor()
 }
 
 pub(crate) fn tokens<'a>(ctx: &Context<'a>) -> &'a TokenConfig {
     ctx.data_unchecked::<Arc<TokenConfig>>()
+}
+
+/// Gives every error a `code`: ours carry one already; async-graphql's own are a malformed document
+/// (`GRAPHQL_PARSE_FAILED`), a document that does not fit the schema (`GRAPHQL_VALIDATION_FAILED`), or an argument
+/// that does not fit its type, found while resolving a field (`BAD_USER_INPUT`).
+pub fn default_error_codes(response: &mut async_graphql::Response) {
+    for error in &mut response.errors {
+        let code = if !error.path.is_empty() {
+            "BAD_USER_INPUT"
+        } else if error.message.contains(" --> ") {
+            "GRAPHQL_PARSE_FAILED"
+        } else {
+            "GRAPHQL_VALIDATION_FAILED"
+        };
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", code);
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! Users and sessions over GraphQL.
 
-use async_graphql::connection::{Connection, CursorType, Edge, OpaqueCursor};
+use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use service::auth::Tokens;
@@ -8,7 +8,8 @@ use service::domain::{Email, FullName, Password, Username};
 use service::entity::user;
 use service::users::{self, NewUser, UserUpdate};
 
-use super::{ApiError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, caller, db, tokens};
+use super::ledger::Account;
+use super::{ApiError, caller, db, decode_cursor, encode_cursor, loaders, page_size, pool, tokens};
 
 /// What a user may do.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
@@ -38,7 +39,7 @@ impl From<Role> for user::Role {
 }
 
 /// A person who signs in.
-pub struct User(user::Model);
+pub struct User(pub user::Model);
 
 #[Object]
 impl User {
@@ -57,7 +58,32 @@ impl User {
 
     /// Every active address, primary first.
     async fn emails(&self, ctx: &Context<'_>) -> Result<Vec<String>, ApiError> {
-        Ok(users::emails(db(ctx), &self.0).await?)
+        let mut emails = loaders(ctx)
+            .emails
+            .load_one(self.0.username.clone())
+            .await?
+            .unwrap_or_default();
+        if let Some(primary) = &self.0.email
+            && let Some(at) = emails.iter().position(|e| e == primary)
+        {
+            let primary = emails.remove(at);
+            emails.insert(0, primary);
+        }
+        Ok(emails)
+    }
+
+    /// The user's accounts, one per currency (the user themself or a banker).
+    async fn accounts(&self, ctx: &Context<'_>) -> Result<Vec<Account>, ApiError> {
+        super::authorize_owner(ctx, &self.0.username).await?;
+        let accounts = loaders(ctx)
+            .accounts_by_owner
+            .load_one(self.0.username.clone())
+            .await?;
+        Ok(accounts
+            .unwrap_or_default()
+            .into_iter()
+            .map(Account)
+            .collect())
     }
 
     async fn role(&self) -> Role {
@@ -153,15 +179,15 @@ impl UserQuery {
     ) -> Result<Connection<String, User>, ApiError> {
         let caller = caller(ctx).await?;
         let first = page_size(first)?;
-        let after = after.map(|cursor| decode_cursor(&cursor)).transpose()?;
+        let after = after
+            .map(|cursor| decode_cursor::<String>(&cursor))
+            .transpose()?;
         let (page, has_next) = users::list(db(ctx), caller, first, after.as_deref()).await?;
         let mut connection = Connection::new(after.is_some(), has_next);
-        connection.edges.extend(page.into_iter().map(|user| {
-            Edge::new(
-                OpaqueCursor(user.username.clone()).encode_cursor(),
-                User(user),
-            )
-        }));
+        connection.edges.extend(
+            page.into_iter()
+                .map(|user| Edge::new(encode_cursor(user.username.clone()), User(user))),
+        );
         Ok(connection)
     }
 }
@@ -183,13 +209,13 @@ impl UserMutation {
             full_name: FullName::parse(&input.full_name)?,
             email: Email::parse(&input.email)?,
         };
-        Ok(User(users::create(db(ctx), new).await?))
+        Ok(User(users::create(pool(ctx), new).await?))
     }
 
     /// Opens a session.
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<AuthPayload, ApiError> {
         let tokens =
-            service::auth::login(db(ctx), tokens(ctx), &input.username, &input.password).await?;
+            service::auth::login(pool(ctx), tokens(ctx), &input.username, &input.password).await?;
         Ok(tokens.into())
     }
 
@@ -199,14 +225,16 @@ impl UserMutation {
         ctx: &Context<'_>,
         refresh_token: String,
     ) -> Result<AuthPayload, ApiError> {
-        Ok(service::auth::refresh(db(ctx), tokens(ctx), &refresh_token)
-            .await?
-            .into())
+        Ok(
+            service::auth::refresh(pool(ctx), tokens(ctx), &refresh_token)
+                .await?
+                .into(),
+        )
     }
 
     /// Ends the session of a refresh token. True if a live session ended.
     async fn logout(&self, ctx: &Context<'_>, refresh_token: String) -> Result<bool, ApiError> {
-        Ok(service::auth::logout(db(ctx), &refresh_token).await?)
+        Ok(service::auth::logout(pool(ctx), &refresh_token).await?)
     }
 
     async fn update_user(
@@ -225,14 +253,14 @@ impl UserMutation {
             password: input.password.as_deref().map(Password::parse).transpose()?,
             role: input.role.map(Into::into),
         };
-        Ok(User(users::update(db(ctx), caller, update).await?))
+        Ok(User(users::update(pool(ctx), caller, update).await?))
     }
 
     /// Adds a secondary email address for the caller.
     async fn add_email(&self, ctx: &Context<'_>, email: String) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
         Ok(User(
-            users::add_email(db(ctx), caller, &Email::parse(&email)?).await?,
+            users::add_email(pool(ctx), caller, &Email::parse(&email)?).await?,
         ))
     }
 
@@ -240,7 +268,7 @@ impl UserMutation {
     async fn remove_email(&self, ctx: &Context<'_>, email: String) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
         Ok(User(
-            users::remove_email(db(ctx), caller, &Email::parse(&email)?).await?,
+            users::remove_email(pool(ctx), caller, &Email::parse(&email)?).await?,
         ))
     }
 
@@ -248,7 +276,7 @@ impl UserMutation {
     async fn set_primary_email(&self, ctx: &Context<'_>, email: String) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
         Ok(User(
-            users::set_primary_email(db(ctx), caller, &Email::parse(&email)?).await?,
+            users::set_primary_email(pool(ctx), caller, &Email::parse(&email)?).await?,
         ))
     }
 
@@ -256,23 +284,7 @@ impl UserMutation {
     /// their username stays taken.
     async fn delete_user(&self, ctx: &Context<'_>, username: String) -> Result<bool, ApiError> {
         let caller = caller(ctx).await?;
-        users::delete(db(ctx), caller, &username).await?;
+        users::delete(pool(ctx), caller, &username).await?;
         Ok(true)
     }
-}
-
-fn page_size(first: Option<i32>) -> Result<u64, ApiError> {
-    let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
-    if !(0..=MAX_PAGE_SIZE).contains(&first) {
-        return Err(
-            service::Error::invalid("first", format!("first must be 0–{MAX_PAGE_SIZE}")).into(),
-        );
-    }
-    Ok(first as u64)
-}
-
-fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
-    OpaqueCursor::<String>::decode_cursor(cursor)
-        .map(|c| c.0)
-        .map_err(|_| service::Error::invalid("after", "not a cursor from this API").into())
 }

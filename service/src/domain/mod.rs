@@ -1,10 +1,12 @@
 //! Domain values, parsed once at the edge: a value of one of these types is valid by construction.
 
+mod amount;
 mod email;
 mod full_name;
 mod password;
 mod username;
 
+pub use amount::Amount;
 pub use email::Email;
 pub use full_name::FullName;
 pub use password::Password;

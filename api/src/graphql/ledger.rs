@@ -1,0 +1,336 @@
+//! Accounts, entries and transfers over GraphQL.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{
+    Context, Enum, ID, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType,
+    Value,
+};
+use chrono::{DateTime, Utc};
+use service::domain::Amount;
+use service::entity::{account, entry, transfer};
+use service::ledger::{self, TransferOutcome, TransferRequest};
+
+use super::users::User;
+use super::{
+    ApiError, authorize_owner, caller, db, decode_cursor, encode_cursor, loaders, page_size, pool,
+};
+
+/// An amount of money in minor units (cents), as a signed 64-bit integer. Serialized as a string ("1250") because
+/// JavaScript numbers lose precision past 2^53; accepted as a string or an integer.
+#[derive(Clone, Copy, Debug)]
+pub struct Money(pub i64);
+
+#[Scalar(name = "Money")]
+impl ScalarType for Money {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        match &value {
+            Value::String(text) => text.parse::<i64>().map(Money).map_err(|_| {
+                InputValueError::custom("Money is a whole number of minor units within 64 bits")
+            }),
+            Value::Number(number) => number.as_i64().map(Money).ok_or_else(|| {
+                InputValueError::custom("Money is a whole number of minor units within 64 bits")
+            }),
+            _ => Err(InputValueError::expected_type(value)),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(self.0.to_string())
+    }
+}
+
+/// A currency the bank runs (ISO 4217).
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+#[graphql(name = "Currency")]
+pub enum CurrencyCode {
+    Usd,
+    Eur,
+    Cad,
+}
+
+impl From<account::Currency> for CurrencyCode {
+    fn from(currency: account::Currency) -> Self {
+        match currency {
+            account::Currency::Usd => Self::Usd,
+            account::Currency::Eur => Self::Eur,
+            account::Currency::Cad => Self::Cad,
+        }
+    }
+}
+
+impl From<CurrencyCode> for account::Currency {
+    fn from(currency: CurrencyCode) -> Self {
+        match currency {
+            CurrencyCode::Usd => Self::Usd,
+            CurrencyCode::Eur => Self::Eur,
+            CurrencyCode::Cad => Self::Cad,
+        }
+    }
+}
+
+/// An account: one per owner and currency.
+pub struct Account(pub account::Model);
+
+#[Object]
+impl Account {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn owner(&self, ctx: &Context<'_>) -> Result<User, ApiError> {
+        let owner = loaders(ctx).user.load_one(self.0.owner.clone()).await?;
+        owner
+            .map(User)
+            .ok_or_else(|| service::Error::NotFound { what: "user" }.into())
+    }
+
+    /// The owner or a banker only.
+    async fn balance(&self, ctx: &Context<'_>) -> Result<Money, ApiError> {
+        authorize_owner(ctx, &self.0.owner).await?;
+        Ok(Money(self.0.balance))
+    }
+
+    async fn currency(&self) -> CurrencyCode {
+        self.0.currency.into()
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    /// The account's ledger, newest first (the owner or a banker only).
+    async fn entries(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 0–100; default 20.")] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Entry>, ApiError> {
+        authorize_owner(ctx, &self.0.owner).await?;
+        let first = page_size(first)?;
+        let after = after.map(|c| decode_cursor::<i64>(&c)).transpose()?;
+        let (entries, has_next) = ledger::entries_of(db(ctx), self.0.id, first, after).await?;
+        let mut connection = Connection::new(after.is_some(), has_next);
+        connection.edges.extend(
+            entries
+                .into_iter()
+                .map(|e| Edge::new(encode_cursor(e.id), Entry(e))),
+        );
+        Ok(connection)
+    }
+
+    /// Transfers into and out of the account, newest first (the owner or a banker only).
+    async fn transfers(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 0–100; default 20.")] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Transfer>, ApiError> {
+        authorize_owner(ctx, &self.0.owner).await?;
+        let first = page_size(first)?;
+        let after = after.map(|c| decode_cursor::<i64>(&c)).transpose()?;
+        let (transfers, has_next) = ledger::transfers_of(db(ctx), self.0.id, first, after).await?;
+        let mut connection = Connection::new(after.is_some(), has_next);
+        connection.edges.extend(
+            transfers
+                .into_iter()
+                .map(|t| Edge::new(encode_cursor(t.id), Transfer(t))),
+        );
+        Ok(connection)
+    }
+}
+
+/// One change to one account's balance.
+pub struct Entry(pub entry::Model);
+
+#[Object]
+impl Entry {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn account(&self, ctx: &Context<'_>) -> Result<Account, ApiError> {
+        load_account(ctx, self.0.account_id).await
+    }
+
+    /// Negative when money left the account.
+    async fn amount(&self) -> Money {
+        Money(self.0.amount)
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    /// The transfer this entry is half of; null for a deposit.
+    async fn transfer(&self, ctx: &Context<'_>) -> Result<Option<Transfer>, ApiError> {
+        let Some(id) = self.0.transfer_id else {
+            return Ok(None);
+        };
+        Ok(loaders(ctx).transfer.load_one(id).await?.map(Transfer))
+    }
+}
+
+/// Money moved from one account to another.
+pub struct Transfer(pub transfer::Model);
+
+#[Object]
+impl Transfer {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn from_account(&self, ctx: &Context<'_>) -> Result<Account, ApiError> {
+        load_account(ctx, self.0.from_account_id).await
+    }
+
+    async fn to_account(&self, ctx: &Context<'_>) -> Result<Account, ApiError> {
+        load_account(ctx, self.0.to_account_id).await
+    }
+
+    async fn amount(&self) -> Money {
+        Money(self.0.amount)
+    }
+
+    /// The currency of both accounts.
+    async fn currency(&self, ctx: &Context<'_>) -> Result<CurrencyCode, ApiError> {
+        Ok(load_account(ctx, self.0.from_account_id)
+            .await?
+            .0
+            .currency
+            .into())
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+/// A transfer and everything it wrote.
+pub struct TransferResult(TransferOutcome);
+
+#[Object]
+impl TransferResult {
+    async fn transfer(&self) -> Transfer {
+        Transfer(self.0.transfer.clone())
+    }
+
+    async fn from_account(&self) -> Account {
+        Account(self.0.from_account.clone())
+    }
+
+    /// The receiving account; its balance is visible to its owner and bankers only.
+    async fn to_account(&self) -> Account {
+        Account(self.0.to_account.clone())
+    }
+
+    async fn from_entry(&self) -> Entry {
+        Entry(self.0.from_entry.clone())
+    }
+
+    async fn to_entry(&self) -> Entry {
+        Entry(self.0.to_entry.clone())
+    }
+}
+
+#[derive(InputObject)]
+pub struct DepositInput {
+    account_id: ID,
+    /// Greater than zero.
+    amount: Money,
+}
+
+#[derive(InputObject)]
+pub struct CreateTransferInput {
+    /// One of your accounts.
+    from_account_id: ID,
+    to_account_id: ID,
+    /// Greater than zero.
+    amount: Money,
+    /// Both accounts must hold this currency.
+    currency: CurrencyCode,
+    /// Retrying with the same key and input returns the first result and moves no money (kept at least 24 hours).
+    idempotency_key: Option<String>,
+}
+
+#[derive(Default)]
+pub struct LedgerQuery;
+
+#[Object]
+impl LedgerQuery {
+    /// An account: yours, or any for a banker.
+    async fn account(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Account>, ApiError> {
+        let caller = caller(ctx).await?;
+        Ok(ledger::account(db(ctx), caller, parse_id(&id, "id")?)
+            .await?
+            .map(Account))
+    }
+
+    /// A transfer touching one of your accounts, or any for a banker.
+    async fn transfer(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Transfer>, ApiError> {
+        let caller = caller(ctx).await?;
+        Ok(
+            ledger::transfer_by_id(db(ctx), caller, parse_id(&id, "id")?)
+                .await?
+                .map(Transfer),
+        )
+    }
+}
+
+#[derive(Default)]
+pub struct LedgerMutation;
+
+#[Object]
+impl LedgerMutation {
+    /// Opens an account for you in `currency`, with a zero balance; one per currency.
+    async fn create_account(
+        &self,
+        ctx: &Context<'_>,
+        currency: CurrencyCode,
+    ) -> Result<Account, ApiError> {
+        let caller = caller(ctx).await?;
+        Ok(Account(
+            ledger::create_account(pool(ctx), caller, currency.into()).await?,
+        ))
+    }
+
+    /// Puts money into an account (bankers only): the one way money enters the bank.
+    async fn deposit(&self, ctx: &Context<'_>, input: DepositInput) -> Result<Entry, ApiError> {
+        let caller = caller(ctx).await?;
+        let account_id = parse_id(&input.account_id, "accountId")?;
+        let amount = Amount::parse(input.amount.0)?;
+        Ok(Entry(
+            ledger::deposit(pool(ctx), caller, account_id, amount).await?,
+        ))
+    }
+
+    /// Moves money from one of your accounts to another account in the same currency.
+    async fn create_transfer(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateTransferInput,
+    ) -> Result<TransferResult, ApiError> {
+        let caller = caller(ctx).await?;
+        let request = TransferRequest {
+            from_account_id: parse_id(&input.from_account_id, "fromAccountId")?,
+            to_account_id: parse_id(&input.to_account_id, "toAccountId")?,
+            amount: Amount::parse(input.amount.0)?,
+            currency: input.currency.into(),
+            idempotency_key: input.idempotency_key,
+        };
+        Ok(TransferResult(
+            ledger::transfer(pool(ctx), caller, &request).await?,
+        ))
+    }
+}
+
+async fn load_account(ctx: &Context<'_>, id: i64) -> Result<Account, ApiError> {
+    let account = loaders(ctx).account.load_one(id).await?;
+    account
+        .map(Account)
+        .ok_or_else(|| service::Error::NotFound { what: "account" }.into())
+}
+
+fn parse_id(id: &ID, field: &'static str) -> Result<i64, ApiError> {
+    id.parse::<i64>()
+        .map_err(|_| service::Error::invalid(field, "not an id from this API").into())
+}

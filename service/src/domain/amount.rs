@@ -1,0 +1,36 @@
+use crate::Error;
+
+/// An amount of money to move: a positive number of minor units (cents). Zero and negative amounts are refused
+/// here, before any transaction starts; the schema refuses them again (`transfers_amount_positive`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Amount(i64);
+
+impl Amount {
+    pub fn parse(minor_units: i64) -> Result<Self, Error> {
+        if minor_units <= 0 {
+            return Err(Error::invalid(
+                "amount",
+                "an amount must be greater than zero",
+            ));
+        }
+        Ok(Self(minor_units))
+    }
+
+    pub fn minor_units(self) -> i64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_positive_amounts_exist() {
+        assert!(Amount::parse(1).is_ok());
+        assert!(Amount::parse(i64::MAX).is_ok());
+        assert!(Amount::parse(0).is_err());
+        assert!(Amount::parse(-5).is_err());
+        assert!(Amount::parse(i64::MIN).is_err());
+    }
+}
