@@ -42,10 +42,15 @@ pub struct Application {
 impl Application {
     /// Connects to the database, migrates it unless told not to, and binds the listener (port 0 picks a free one).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = service::db::connect(&config.database_url).await?;
+        Self::with_connection(config, db).await
+    }
+
+    /// As [`Application::build`], on a connection made by the caller (tests count its statements).
+    pub async fn with_connection(config: Config, db: DatabaseConnection) -> anyhow::Result<Self> {
         if config.migrate {
             migration::migrate_up(&config.database_url).await?;
         }
-        let db = service::db::connect(&config.database_url).await?;
         let state = AppState::new(db, config.token_config()?);
         let listener = TcpListener::bind(config.listen_addr).await?;
         Ok(Self {

@@ -3,6 +3,7 @@
 mod auth;
 mod constraints;
 mod http;
+mod ledger;
 mod migrations;
 mod schema_file;
 mod users;

@@ -4,6 +4,8 @@
 //! or a new database on the PostgreSQL server named by `TEST_DATABASE_URL` (`make test` starts a throwaway one).
 //! [`on_both_backends!`] runs each test once per backend.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use api::{Application, cli::Cli};
@@ -168,6 +170,26 @@ pub struct TestApp {
 
 /// Starts a server on a fresh database and an unused loopback port.
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// As [`spawn_app`], also counting every SQL statement the server runs.
+pub async fn spawn_counting_app(backend: Backend) -> (TestApp, Arc<AtomicUsize>) {
+    let statements = Arc::new(AtomicUsize::new(0));
+    let counter = statements.clone();
+    let app = spawn_app_with(backend, move |db| {
+        db.set_metric_callback(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+    })
+    .await;
+    (app, statements)
+}
+
+async fn spawn_app_with(
+    backend: Backend,
+    prepare: impl FnOnce(&mut DatabaseConnection),
+) -> TestApp {
     let database = TestDatabase::empty(backend).await;
     let cli = Cli::try_parse_from([
         "simple-bank",
@@ -179,7 +201,9 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         JWT_SECRET,
     ])
     .expect("test configuration parses");
-    let app = Application::build(cli.config)
+    let mut server_db = database.connection().await;
+    prepare(&mut server_db);
+    let app = Application::with_connection(cli.config, server_db)
         .await
         .expect("the server builds");
     let address = format!("http://{}", app.local_addr().expect("a bound address"));
@@ -298,5 +322,70 @@ impl TestApp {
             .await
             .expect("set-role");
         self.login(username).await.0
+    }
+}
+
+/// Asserts the ledger's invariants directly in the database: every balance equals the sum of its account's entries,
+/// no balance is negative, and all money in the bank is what deposits brought in. Returns that total.
+pub async fn assert_ledger_consistent(db: &DatabaseConnection) -> i64 {
+    let one = |sql: &'static str| async move {
+        db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+            .await
+            .expect("a ledger query")
+            .expect("a row")
+            .try_get_by_index::<i64>(0)
+            .expect("an integer")
+    };
+    let mismatched = one("SELECT count(*) FROM accounts a WHERE a.balance <> \
+         (SELECT coalesce(sum(e.amount), 0) FROM entries e WHERE e.account_id = a.id)")
+    .await;
+    assert_eq!(
+        mismatched, 0,
+        "accounts whose balance is not the sum of their entries"
+    );
+    assert_eq!(
+        one("SELECT count(*) FROM accounts WHERE balance < 0").await,
+        0,
+        "negative balances"
+    );
+    let unbalanced = one(
+        "SELECT count(*) FROM transfers t WHERE \
+         (SELECT count(*) FROM entries e WHERE e.transfer_id = t.id AND e.account_id = t.from_account_id AND e.amount = -t.amount) <> 1 \
+         OR (SELECT count(*) FROM entries e WHERE e.transfer_id = t.id AND e.account_id = t.to_account_id AND e.amount = t.amount) <> 1",
+    )
+    .await;
+    assert_eq!(unbalanced, 0, "transfers without exactly their two entries");
+    let total = one("SELECT CAST(coalesce(sum(balance), 0) AS BIGINT) FROM accounts").await;
+    let deposited = one(
+        "SELECT CAST(coalesce(sum(amount), 0) AS BIGINT) FROM entries WHERE transfer_id IS NULL",
+    )
+    .await;
+    assert_eq!(total, deposited, "money was created or lost");
+    total
+}
+
+impl TestApp {
+    /// Opens an account for the holder of `token`: its id.
+    pub async fn open_account(&self, token: &str, currency: &str) -> String {
+        let response = self
+            .graphql(
+                "mutation($c: Currency!) { createAccount(currency: $c) { id } }",
+                json!({ "c": currency }),
+                Some(token),
+            )
+            .await;
+        response.assert_ok();
+        response.str("createAccount/id")
+    }
+
+    /// Deposits `amount` as the banker holding `banker`.
+    pub async fn deposit(&self, banker: &str, account_id: &str, amount: i64) {
+        self.graphql(
+            "mutation($input: DepositInput!) { deposit(input: $input) { id } }",
+            json!({ "input": { "accountId": account_id, "amount": amount } }),
+            Some(banker),
+        )
+        .await
+        .assert_ok();
     }
 }
