@@ -1,5 +1,8 @@
 //! Accounts, entries and transfers over GraphQL.
 
+// `fromAccount` and `fromEntry` are field names of the public schema, not conversions.
+#![allow(clippy::wrong_self_convention)]
+
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{
     Context, Enum, ID, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType,
