@@ -8,11 +8,7 @@ use service::entity::user::Role;
 use crate::{Application, Config, graphql, telemetry};
 
 #[derive(Debug, clap::Parser)]
-#[command(
-    name = "simple-bank",
-    version,
-    about = "A small bank's GraphQL API server"
-)]
+#[command(name = "simple-bank", version, about = "A small bank's GraphQL API server")]
 pub struct Cli {
     #[command(flatten)]
     pub config: Config,
@@ -81,14 +77,12 @@ async fn set_role(config: &Config, username: &str, role: Role) -> anyhow::Result
         migration::migrate_up(&config.database_url).await?;
     }
     let db = service::db::connect(&config.database_url).await?;
-    let user = service::users::set_role(&db, &username, role)
-        .await
-        .map_err(|err| match err {
-            service::Error::NotFound { .. } => {
-                anyhow::anyhow!("user {:?} does not exist", username.as_str())
-            }
-            other => other.into(),
-        })?;
+    let user = service::users::set_role(&db, &username, role).await.map_err(|err| match err {
+        service::Error::NotFound { .. } => {
+            anyhow::anyhow!("user {:?} does not exist", username.as_str())
+        }
+        other => other.into(),
+    })?;
     println!("{} is now a {}", user.username, role_name(user.role));
     Ok(())
 }

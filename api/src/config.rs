@@ -7,17 +7,14 @@ use std::str::FromStr;
 use anyhow::bail;
 use rand::RngCore;
 use service::auth::TokenConfig;
+use service::throttle::Limits;
 
 /// How the server runs. Every flag can also be set by the environment variable named in `--help`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct Config {
     /// Database URL. Default: the SQLite file `simple-bank.db` in the working directory, created on first start.
     /// PostgreSQL: `postgres://user:password@host:5432/dbname`.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://simple-bank.db?mode=rwc"
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://simple-bank.db?mode=rwc")]
     pub database_url: String,
 
     /// Address to listen on. Default: 127.0.0.1:8000.
@@ -52,6 +49,31 @@ pub struct Config {
     /// Largest request body accepted, in bytes. Default: 1048576 (1 MiB).
     #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 1_048_576)]
     pub body_limit_bytes: usize,
+
+    /// Deepest selection nesting an operation may have. Default: 16 (GraphiQL's introspection needs 13).
+    #[arg(long, env = "MAX_QUERY_DEPTH", default_value_t = 16)]
+    pub max_query_depth: usize,
+
+    /// Most fields, aliases included, an operation may select. Default: 1000.
+    #[arg(long, env = "MAX_QUERY_COMPLEXITY", default_value_t = 1000)]
+    pub max_query_complexity: usize,
+
+    /// Answer introspection queries (GraphiQL and code generators need them). Default: true.
+    #[arg(long, env = "INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub introspection: bool,
+
+    /// Browser origins allowed to call the API (CORS), comma-separated, e.g. `https://app.example.com`.
+    /// Default: none, so only pages served by this server (GraphiQL) can call it from a browser.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// Login attempts per username per minute; a success starts the count over. Default: 5.
+    #[arg(long, env = "LOGIN_ATTEMPTS_PER_MINUTE", default_value_t = 5)]
+    pub login_attempts_per_minute: u32,
+
+    /// Failed logins per client address per minute. Default: 20.
+    #[arg(long, env = "LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE", default_value_t = 20)]
+    pub login_failures_per_address_per_minute: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -64,20 +86,21 @@ impl Config {
     /// Minimum size of `JWT_SECRET`: HS256's key should be at least as long as its 256-bit output.
     pub const MIN_SECRET_BYTES: usize = 32;
 
+    pub fn login_limits(&self) -> Limits {
+        Limits {
+            per_username: self.login_attempts_per_minute,
+            per_address: self.login_failures_per_address_per_minute,
+            window: std::time::Duration::from_secs(60),
+        }
+    }
+
     pub fn token_config(&self) -> anyhow::Result<TokenConfig> {
         let secret = match (&self.jwt_secret, self.environment) {
-            (Some(secret), _) if secret.0.len() >= Self::MIN_SECRET_BYTES => {
-                secret.0.as_bytes().to_vec()
-            }
-            (Some(_), _) => bail!(
-                "JWT_SECRET must be at least {} bytes",
-                Self::MIN_SECRET_BYTES
-            ),
+            (Some(secret), _) if secret.0.len() >= Self::MIN_SECRET_BYTES => secret.0.as_bytes().to_vec(),
+            (Some(_), _) => bail!("JWT_SECRET must be at least {} bytes", Self::MIN_SECRET_BYTES),
             (None, Environment::Production) => bail!("JWT_SECRET is required outside development"),
             (None, Environment::Development) => {
-                tracing::warn!(
-                    "JWT_SECRET is not set: using a random key; tokens stop working on restart"
-                );
+                tracing::warn!("JWT_SECRET is not set: using a random key; tokens stop working on restart");
                 let mut key = vec![0u8; 32];
                 rand::rng().fill_bytes(&mut key);
                 key

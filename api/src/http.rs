@@ -1,15 +1,18 @@
 //! HTTP routes: GraphQL, GraphiQL, and health probes.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use async_graphql::ParseRequestError;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -19,6 +22,32 @@ use service::db::Db;
 use crate::graphql::{self, RequestAuth};
 use crate::{AppState, Config};
 
+/// A request that is not a GraphQL request at all: answered as a GraphQL error with a code, not bare text.
+pub struct BadRequest(ParseRequestError);
+
+impl From<ParseRequestError> for BadRequest {
+    fn from(err: ParseRequestError) -> Self {
+        Self(err)
+    }
+}
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self.0 {
+            ParseRequestError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            ParseRequestError::UnsupportedBatch => (StatusCode::BAD_REQUEST, "BATCH_NOT_SUPPORTED"),
+            _ => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+        };
+        let body = serde_json::json!({ "errors": [{
+            "message": format!("not a GraphQL request: {}", self.0),
+            "extensions": { "code": code },
+        }]});
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+type Request = GraphQLRequest<BadRequest>;
+
 /// Every route, with its middleware. Tests drive this directly or through a bound server.
 pub fn router(state: AppState, config: &Config) -> Router {
     Router::new()
@@ -27,6 +56,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
+        .layer(cors(&config.cors_allowed_origins))
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -39,24 +69,18 @@ pub fn router(state: AppState, config: &Config) -> Router {
 /// passwords included, into URLs and logs.
 async fn graphql_get(
     state: State<AppState>,
+    client: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    request: GraphQLRequest,
+    request: Request,
 ) -> Response {
     if is_mutation(&request.0) {
         let body = serde_json::json!({ "errors": [{
             "message": "mutations are accepted only over POST",
             "extensions": { "code": "METHOD_NOT_ALLOWED" },
         }]});
-        return (
-            StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "POST")],
-            axum::Json(body),
-        )
-            .into_response();
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], axum::Json(body)).into_response();
     }
-    execute(state.0, &headers, request.into_inner(), false)
-        .await
-        .into_response()
+    execute(state.0, client.0, &headers, request.into_inner(), false).await.into_response()
 }
 
 /// Whether the operation `request` selects is a mutation. A document that does not parse is left to the
@@ -69,9 +93,7 @@ fn is_mutation(request: &async_graphql::Request) -> bool {
     match &document.operations {
         DocumentOperations::Single(operation) => is_mutation(operation.node.ty),
         DocumentOperations::Multiple(operations) => match &request.operation_name {
-            Some(name) => operations
-                .get(name.as_str())
-                .is_some_and(|op| is_mutation(op.node.ty)),
+            Some(name) => operations.get(name.as_str()).is_some_and(|op| is_mutation(op.node.ty)),
             None => operations.values().any(|op| is_mutation(op.node.ty)),
         },
     }
@@ -79,18 +101,20 @@ fn is_mutation(request: &async_graphql::Request) -> bool {
 
 async fn graphql(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    request: GraphQLRequest,
+    request: Request,
 ) -> GraphQLResponse {
     let request = request.into_inner();
     let mutation = is_mutation(&request);
-    execute(state, &headers, request, mutation).await
+    execute(state, client, &headers, request, mutation).await
 }
 
 /// Runs one operation: a query inside one read snapshot, a mutation on the pool (its services open their own
 /// transactions).
 async fn execute(
     state: AppState,
+    client: SocketAddr,
     headers: &HeaderMap,
     request: async_graphql::Request,
     mutation: bool,
@@ -109,7 +133,7 @@ async fn execute(
             Db::Pool(state.db.clone())
         })
     };
-    let request = graphql::request_data(request.data(RequestAuth::new(token)), &db);
+    let request = graphql::request_data(request.data(RequestAuth::new(token, Some(client.ip()))), &db);
     let mut response = state.schema.execute(request).await;
     db.finish().await;
     graphql::default_error_codes(&mut response);
@@ -117,12 +141,18 @@ async fn execute(
 }
 
 async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .title("simple-bank")
-            .finish(),
-    )
+    Html(GraphiQLSource::build().endpoint("/graphql").title("simple-bank").finish())
+}
+
+/// Browsers may call the API only from the configured origins; with none, no CORS headers are sent, which
+/// leaves same-origin pages (GraphiQL at `/`) working and every other origin refused by the browser.
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|origin| origin.trim().parse().ok()).collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600))
 }
 
 /// Alive: the process answers.

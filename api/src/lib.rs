@@ -25,10 +25,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(db: DatabaseConnection, tokens: TokenConfig) -> Self {
-        let tokens = Arc::new(tokens);
-        let schema = graphql::build_schema(db.clone(), tokens.clone());
-        Self { db, tokens, schema }
+    pub fn new(db: DatabaseConnection, config: &Config) -> anyhow::Result<Self> {
+        let tokens = Arc::new(config.token_config()?);
+        let schema = graphql::build_schema(db.clone(), tokens.clone(), config);
+        Ok(Self { db, tokens, schema })
     }
 }
 
@@ -51,13 +51,9 @@ impl Application {
         if config.migrate {
             migration::migrate_up(&config.database_url).await?;
         }
-        let state = AppState::new(db, config.token_config()?);
+        let state = AppState::new(db, &config)?;
         let listener = TcpListener::bind(config.listen_addr).await?;
-        Ok(Self {
-            listener,
-            state,
-            config,
-        })
+        Ok(Self { listener, state, config })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -67,12 +63,9 @@ impl Application {
     /// Serves until Ctrl-C or SIGTERM, then finishes the requests in flight.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let app = router(self.state, &self.config);
-        axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+        axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown_signal())
+            .await
     }
 }
 

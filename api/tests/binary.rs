@@ -18,10 +18,7 @@ impl Drop for Server {
 async fn the_server_starts_with_no_configuration_on_a_fresh_sqlite_file_and_answers() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     // The one setting given: a free port instead of the default 8000, which another process may hold.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
     let _server = Server(
         Command::new(env!("CARGO_BIN_EXE_simple-bank"))
             .current_dir(dir.path())
@@ -44,33 +41,16 @@ async fn the_server_starts_with_no_configuration_on_a_fresh_sqlite_file_and_answ
         }
     }
 
-    let ready = client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .expect("/readyz answers");
+    let ready = client.get(format!("{base}/readyz")).send().await.expect("/readyz answers");
     assert_eq!(ready.status(), 200);
-    let graphiql = client
-        .get(format!("{base}/"))
-        .send()
-        .await
-        .expect("/ answers");
-    assert!(
-        graphiql.text().await.expect("a page").contains("graphiql"),
-        "GraphiQL is served at /"
-    );
+    let graphiql = client.get(format!("{base}/")).send().await.expect("/ answers");
+    assert!(graphiql.text().await.expect("a page").contains("graphiql"), "GraphiQL is served at /");
     let query = client
         .post(format!("{base}/graphql"))
         .json(&serde_json::json!({ "query": "{ __typename }" }))
         .send()
         .await
         .expect("/graphql answers");
-    assert_eq!(
-        query.json::<serde_json::Value>().await.expect("JSON")["data"]["__typename"],
-        "Query"
-    );
-    assert!(
-        dir.path().join("simple-bank.db").exists(),
-        "the SQLite file is created in the working directory"
-    );
+    assert_eq!(query.json::<serde_json::Value>().await.expect("JSON")["data"]["__typename"], "Query");
+    assert!(dir.path().join("simple-bank.db").exists(), "the SQLite file is created in the working directory");
 }

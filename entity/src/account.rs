@@ -28,11 +28,7 @@ pub enum Currency {
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
-    #[sea_orm(
-        belongs_to = "super::user::Entity",
-        from = "Column::Owner",
-        to = "super::user::Column::Username"
-    )]
+    #[sea_orm(belongs_to = "super::user::Entity", from = "Column::Owner", to = "super::user::Column::Username")]
     User,
 }
 

@@ -13,11 +13,7 @@ pub struct Model {
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
-    #[sea_orm(
-        belongs_to = "super::user::Entity",
-        from = "Column::Username",
-        to = "super::user::Column::Username"
-    )]
+    #[sea_orm(belongs_to = "super::user::Entity", from = "Column::Username", to = "super::user::Column::Username")]
     User,
 }
 

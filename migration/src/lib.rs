@@ -36,9 +36,7 @@ impl MigratorTrait for Migrator {
 /// reference is only possible with enforcement off. Each rebuild re-checks every foreign key before its transaction
 /// commits (`sqlite::ensure_foreign_keys_hold`), which is SQLite's documented procedure for such changes.
 pub async fn connect(mut options: ConnectOptions) -> Result<DatabaseConnection, DbErr> {
-    options
-        .map_sqlx_sqlite_opts(|sqlite| sqlite.foreign_keys(false).create_if_missing(true))
-        .sqlx_logging(false);
+    options.map_sqlx_sqlite_opts(|sqlite| sqlite.foreign_keys(false).create_if_missing(true)).sqlx_logging(false);
     Database::connect(options).await
 }
 

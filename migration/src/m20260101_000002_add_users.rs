@@ -87,14 +87,8 @@ impl MigrationTrait for Migration {
         match manager.get_database_backend() {
             DbBackend::Sqlite => {
                 db.execute_unprepared(SQLITE_USERS).await?;
-                sqlite::rebuild_table(
-                    manager,
-                    "accounts",
-                    SQLITE_ACCOUNTS_WITH_OWNER,
-                    ACCOUNT_COLUMNS,
-                    ACCOUNT_INDEXES,
-                )
-                .await
+                sqlite::rebuild_table(manager, "accounts", SQLITE_ACCOUNTS_WITH_OWNER, ACCOUNT_COLUMNS, ACCOUNT_INDEXES)
+                    .await
             }
             _ => {
                 db.execute_unprepared(POSTGRES_USERS).await?;
@@ -108,14 +102,8 @@ impl MigrationTrait for Migration {
         let db = manager.get_connection();
         match manager.get_database_backend() {
             DbBackend::Sqlite => {
-                sqlite::rebuild_table(
-                    manager,
-                    "accounts",
-                    SQLITE_ACCOUNTS_BEFORE,
-                    ACCOUNT_COLUMNS,
-                    ACCOUNT_INDEXES,
-                )
-                .await?;
+                sqlite::rebuild_table(manager, "accounts", SQLITE_ACCOUNTS_BEFORE, ACCOUNT_COLUMNS, ACCOUNT_INDEXES)
+                    .await?;
                 db.execute_unprepared(r#"DROP TABLE "users""#).await?;
             }
             _ => {
@@ -141,10 +129,7 @@ async fn ensure_every_owner_is_a_user(manager: &SchemaManager<'_>) -> Result<(),
     let owners = rows
         .iter()
         .take(OWNERS_NAMED)
-        .map(|row| {
-            row.try_get_by_index::<String>(0)
-                .map(|owner| format!("{owner:?}"))
-        })
+        .map(|row| row.try_get_by_index::<String>(0).map(|owner| format!("{owner:?}")))
         .collect::<Result<Vec<_>, _>>()?;
     let more = match rows.len().saturating_sub(OWNERS_NAMED) {
         0 => String::new(),

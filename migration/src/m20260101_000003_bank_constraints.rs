@@ -148,21 +148,12 @@ impl MigrationTrait for Migration {
         match manager.get_database_backend() {
             DbBackend::Sqlite => {
                 for table in &SQLITE_TABLES {
-                    let SqliteTable {
-                        name,
-                        up,
-                        columns,
-                        indexes,
-                        ..
-                    } = table;
+                    let SqliteTable { name, up, columns, indexes, .. } = table;
                     sqlite::rebuild_table(manager, name, up, columns, indexes).await?;
                 }
             }
             _ => {
-                manager
-                    .get_connection()
-                    .execute_unprepared(POSTGRES_UP)
-                    .await?;
+                manager.get_connection().execute_unprepared(POSTGRES_UP).await?;
             }
         }
         Ok(())
@@ -172,21 +163,12 @@ impl MigrationTrait for Migration {
         match manager.get_database_backend() {
             DbBackend::Sqlite => {
                 for table in SQLITE_TABLES.iter().rev() {
-                    let SqliteTable {
-                        name,
-                        down,
-                        columns,
-                        indexes,
-                        ..
-                    } = table;
+                    let SqliteTable { name, down, columns, indexes, .. } = table;
                     sqlite::rebuild_table(manager, name, down, columns, indexes).await?;
                 }
             }
             _ => {
-                manager
-                    .get_connection()
-                    .execute_unprepared(POSTGRES_DOWN)
-                    .await?;
+                manager.get_connection().execute_unprepared(POSTGRES_DOWN).await?;
             }
         }
         Ok(())

@@ -131,8 +131,7 @@ impl MigrationTrait for Migration {
         match manager.get_database_backend() {
             DbBackend::Sqlite => {
                 db.execute_unprepared(SQLITE_EMAILS).await?;
-                sqlite::rebuild_table(manager, "users", SQLITE_USERS_UP, SQLITE_USER_COLUMNS, &[])
-                    .await?;
+                sqlite::rebuild_table(manager, "users", SQLITE_USERS_UP, SQLITE_USER_COLUMNS, &[]).await?;
                 db.execute_unprepared(SQLITE_REST_UP).await?;
             }
             _ => {
@@ -146,16 +145,8 @@ impl MigrationTrait for Migration {
         let db = manager.get_connection();
         match manager.get_database_backend() {
             DbBackend::Sqlite => {
-                db.execute_unprepared(r#"DROP TABLE "sessions"; DROP TABLE "deleted_emails";"#)
-                    .await?;
-                sqlite::rebuild_table(
-                    manager,
-                    "users",
-                    SQLITE_USERS_DOWN,
-                    SQLITE_USER_COLUMNS,
-                    &[],
-                )
-                .await?;
+                db.execute_unprepared(r#"DROP TABLE "sessions"; DROP TABLE "deleted_emails";"#).await?;
+                sqlite::rebuild_table(manager, "users", SQLITE_USERS_DOWN, SQLITE_USER_COLUMNS, &[]).await?;
                 db.execute_unprepared(r#"DROP TABLE "emails""#).await?;
             }
             _ => {

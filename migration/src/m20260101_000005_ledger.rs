@@ -78,8 +78,7 @@ impl MigrationTrait for Migration {
         let db = manager.get_connection();
         match manager.get_database_backend() {
             DbBackend::Sqlite => {
-                db.execute_unprepared(r#"DROP TABLE "idempotency_keys""#)
-                    .await?;
+                db.execute_unprepared(r#"DROP TABLE "idempotency_keys""#).await?;
                 sqlite::rebuild_table(
                     manager,
                     "entries",

@@ -16,14 +16,9 @@ pub async fn rebuild_table(
 ) -> Result<(), DbErr> {
     let db = manager.get_connection();
     db.execute_unprepared(create).await?;
-    db.execute_unprepared(&format!(
-        r#"INSERT INTO "{table}_new" ({columns}) SELECT {columns} FROM "{table}""#
-    ))
-    .await?;
-    db.execute_unprepared(&format!(r#"DROP TABLE "{table}""#))
-        .await?;
-    db.execute_unprepared(&format!(r#"ALTER TABLE "{table}_new" RENAME TO "{table}""#))
-        .await?;
+    db.execute_unprepared(&format!(r#"INSERT INTO "{table}_new" ({columns}) SELECT {columns} FROM "{table}""#)).await?;
+    db.execute_unprepared(&format!(r#"DROP TABLE "{table}""#)).await?;
+    db.execute_unprepared(&format!(r#"ALTER TABLE "{table}_new" RENAME TO "{table}""#)).await?;
     for index in indexes {
         db.execute_unprepared(index).await?;
     }
@@ -33,19 +28,12 @@ pub async fn rebuild_table(
 /// Fails when any row breaks a foreign key: migrations run with enforcement off (see [`crate::connect`]).
 pub async fn ensure_foreign_keys_hold(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
     let db = manager.get_connection();
-    let violations = db
-        .query_all_raw(Statement::from_string(
-            db.get_database_backend(),
-            "PRAGMA foreign_key_check",
-        ))
-        .await?;
+    let violations =
+        db.query_all_raw(Statement::from_string(db.get_database_backend(), "PRAGMA foreign_key_check")).await?;
     if violations.is_empty() {
         return Ok(());
     }
-    let tables: Vec<String> = violations
-        .iter()
-        .filter_map(|row| row.try_get_by_index::<String>(0).ok())
-        .collect();
+    let tables: Vec<String> = violations.iter().filter_map(|row| row.try_get_by_index::<String>(0).ok()).collect();
     Err(DbErr::Migration(format!(
         "{} row(s) break a foreign key, in table(s): {}",
         violations.len(),

@@ -6,6 +6,8 @@
 //! already-rotated token means it was copied, and revokes the session. Every authenticated request re-checks the
 //! session and the user, so logout, deletion and password changes take effect at once.
 
+use std::net::IpAddr;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
@@ -17,6 +19,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::throttle::LoginThrottle;
 use crate::{Error, password};
 
 /// How tokens are signed and how long they live.
@@ -96,22 +99,25 @@ impl Caller {
     }
 }
 
-/// Checks a password and opens a session. Unknown users and wrong passwords are indistinguishable.
+/// Checks a password and opens a session. Unknown users and wrong passwords are indistinguishable, and every
+/// attempt counts against `throttle` before any work is spent on it.
 pub async fn login(
     db: &impl ConnectionTrait,
     config: &TokenConfig,
+    throttle: &LoginThrottle,
+    client: Option<IpAddr>,
     username: &str,
     password: &str,
 ) -> Result<Tokens, Error> {
-    let user = user::Entity::find_by_id(username.to_owned())
-        .filter(user::Column::DeletedAt.is_null())
-        .one(db)
-        .await?;
+    throttle.attempt(username, client)?;
+    let user = user::Entity::find_by_id(username.to_owned()).filter(user::Column::DeletedAt.is_null()).one(db).await?;
     let hash = user.as_ref().map(|u| u.hashed_password.clone());
     if !password::verify(password, hash).await? {
+        throttle.failed(client);
         return Err(Error::InvalidCredentials);
     }
     let user = user.ok_or(Error::InvalidCredentials)?;
+    throttle.succeeded(&user.username);
 
     let session_id = random_token(16);
     let secret = random_token(32);
@@ -130,28 +136,16 @@ pub async fn login(
 }
 
 /// Exchanges a refresh token for new tokens, rotating it: the presented one stops working.
-pub async fn refresh(
-    db: &impl ConnectionTrait,
-    config: &TokenConfig,
-    refresh_token: &str,
-) -> Result<Tokens, Error> {
-    let (session_id, secret) = refresh_token
-        .split_once('.')
-        .ok_or(Error::Unauthenticated)?;
-    let session = session::Entity::find_by_id(session_id.to_owned())
-        .one(db)
-        .await?
-        .ok_or(Error::Unauthenticated)?;
+pub async fn refresh(db: &impl ConnectionTrait, config: &TokenConfig, refresh_token: &str) -> Result<Tokens, Error> {
+    let (session_id, secret) = refresh_token.split_once('.').ok_or(Error::Unauthenticated)?;
+    let session = session::Entity::find_by_id(session_id.to_owned()).one(db).await?.ok_or(Error::Unauthenticated)?;
     let now = Utc::now();
     if session.revoked_at.is_some() || session.expires_at <= now {
         return Err(Error::Unauthenticated);
     }
     let new_secret = random_token(32);
     let rotated = session::Entity::update_many()
-        .col_expr(
-            session::Column::RefreshTokenHash,
-            Expr::value(sha256(&new_secret)),
-        )
+        .col_expr(session::Column::RefreshTokenHash, Expr::value(sha256(&new_secret)))
         .filter(session::Column::Id.eq(session_id))
         .filter(session::Column::RefreshTokenHash.eq(sha256(secret)))
         .filter(session::Column::RevokedAt.is_null())
@@ -172,9 +166,7 @@ pub async fn refresh(
 
 /// Ends the session a refresh token belongs to. Answers whether a live session was ended.
 pub async fn logout(db: &impl ConnectionTrait, refresh_token: &str) -> Result<bool, Error> {
-    let (session_id, secret) = refresh_token
-        .split_once('.')
-        .ok_or(Error::Unauthenticated)?;
+    let (session_id, secret) = refresh_token.split_once('.').ok_or(Error::Unauthenticated)?;
     let ended = session::Entity::update_many()
         .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
         .filter(session::Column::Id.eq(session_id))
@@ -192,10 +184,9 @@ pub async fn authenticate(
     config: &TokenConfig,
     access_token: &str,
 ) -> Result<Caller, Error> {
-    let claims =
-        jsonwebtoken::decode::<Claims>(access_token, &config.decoding, &config.validation())
-            .map_err(|_| Error::Unauthenticated)?
-            .claims;
+    let claims = jsonwebtoken::decode::<Claims>(access_token, &config.decoding, &config.validation())
+        .map_err(|_| Error::Unauthenticated)?
+        .claims;
     let (session, user) = session::Entity::find_by_id(claims.sid.clone())
         .find_also_related(user::Entity)
         .one(db)
@@ -209,10 +200,7 @@ pub async fn authenticate(
     if !valid {
         return Err(Error::Unauthenticated);
     }
-    Ok(Caller {
-        user,
-        session_id: session.id,
-    })
+    Ok(Caller { user, session_id: session.id })
 }
 
 /// Revokes every live session of `username` except `keep`.
@@ -259,9 +247,8 @@ fn issue(
         iat: now.timestamp(),
         exp: access_token_expires_at.timestamp(),
     };
-    let access_token =
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &config.encoding)
-            .map_err(|err| Error::Internal(format!("signing a token: {err}")))?;
+    let access_token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &config.encoding)
+        .map_err(|err| Error::Internal(format!("signing a token: {err}")))?;
     Ok(Tokens {
         access_token,
         access_token_expires_at,

@@ -13,17 +13,12 @@ const SQLITE_UNIQUE: &[(&str, &str)] = &[
     ("emails.username, emails.email", "emails_username_email_key"),
     ("accounts.owner, accounts.currency", "owner_currency_key"),
     ("sessions.id", "sessions_pkey"),
-    (
-        "idempotency_keys.username, idempotency_keys.key",
-        "idempotency_keys_pkey",
-    ),
+    ("idempotency_keys.username, idempotency_keys.key", "idempotency_keys_pkey"),
 ];
 
 /// The name of the constraint `err` violated, if it is a constraint violation.
 pub fn violated(err: &DbErr) -> Option<String> {
-    let (DbErr::Exec(RuntimeErr::SqlxError(sqlx)) | DbErr::Query(RuntimeErr::SqlxError(sqlx))) =
-        err
-    else {
+    let (DbErr::Exec(RuntimeErr::SqlxError(sqlx)) | DbErr::Query(RuntimeErr::SqlxError(sqlx))) = err else {
         return None;
     };
     let db_err = sqlx.as_database_error()?;
@@ -32,12 +27,7 @@ pub fn violated(err: &DbErr) -> Option<String> {
     }
     let message = db_err.message();
     if let Some(columns) = message.strip_prefix("UNIQUE constraint failed: ") {
-        return SQLITE_UNIQUE
-            .iter()
-            .find(|(cols, _)| *cols == columns)
-            .map(|(_, name)| (*name).to_owned());
+        return SQLITE_UNIQUE.iter().find(|(cols, _)| *cols == columns).map(|(_, name)| (*name).to_owned());
     }
-    message
-        .strip_prefix("CHECK constraint failed: ")
-        .map(|name| name.trim().to_owned())
+    message.strip_prefix("CHECK constraint failed: ").map(|name| name.trim().to_owned())
 }

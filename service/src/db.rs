@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::{
-    AccessMode, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction,
-    DbBackend, DbErr, ExecResult, IsolationLevel, QueryResult, Statement, TransactionTrait,
+    AccessMode, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    ExecResult, IsolationLevel, QueryResult, Statement, TransactionTrait,
 };
 
 /// Connects to `url` with the settings the server relies on.
@@ -51,11 +51,7 @@ impl Db {
     pub async fn snapshot(pool: &DatabaseConnection) -> Result<Self, DbErr> {
         let txn = match pool.get_database_backend() {
             DbBackend::Postgres => {
-                pool.begin_with_config(
-                    Some(IsolationLevel::RepeatableRead),
-                    Some(AccessMode::ReadOnly),
-                )
-                .await?
+                pool.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await?
             }
             _ => pool.begin().await?,
         };

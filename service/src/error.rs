@@ -1,6 +1,6 @@
 //! The service layer's one error type.
 
-use sea_orm::DbErr;
+use sea_orm::{DbErr, RuntimeErr};
 
 use crate::constraint;
 
@@ -9,10 +9,7 @@ use crate::constraint;
 pub enum Error {
     /// `BAD_USER_INPUT`: a value failed validation; `field` names the input field it came from.
     #[error("{message}")]
-    InvalidInput {
-        field: &'static str,
-        message: String,
-    },
+    InvalidInput { field: &'static str, message: String },
     /// `USERNAME_TAKEN`: from the `users_pkey` constraint; usernames are never reused, even after deletion.
     #[error("that username is taken")]
     UsernameTaken,
@@ -46,6 +43,9 @@ pub enum Error {
     /// `IDEMPOTENCY_KEY_REUSED`: the key was used before with a different request.
     #[error("this idempotency key was used for a different request")]
     IdempotencyKeyReused,
+    /// `RATE_LIMITED`: too many login attempts; `retryAfter` says how many seconds to wait.
+    #[error("too many login attempts; try again in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     /// `SERVICE_UNAVAILABLE` when the database cannot be reached, else `INTERNAL_SERVER_ERROR`.
     #[error("database error")]
     Database(#[source] DbErr),
@@ -70,6 +70,7 @@ impl Error {
             Error::SameAccount => "SAME_ACCOUNT",
             Error::InsufficientFunds => "INSUFFICIENT_FUNDS",
             Error::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Error::RateLimited { .. } => "RATE_LIMITED",
             Error::Database(err) if is_unavailable(err) => "SERVICE_UNAVAILABLE",
             Error::Database(_) | Error::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
@@ -81,10 +82,7 @@ impl Error {
     }
 
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Error::InvalidInput {
-            field,
-            message: message.into(),
-        }
+        Error::InvalidInput { field, message: message.into() }
     }
 }
 
@@ -94,8 +92,22 @@ impl From<DbErr> for Error {
     }
 }
 
+/// Whether the database could not be reached (as opposed to refusing a statement): down, restarting, out of
+/// connections, or the connection broke mid-statement.
 fn is_unavailable(err: &DbErr) -> bool {
-    matches!(err, DbErr::Conn(_) | DbErr::ConnectionAcquire(_))
+    use sea_orm::sqlx::Error as Sqlx;
+    match err {
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(sqlx)) | DbErr::Query(RuntimeErr::SqlxError(sqlx)) => match &**sqlx {
+            Sqlx::Io(_) | Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::WorkerCrashed | Sqlx::Tls(_) => true,
+            // Class 08: connection exceptions; 57P01–57P03: the server is shutting down or starting.
+            Sqlx::Database(db) => {
+                db.code().is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03"))
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// Turns a named constraint's violation into the domain error it means, at the call that can cause it.

@@ -16,8 +16,8 @@ use entity::account::{self, Currency};
 use entity::{entry, idempotency_key, transfer};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, RuntimeErr, Set, TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 
@@ -48,11 +48,7 @@ pub async fn create_account(
 }
 
 /// An account the caller may see: their own, or any for a banker. `None` when it does not exist.
-pub async fn account(
-    db: &impl ConnectionTrait,
-    caller: &Caller,
-    id: i64,
-) -> Result<Option<account::Model>, Error> {
+pub async fn account(db: &impl ConnectionTrait, caller: &Caller, id: i64) -> Result<Option<account::Model>, Error> {
     let Some(account) = account::Entity::find_by_id(id).one(db).await? else {
         return Ok(None);
     };
@@ -72,8 +68,7 @@ pub async fn transfer_by_id(
         return Ok(None);
     };
     if !caller.is_banker() {
-        let owners =
-            accounts_by_ids(db, &[transfer.from_account_id, transfer.to_account_id]).await?;
+        let owners = accounts_by_ids(db, &[transfer.from_account_id, transfer.to_account_id]).await?;
         if !owners.iter().any(|a| a.owner == caller.user.username) {
             return Err(Error::Forbidden);
         }
@@ -94,10 +89,7 @@ pub async fn deposit(
     with_retry(|| async {
         let txn = db.begin().await?;
         let updated = account::Entity::update_many()
-            .col_expr(
-                account::Column::Balance,
-                Expr::col(account::Column::Balance).add(amount.minor_units()),
-            )
+            .col_expr(account::Column::Balance, Expr::col(account::Column::Balance).add(amount.minor_units()))
             .filter(account::Column::Id.eq(account_id))
             .exec_with_returning(&txn)
             .await?;
@@ -194,12 +186,7 @@ async fn transfer_once(
         .lock_exclusive()
         .all(&txn)
         .await?;
-    let find = |id: i64| {
-        locked
-            .iter()
-            .find(|a| a.id == id)
-            .ok_or(Error::NotFound { what: "account" })
-    };
+    let find = |id: i64| locked.iter().find(|a| a.id == id).ok_or(Error::NotFound { what: "account" });
     let from = find(request.from_account_id)?;
     if from.owner != caller.user.username {
         return Err(Error::Forbidden);
@@ -226,23 +213,14 @@ async fn transfer_once(
     let to_entry = insert_entry(&txn, to.id, amount, transfer.id).await?;
     if let Some(key) = &request.idempotency_key {
         idempotency_key::Entity::update_many()
-            .col_expr(
-                idempotency_key::Column::TransferId,
-                Expr::value(transfer.id),
-            )
+            .col_expr(idempotency_key::Column::TransferId, Expr::value(transfer.id))
             .filter(idempotency_key::Column::Username.eq(&caller.user.username))
             .filter(idempotency_key::Column::Key.eq(key))
             .exec(&txn)
             .await?;
     }
     txn.commit().await?;
-    Ok(TransferOutcome {
-        transfer,
-        from_account,
-        to_account,
-        from_entry,
-        to_entry,
-    })
+    Ok(TransferOutcome { transfer, from_account, to_account, from_entry, to_entry })
 }
 
 /// The first result for a key already used: the same transfer, no money moved.
@@ -252,41 +230,23 @@ async fn replay(
     key: &str,
     request_hash: &str,
 ) -> Result<TransferOutcome, Error> {
-    let stored =
-        idempotency_key::Entity::find_by_id((caller.user.username.clone(), key.to_owned()))
-            .one(db)
-            .await?
-            .ok_or_else(|| Error::Internal("an idempotency key vanished".to_owned()))?;
+    let stored = idempotency_key::Entity::find_by_id((caller.user.username.clone(), key.to_owned()))
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::Internal("an idempotency key vanished".to_owned()))?;
     if stored.request_hash != request_hash {
         return Err(Error::IdempotencyKeyReused);
     }
-    let transfer_id = stored.transfer_id.ok_or_else(|| {
-        Error::Internal("a committed idempotency key without its transfer".to_owned())
-    })?;
-    let transfer = transfer::Entity::find_by_id(transfer_id)
-        .one(db)
-        .await?
-        .ok_or(Error::NotFound { what: "transfer" })?;
-    let entries = entry::Entity::find()
-        .filter(entry::Column::TransferId.eq(transfer_id))
-        .all(db)
-        .await?;
+    let transfer_id = stored
+        .transfer_id
+        .ok_or_else(|| Error::Internal("a committed idempotency key without its transfer".to_owned()))?;
+    let transfer =
+        transfer::Entity::find_by_id(transfer_id).one(db).await?.ok_or(Error::NotFound { what: "transfer" })?;
+    let entries = entry::Entity::find().filter(entry::Column::TransferId.eq(transfer_id)).all(db).await?;
     let accounts = accounts_by_ids(db, &[transfer.from_account_id, transfer.to_account_id]).await?;
     let missing = || Error::Internal(format!("transfer {transfer_id} is incomplete"));
-    let account = |id| {
-        accounts
-            .iter()
-            .find(|a| a.id == id)
-            .cloned()
-            .ok_or_else(missing)
-    };
-    let entry = |id| {
-        entries
-            .iter()
-            .find(|e| e.account_id == id)
-            .cloned()
-            .ok_or_else(missing)
-    };
+    let account = |id| accounts.iter().find(|a| a.id == id).cloned().ok_or_else(missing);
+    let entry = |id| entries.iter().find(|e| e.account_id == id).cloned().ok_or_else(missing);
     Ok(TransferOutcome {
         from_account: account(transfer.from_account_id)?,
         to_account: account(transfer.to_account_id)?,
@@ -296,16 +256,9 @@ async fn replay(
     })
 }
 
-async fn add_to_balance(
-    db: &impl ConnectionTrait,
-    account_id: i64,
-    delta: i64,
-) -> Result<account::Model, Error> {
+async fn add_to_balance(db: &impl ConnectionTrait, account_id: i64, delta: i64) -> Result<account::Model, Error> {
     account::Entity::update_many()
-        .col_expr(
-            account::Column::Balance,
-            Expr::col(account::Column::Balance).add(delta),
-        )
+        .col_expr(account::Column::Balance, Expr::col(account::Column::Balance).add(delta))
         .filter(account::Column::Id.eq(account_id))
         .exec_with_returning(db)
         .await
@@ -363,9 +316,7 @@ where
 /// Serialization failure or deadlock (PostgreSQL), or a busy database (SQLite): the transaction did nothing and
 /// may simply run again.
 fn is_transient(err: &DbErr) -> bool {
-    let (DbErr::Exec(RuntimeErr::SqlxError(sqlx)) | DbErr::Query(RuntimeErr::SqlxError(sqlx))) =
-        err
-    else {
+    let (DbErr::Exec(RuntimeErr::SqlxError(sqlx)) | DbErr::Query(RuntimeErr::SqlxError(sqlx))) = err else {
         return false;
     };
     let code = sqlx.as_database_error().and_then(|e| e.code());
@@ -383,14 +334,7 @@ pub async fn entries_of(
     if let Some(after) = after {
         query = query.filter(entry::Column::Id.lt(after));
     }
-    page(
-        query
-            .order_by_desc(entry::Column::Id)
-            .limit(first + 1)
-            .all(db)
-            .await?,
-        first,
-    )
+    page(query.order_by_desc(entry::Column::Id).limit(first + 1).all(db).await?, first)
 }
 
 /// Transfers into and out of an account, newest first, after the transfer `after`.
@@ -408,14 +352,7 @@ pub async fn transfers_of(
     if let Some(after) = after {
         query = query.filter(transfer::Column::Id.lt(after));
     }
-    page(
-        query
-            .order_by_desc(transfer::Column::Id)
-            .limit(first + 1)
-            .all(db)
-            .await?,
-        first,
-    )
+    page(query.order_by_desc(transfer::Column::Id).limit(first + 1).all(db).await?, first)
 }
 
 fn page<T>(mut rows: Vec<T>, first: u64) -> Result<(Vec<T>, bool), Error> {
@@ -425,10 +362,7 @@ fn page<T>(mut rows: Vec<T>, first: u64) -> Result<(Vec<T>, bool), Error> {
 }
 
 /// Every account of these owners, in one statement (for batch loading).
-pub async fn accounts_of_owners(
-    db: &impl ConnectionTrait,
-    owners: &[String],
-) -> Result<Vec<account::Model>, Error> {
+pub async fn accounts_of_owners(db: &impl ConnectionTrait, owners: &[String]) -> Result<Vec<account::Model>, Error> {
     Ok(account::Entity::find()
         .filter(account::Column::Owner.is_in(owners.iter().cloned()))
         .order_by_asc(account::Column::Id)
@@ -437,23 +371,11 @@ pub async fn accounts_of_owners(
 }
 
 /// These accounts, in one statement (for batch loading).
-pub async fn accounts_by_ids(
-    db: &impl ConnectionTrait,
-    ids: &[i64],
-) -> Result<Vec<account::Model>, Error> {
-    Ok(account::Entity::find()
-        .filter(account::Column::Id.is_in(ids.iter().copied()))
-        .all(db)
-        .await?)
+pub async fn accounts_by_ids(db: &impl ConnectionTrait, ids: &[i64]) -> Result<Vec<account::Model>, Error> {
+    Ok(account::Entity::find().filter(account::Column::Id.is_in(ids.iter().copied())).all(db).await?)
 }
 
 /// These transfers, in one statement (for batch loading).
-pub async fn transfers_by_ids(
-    db: &impl ConnectionTrait,
-    ids: &[i64],
-) -> Result<Vec<transfer::Model>, Error> {
-    Ok(transfer::Entity::find()
-        .filter(transfer::Column::Id.is_in(ids.iter().copied()))
-        .all(db)
-        .await?)
+pub async fn transfers_by_ids(db: &impl ConnectionTrait, ids: &[i64]) -> Result<Vec<transfer::Model>, Error> {
+    Ok(transfer::Entity::find().filter(transfer::Column::Id.is_in(ids.iter().copied())).all(db).await?)
 }

@@ -10,6 +10,7 @@ pub mod domain;
 mod error;
 pub mod ledger;
 pub mod password;
+pub mod throttle;
 pub mod users;
 
 pub use entity;

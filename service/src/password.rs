@@ -21,10 +21,7 @@ static PERMITS: LazyLock<Semaphore> =
 /// A hash of a password nobody has, verified against when the user does not exist, so that an unknown username
 /// costs the same time as a wrong password and reveals nothing.
 static DECOY_HASH: LazyLock<String> = LazyLock::new(|| {
-    argon2()
-        .hash_password(b"decoy password that is never used")
-        .map(|hash| hash.to_string())
-        .unwrap_or_default()
+    argon2().hash_password(b"decoy password that is never used").map(|hash| hash.to_string()).unwrap_or_default()
 });
 
 fn argon2() -> Argon2<'static> {
@@ -50,24 +47,15 @@ pub async fn verify(password: &str, hash: Option<String>) -> Result<bool, Error>
     run_blocking(move || {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| DECOY_HASH.clone());
-        let matches = argon2()
-            .verify_password(password.as_bytes(), hash.as_str())
-            .is_ok();
+        let matches = argon2().verify_password(password.as_bytes(), hash.as_str()).is_ok();
         Ok(known && matches)
     })
     .await
 }
 
-async fn run_blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    let _permit = PERMITS
-        .acquire()
-        .await
-        .map_err(|err| Error::Internal(format!("password permits closed: {err}")))?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|err| Error::Internal(format!("password task failed: {err}")))?
+async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
+    let _permit = PERMITS.acquire().await.map_err(|err| Error::Internal(format!("password permits closed: {err}")))?;
+    tokio::task::spawn_blocking(work).await.map_err(|err| Error::Internal(format!("password task failed: {err}")))?
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@ use entity::user::{self, Role};
 use entity::{deleted_email, email};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionSession, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set, TransactionSession, TransactionTrait,
 };
 
 use crate::auth::{self, Caller};
@@ -26,10 +26,7 @@ pub struct NewUser {
 ///
 /// Uniqueness is left to the database (`users_pkey`, `emails_pkey`), so racing sign-ups get one success and
 /// `USERNAME_TAKEN` or `EMAIL_TAKEN` for the rest, never a duplicate.
-pub async fn create<C: ConnectionTrait + TransactionTrait>(
-    db: &C,
-    new: NewUser,
-) -> Result<user::Model, Error> {
+pub async fn create<C: ConnectionTrait + TransactionTrait>(db: &C, new: NewUser) -> Result<user::Model, Error> {
     let hashed_password = password::hash(&new.password).await?;
     let txn = db.begin().await?;
     // `password_changed_at` and `created_at` keep their column defaults: "never" and now.
@@ -51,10 +48,7 @@ pub async fn create<C: ConnectionTrait + TransactionTrait>(
 
 /// An active (not deleted) user.
 pub async fn find(db: &impl ConnectionTrait, username: &str) -> Result<Option<user::Model>, Error> {
-    Ok(user::Entity::find_by_id(username.to_owned())
-        .filter(user::Column::DeletedAt.is_null())
-        .one(db)
-        .await?)
+    Ok(user::Entity::find_by_id(username.to_owned()).filter(user::Column::DeletedAt.is_null()).one(db).await?)
 }
 
 /// Active users `after` a username, in username order: one page and whether more follow.
@@ -81,10 +75,7 @@ pub async fn list(
 }
 
 /// The active addresses of these users, oldest first, in one statement (for batch loading).
-pub async fn emails_of(
-    db: &impl ConnectionTrait,
-    usernames: &[String],
-) -> Result<Vec<email::Model>, Error> {
+pub async fn emails_of(db: &impl ConnectionTrait, usernames: &[String]) -> Result<Vec<email::Model>, Error> {
     Ok(email::Entity::find()
         .filter(email::Column::Username.is_in(usernames.iter().cloned()))
         .order_by_asc(email::Column::CreatedAt)
@@ -94,14 +85,8 @@ pub async fn emails_of(
 }
 
 /// Changes a user's role: the way to make the first banker (`simple-bank set-role`).
-pub async fn set_role(
-    db: &impl ConnectionTrait,
-    username: &Username,
-    role: Role,
-) -> Result<user::Model, Error> {
-    let user = find(db, username.as_str())
-        .await?
-        .ok_or(Error::NotFound { what: "user" })?;
+pub async fn set_role(db: &impl ConnectionTrait, username: &Username, role: Role) -> Result<user::Model, Error> {
+    let user = find(db, username.as_str()).await?.ok_or(Error::NotFound { what: "user" })?;
     let mut active: user::ActiveModel = user.into();
     active.role = Set(role);
     Ok(active.update(db).await?)
@@ -124,10 +109,7 @@ pub async fn update<C: ConnectionTrait + TransactionTrait>(
     caller: &Caller,
     update: UserUpdate,
 ) -> Result<user::Model, Error> {
-    let username = update
-        .username
-        .as_ref()
-        .map_or(caller.user.username.as_str(), Username::as_str);
+    let username = update.username.as_ref().map_or(caller.user.username.as_str(), Username::as_str);
     if !caller.may_act_for(username) || (update.role.is_some() && !caller.is_banker()) {
         return Err(Error::Forbidden);
     }
@@ -136,9 +118,7 @@ pub async fn update<C: ConnectionTrait + TransactionTrait>(
         None => None,
     };
     let txn = db.begin().await?;
-    let user = find(&txn, username)
-        .await?
-        .ok_or(Error::NotFound { what: "user" })?;
+    let user = find(&txn, username).await?.ok_or(Error::NotFound { what: "user" })?;
     let mut active: user::ActiveModel = user.into();
     if let Some(full_name) = update.full_name {
         active.full_name = Set(full_name.as_str().to_owned());
@@ -178,10 +158,7 @@ pub async fn remove_email<C: ConnectionTrait + TransactionTrait>(
     let txn = db.begin().await?;
     let user = current(&txn, caller).await?;
     if user.email.as_deref() == Some(address.as_str()) {
-        return Err(Error::invalid(
-            "email",
-            "the primary email cannot be removed; make another one primary first",
-        ));
+        return Err(Error::invalid("email", "the primary email cannot be removed; make another one primary first"));
     }
     let removed = email::Entity::delete_many()
         .filter(email::Column::Email.eq(address.as_str()))
@@ -218,12 +195,7 @@ pub async fn set_primary_email<C: ConnectionTrait + TransactionTrait>(
     }
     let mut active: user::ActiveModel = current(db, caller).await?.into();
     active.email = Set(Some(address.as_str().to_owned()));
-    active
-        .update(db)
-        .await
-        .on_constraint("users_primary_email_fkey", || Error::NotFound {
-            what: "email",
-        })
+    active.update(db).await.on_constraint("users_primary_email_fkey", || Error::NotFound { what: "email" })
 }
 
 /// Soft-deletes a user (the caller themself, or anyone for a banker): the row stays so the username is never
@@ -237,22 +209,15 @@ pub async fn delete<C: ConnectionTrait + TransactionTrait>(
         return Err(Error::Forbidden);
     }
     let txn = db.begin().await?;
-    let user = find(&txn, username)
-        .await?
-        .ok_or(Error::NotFound { what: "user" })?;
-    let addresses = email::Entity::find()
-        .filter(email::Column::Username.eq(username))
-        .all(&txn)
-        .await?;
+    let user = find(&txn, username).await?.ok_or(Error::NotFound { what: "user" })?;
+    let addresses = email::Entity::find().filter(email::Column::Username.eq(username)).all(&txn).await?;
     let now = Utc::now();
     if !addresses.is_empty() {
-        deleted_email::Entity::insert_many(addresses.into_iter().map(|e| {
-            deleted_email::ActiveModel {
-                email: Set(e.email),
-                username: Set(e.username),
-                deleted_at: Set(now),
-                ..Default::default()
-            }
+        deleted_email::Entity::insert_many(addresses.into_iter().map(|e| deleted_email::ActiveModel {
+            email: Set(e.email),
+            username: Set(e.username),
+            deleted_at: Set(now),
+            ..Default::default()
         }))
         .exec(&txn)
         .await?;
@@ -264,20 +229,13 @@ pub async fn delete<C: ConnectionTrait + TransactionTrait>(
         .filter(user::Column::Username.eq(&user.username))
         .exec(&txn)
         .await?;
-    email::Entity::delete_many()
-        .filter(email::Column::Username.eq(username))
-        .exec(&txn)
-        .await?;
+    email::Entity::delete_many().filter(email::Column::Username.eq(username)).exec(&txn).await?;
     auth::revoke_sessions_of(&txn, username, None).await?;
     txn.commit().await?;
     Ok(())
 }
 
-async fn insert_email(
-    db: &impl ConnectionTrait,
-    username: &str,
-    address: &Email,
-) -> Result<(), Error> {
+async fn insert_email(db: &impl ConnectionTrait, username: &str, address: &Email) -> Result<(), Error> {
     email::ActiveModel {
         email: Set(address.as_str().to_owned()),
         username: Set(username.to_owned()),
@@ -293,18 +251,10 @@ async fn insert_email(
 
 /// The caller as stored now (the request's copy may predate this request's changes).
 async fn current(db: &impl ConnectionTrait, caller: &Caller) -> Result<user::Model, Error> {
-    find(db, &caller.user.username)
-        .await?
-        .ok_or(Error::Unauthenticated)
+    find(db, &caller.user.username).await?.ok_or(Error::Unauthenticated)
 }
 
 /// These users, deleted or not, in one statement (for batch loading).
-pub async fn by_usernames(
-    db: &impl ConnectionTrait,
-    usernames: &[String],
-) -> Result<Vec<user::Model>, Error> {
-    Ok(user::Entity::find()
-        .filter(user::Column::Username.is_in(usernames.iter().cloned()))
-        .all(db)
-        .await?)
+pub async fn by_usernames(db: &impl ConnectionTrait, usernames: &[String]) -> Result<Vec<user::Model>, Error> {
+    Ok(user::Entity::find().filter(user::Column::Username.is_in(usernames.iter().cloned())).all(db).await?)
 }

@@ -7,14 +7,10 @@ use serde_json::{Value, json};
 use tests::{Backend, JWT_SECRET, PASSWORD, TestApp, on_both_backends, spawn_app};
 
 const ME: &str = "{ me { username } }";
-const REFRESH: &str =
-    "mutation($t: String!) { refreshAccessToken(refreshToken: $t) { accessToken refreshToken } }";
+const REFRESH: &str = "mutation($t: String!) { refreshAccessToken(refreshToken: $t) { accessToken refreshToken } }";
 
 async fn me_code(app: &TestApp, token: &str) -> Option<String> {
-    app.graphql(ME, json!({}), Some(token))
-        .await
-        .error_code()
-        .map(str::to_owned)
+    app.graphql(ME, json!({}), Some(token)).await.error_code().map(str::to_owned)
 }
 
 fn claims_of(token: &str) -> Value {
@@ -23,12 +19,8 @@ fn claims_of(token: &str) -> Value {
 }
 
 fn sign(claims: &Value, key: &str) -> String {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(key.as_bytes()),
-    )
-    .expect("signing")
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(key.as_bytes()))
+        .expect("signing")
 }
 
 fn now() -> i64 {
@@ -40,26 +32,13 @@ async fn login_with_a_wrong_password_or_an_unknown_user_gives_the_same_error(bac
     app.sign_up("alice").await;
     let login = "mutation($input: LoginInput!) { login(input: $input) { accessToken } }";
 
-    let wrong_password = app
-        .graphql(
-            login,
-            json!({ "input": { "username": "alice", "password": "wrong password!" } }),
-            None,
-        )
-        .await;
-    let unknown_user = app
-        .graphql(
-            login,
-            json!({ "input": { "username": "nobody", "password": PASSWORD } }),
-            None,
-        )
-        .await;
+    let wrong_password =
+        app.graphql(login, json!({ "input": { "username": "alice", "password": "wrong password!" } }), None).await;
+    let unknown_user =
+        app.graphql(login, json!({ "input": { "username": "nobody", "password": PASSWORD } }), None).await;
 
     assert_eq!(wrong_password.error_code(), Some("INVALID_CREDENTIALS"));
-    assert_eq!(
-        wrong_password.0["errors"][0]["message"],
-        unknown_user.0["errors"][0]["message"]
-    );
+    assert_eq!(wrong_password.0["errors"][0]["message"], unknown_user.0["errors"][0]["message"]);
     assert_eq!(unknown_user.error_code(), Some("INVALID_CREDENTIALS"));
 }
 
@@ -67,20 +46,9 @@ async fn a_login_token_authenticates_and_no_token_does_not(backend: Backend) {
     let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
 
-    assert_eq!(
-        app.graphql(ME, json!({}), Some(&alice))
-            .await
-            .str("me/username"),
-        "alice"
-    );
-    assert_eq!(
-        app.graphql(ME, json!({}), None).await.error_code(),
-        Some("UNAUTHENTICATED")
-    );
-    assert_eq!(
-        me_code(&app, "not.a.token").await.as_deref(),
-        Some("UNAUTHENTICATED")
-    );
+    assert_eq!(app.graphql(ME, json!({}), Some(&alice)).await.str("me/username"), "alice");
+    assert_eq!(app.graphql(ME, json!({}), None).await.error_code(), Some("UNAUTHENTICATED"));
+    assert_eq!(me_code(&app, "not.a.token").await.as_deref(), Some("UNAUTHENTICATED"));
 }
 
 async fn forged_tokens_are_refused(backend: Backend) {
@@ -89,11 +57,7 @@ async fn forged_tokens_are_refused(backend: Backend) {
     let claims = claims_of(&alice);
     let body = |c: &Value| URL_SAFE_NO_PAD.encode(c.to_string());
 
-    let alg_none = format!(
-        "{}.{}.",
-        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
-        body(&claims)
-    );
+    let alg_none = format!("{}.{}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#), body(&claims));
     let wrong_key = sign(&claims, "another-secret-that-is-32-bytes-long!!");
     let mut as_bob = claims.clone();
     as_bob["sub"] = json!("bob");
@@ -115,33 +79,20 @@ async fn forged_tokens_are_refused(backend: Backend) {
         ("edited claims", edited),
         ("expired", sign(&expired, JWT_SECRET)),
         ("wrong audience", sign(&wrong_audience, JWT_SECRET)),
-        (
-            "another user's name on a real session",
-            sign(&as_bob, JWT_SECRET),
-        ),
+        ("another user's name on a real session", sign(&as_bob, JWT_SECRET)),
     ] {
-        assert_eq!(
-            me_code(&app, &token).await.as_deref(),
-            Some("UNAUTHENTICATED"),
-            "{what}"
-        );
+        assert_eq!(me_code(&app, &token).await.as_deref(), Some("UNAUTHENTICATED"), "{what}");
     }
 }
 
-async fn a_token_issued_before_a_password_change_is_refused_and_other_sessions_end(
-    backend: Backend,
-) {
+async fn a_token_issued_before_a_password_change_is_refused_and_other_sessions_end(backend: Backend) {
     let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
     let (other_session, other_refresh) = app.login("alice").await;
     let mut older = claims_of(&alice);
     older["iat"] = json!(now() - 10);
     let issued_earlier = sign(&older, JWT_SECRET);
-    assert_eq!(
-        me_code(&app, &issued_earlier).await,
-        None,
-        "valid before the change"
-    );
+    assert_eq!(me_code(&app, &issued_earlier).await, None, "valid before the change");
 
     app.graphql(
         "mutation { updateUser(input: { password: \"a brand new passphrase\" }) { username } }",
@@ -151,23 +102,13 @@ async fn a_token_issued_before_a_password_change_is_refused_and_other_sessions_e
     .await
     .assert_ok();
 
-    assert_eq!(
-        me_code(&app, &issued_earlier).await.as_deref(),
-        Some("UNAUTHENTICATED")
-    );
-    assert_eq!(
-        me_code(&app, &other_session).await.as_deref(),
-        Some("UNAUTHENTICATED")
-    );
-    let refreshed = app
-        .graphql(REFRESH, json!({ "t": other_refresh }), None)
-        .await;
+    assert_eq!(me_code(&app, &issued_earlier).await.as_deref(), Some("UNAUTHENTICATED"));
+    assert_eq!(me_code(&app, &other_session).await.as_deref(), Some("UNAUTHENTICATED"));
+    let refreshed = app.graphql(REFRESH, json!({ "t": other_refresh }), None).await;
     assert_eq!(refreshed.error_code(), Some("UNAUTHENTICATED"));
 }
 
-async fn refreshing_rotates_the_refresh_token_and_reusing_an_old_one_ends_the_session(
-    backend: Backend,
-) {
+async fn refreshing_rotates_the_refresh_token_and_reusing_an_old_one_ends_the_session(backend: Backend) {
     let app = spawn_app(backend).await;
     app.sign_up("alice").await;
     let (_, first) = app.login("alice").await;
@@ -176,26 +117,13 @@ async fn refreshing_rotates_the_refresh_token_and_reusing_an_old_one_ends_the_se
     rotated.assert_ok();
     let second = rotated.str("refreshAccessToken/refreshToken");
     let access = rotated.str("refreshAccessToken/accessToken");
-    assert_eq!(
-        app.graphql(ME, json!({}), Some(&access))
-            .await
-            .str("me/username"),
-        "alice"
-    );
+    assert_eq!(app.graphql(ME, json!({}), Some(&access)).await.str("me/username"), "alice");
 
     let replayed = app.graphql(REFRESH, json!({ "t": first }), None).await;
     assert_eq!(replayed.error_code(), Some("UNAUTHENTICATED"));
     // The replay shows the token was copied: the whole session ends, for the thief and the owner alike.
-    assert_eq!(
-        app.graphql(REFRESH, json!({ "t": second }), None)
-            .await
-            .error_code(),
-        Some("UNAUTHENTICATED")
-    );
-    assert_eq!(
-        me_code(&app, &access).await.as_deref(),
-        Some("UNAUTHENTICATED")
-    );
+    assert_eq!(app.graphql(REFRESH, json!({ "t": second }), None).await.error_code(), Some("UNAUTHENTICATED"));
+    assert_eq!(me_code(&app, &access).await.as_deref(), Some("UNAUTHENTICATED"));
 }
 
 async fn logout_ends_the_session(backend: Backend) {
@@ -204,30 +132,12 @@ async fn logout_ends_the_session(backend: Backend) {
     let (access, refresh) = app.login("alice").await;
     let (other_access, _) = app.login("alice").await;
 
-    let logout = app
-        .graphql(
-            "mutation($t: String!) { logout(refreshToken: $t) }",
-            json!({ "t": refresh }),
-            None,
-        )
-        .await;
+    let logout = app.graphql("mutation($t: String!) { logout(refreshToken: $t) }", json!({ "t": refresh }), None).await;
 
     assert_eq!(logout.data("logout"), &json!(true));
-    assert_eq!(
-        me_code(&app, &access).await.as_deref(),
-        Some("UNAUTHENTICATED")
-    );
-    assert_eq!(
-        app.graphql(REFRESH, json!({ "t": refresh }), None)
-            .await
-            .error_code(),
-        Some("UNAUTHENTICATED")
-    );
-    assert_eq!(
-        me_code(&app, &other_access).await,
-        None,
-        "other sessions live on"
-    );
+    assert_eq!(me_code(&app, &access).await.as_deref(), Some("UNAUTHENTICATED"));
+    assert_eq!(app.graphql(REFRESH, json!({ "t": refresh }), None).await.error_code(), Some("UNAUTHENTICATED"));
+    assert_eq!(me_code(&app, &other_access).await, None, "other sessions live on");
 }
 
 on_both_backends!(

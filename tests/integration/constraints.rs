@@ -15,10 +15,7 @@ const SETUP: &str = "
 ";
 
 async fn violated(db: &DatabaseConnection, sql: &str) -> Option<String> {
-    let err = db
-        .execute_unprepared(sql)
-        .await
-        .expect_err(&format!("refused: {sql}"));
+    let err = db.execute_unprepared(sql).await.expect_err(&format!("refused: {sql}"));
     constraint::violated(&err)
 }
 
@@ -28,22 +25,10 @@ async fn each_named_constraint_refuses_a_violating_row_and_names_itself(backend:
     db.execute_unprepared(SETUP).await.expect("setup");
 
     let cases = [
-        (
-            "owner_currency_key",
-            "INSERT INTO accounts (owner, balance, currency) VALUES ('alice', 0, 'USD')",
-        ),
-        (
-            "accounts_balance_nonnegative",
-            "UPDATE accounts SET balance = -1 WHERE id = 1",
-        ),
-        (
-            "accounts_currency_supported",
-            "INSERT INTO accounts (owner, balance, currency) VALUES ('alice', 0, 'XYZ')",
-        ),
-        (
-            "entries_amount_nonzero",
-            "INSERT INTO entries (account_id, amount) VALUES (1, 0)",
-        ),
+        ("owner_currency_key", "INSERT INTO accounts (owner, balance, currency) VALUES ('alice', 0, 'USD')"),
+        ("accounts_balance_nonnegative", "UPDATE accounts SET balance = -1 WHERE id = 1"),
+        ("accounts_currency_supported", "INSERT INTO accounts (owner, balance, currency) VALUES ('alice', 0, 'XYZ')"),
+        ("entries_amount_nonzero", "INSERT INTO entries (account_id, amount) VALUES (1, 0)"),
         (
             "transfers_amount_positive",
             "INSERT INTO transfers (from_account_id, to_account_id, amount) VALUES (1, 2, 0)",
@@ -56,14 +41,8 @@ async fn each_named_constraint_refuses_a_violating_row_and_names_itself(backend:
             "users_pkey",
             "INSERT INTO users (username, hashed_password, full_name, email) VALUES ('alice', 'x', 'A', NULL)",
         ),
-        (
-            "emails_pkey",
-            "INSERT INTO emails (email, username) VALUES ('alice@example.com', 'bob')",
-        ),
-        (
-            "users_role_known",
-            "UPDATE users SET role = 'king' WHERE username = 'alice'",
-        ),
+        ("emails_pkey", "INSERT INTO emails (email, username) VALUES ('alice@example.com', 'bob')"),
+        ("users_role_known", "UPDATE users SET role = 'king' WHERE username = 'alice'"),
     ];
     for (name, sql) in cases {
         assert_eq!(violated(&db, sql).await.as_deref(), Some(name), "{sql}");
@@ -74,38 +53,21 @@ async fn foreign_keys_refuse_orphans_and_deletes_that_would_orphan(backend: Back
     let database = TestDatabase::migrated(backend).await;
     let db = database.connection().await;
     db.execute_unprepared(SETUP).await.expect("setup");
-    db.execute_unprepared("INSERT INTO entries (account_id, amount) VALUES (1, 100)")
-        .await
-        .expect("an entry");
+    db.execute_unprepared("INSERT INTO entries (account_id, amount) VALUES (1, 100)").await.expect("an entry");
 
     // SQLite reports foreign-key failures without a name; PostgreSQL names them.
     let named = |name: &'static str| (backend == Backend::Postgres).then(|| name.to_owned());
     assert_eq!(
-        violated(
-            &db,
-            "INSERT INTO accounts (owner, balance, currency) VALUES ('ghost', 0, 'CAD')"
-        )
-        .await,
+        violated(&db, "INSERT INTO accounts (owner, balance, currency) VALUES ('ghost', 0, 'CAD')").await,
         named("accounts_owner_fkey")
     );
     assert_eq!(
-        violated(
-            &db,
-            "INSERT INTO entries (account_id, amount) VALUES (999, 5)"
-        )
-        .await,
+        violated(&db, "INSERT INTO entries (account_id, amount) VALUES (999, 5)").await,
         named("entries_account_id_fkey")
     );
+    assert_eq!(violated(&db, "DELETE FROM accounts WHERE id = 1").await, named("entries_account_id_fkey"));
     assert_eq!(
-        violated(&db, "DELETE FROM accounts WHERE id = 1").await,
-        named("entries_account_id_fkey")
-    );
-    assert_eq!(
-        violated(
-            &db,
-            "UPDATE users SET email = 'nobody@example.com' WHERE username = 'alice'"
-        )
-        .await,
+        violated(&db, "UPDATE users SET email = 'nobody@example.com' WHERE username = 'alice'").await,
         named("users_primary_email_fkey")
     );
 }

@@ -3,9 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
-use tests::{
-    Backend, TestApp, assert_ledger_consistent, on_both_backends, spawn_app, spawn_counting_app,
-};
+use tests::{Backend, TestApp, assert_ledger_consistent, on_both_backends, spawn_app, spawn_counting_app};
 
 const TRANSFER: &str = "mutation($input: CreateTransferInput!) { createTransfer(input: $input) {
     transfer { id amount currency fromAccount { id } toAccount { id } }
@@ -28,13 +26,8 @@ async fn bank(app: &TestApp) -> (String, String, String, String, String) {
 }
 
 async fn balance(app: &TestApp, token: &str, account: &str) -> String {
-    let response = app
-        .graphql(
-            "query($id: ID!) { account(id: $id) { balance } }",
-            json!({ "id": account }),
-            Some(token),
-        )
-        .await;
+    let response =
+        app.graphql("query($id: ID!) { account(id: $id) { balance } }", json!({ "id": account }), Some(token)).await;
     response.str("account/balance")
 }
 
@@ -44,22 +37,10 @@ async fn an_account_per_currency_and_a_second_one_is_refused(backend: Backend) {
     app.open_account(&alice, "USD").await;
     app.open_account(&alice, "EUR").await;
 
-    let again = app
-        .graphql(
-            "mutation { createAccount(currency: USD) { id } }",
-            json!({}),
-            Some(&alice),
-        )
-        .await;
+    let again = app.graphql("mutation { createAccount(currency: USD) { id } }", json!({}), Some(&alice)).await;
 
     assert_eq!(again.error_code(), Some("ACCOUNT_EXISTS"));
-    let mine = app
-        .graphql(
-            "{ me { accounts { currency balance } } }",
-            json!({}),
-            Some(&alice),
-        )
-        .await;
+    let mine = app.graphql("{ me { accounts { currency balance } } }", json!({}), Some(&alice)).await;
     assert_eq!(
         mine.data("me/accounts"),
         &json!([{ "currency": "USD", "balance": "0" }, { "currency": "EUR", "balance": "0" }])
@@ -71,45 +52,19 @@ async fn only_a_banker_deposits_and_only_positive_whole_amounts(backend: Backend
     let banker = app.banker("banker").await;
     let alice = app.user("alice").await;
     let account = app.open_account(&alice, "USD").await;
-    let deposit = "mutation($input: DepositInput!) { deposit(input: $input) { amount account { balance } transfer { id } } }";
+    let deposit =
+        "mutation($input: DepositInput!) { deposit(input: $input) { amount account { balance } transfer { id } } }";
     let input = |amount: Value| json!({ "input": { "accountId": account, "amount": amount } });
 
-    assert_eq!(
-        app.graphql(deposit, input(json!(100)), Some(&alice))
-            .await
-            .error_code(),
-        Some("FORBIDDEN")
-    );
-    for bad in [
-        json!(0),
-        json!(-5),
-        json!("12.5"),
-        json!(1.5),
-        json!("9223372036854775808"),
-        json!("ten"),
-    ] {
-        let response = app
-            .graphql(deposit, input(bad.clone()), Some(&banker))
-            .await;
-        assert_eq!(
-            response.error_code(),
-            Some("BAD_USER_INPUT"),
-            "{bad}: {:#}",
-            response.0
-        );
+    assert_eq!(app.graphql(deposit, input(json!(100)), Some(&alice)).await.error_code(), Some("FORBIDDEN"));
+    for bad in [json!(0), json!(-5), json!("12.5"), json!(1.5), json!("9223372036854775808"), json!("ten")] {
+        let response = app.graphql(deposit, input(bad.clone()), Some(&banker)).await;
+        assert_eq!(response.error_code(), Some("BAD_USER_INPUT"), "{bad}: {:#}", response.0);
     }
-    let unknown = app
-        .graphql(
-            deposit,
-            json!({ "input": { "accountId": "999999", "amount": 5 } }),
-            Some(&banker),
-        )
-        .await;
+    let unknown = app.graphql(deposit, json!({ "input": { "accountId": "999999", "amount": 5 } }), Some(&banker)).await;
     assert_eq!(unknown.error_code(), Some("NOT_FOUND"));
 
-    let deposited = app
-        .graphql(deposit, input(json!("1250")), Some(&banker))
-        .await;
+    let deposited = app.graphql(deposit, input(json!("1250")), Some(&banker)).await;
     assert_eq!(
         deposited.data("deposit"),
         &json!({ "amount": "1250", "account": { "balance": "1250" }, "transfer": null })
@@ -121,13 +76,7 @@ async fn a_transfer_moves_money_and_writes_two_entries(backend: Backend) {
     let app = spawn_app(backend).await;
     let (_, alice, alice_usd, bob, bob_usd) = bank(&app).await;
 
-    let response = app
-        .graphql(
-            TRANSFER,
-            transfer_input(&alice_usd, &bob_usd, "2500", "USD"),
-            Some(&alice),
-        )
-        .await;
+    let response = app.graphql(TRANSFER, transfer_input(&alice_usd, &bob_usd, "2500", "USD"), Some(&alice)).await;
 
     response.assert_ok();
     assert_eq!(response.str("createTransfer/transfer/amount"), "2500");
@@ -135,10 +84,7 @@ async fn a_transfer_moves_money_and_writes_two_entries(backend: Backend) {
     assert_eq!(response.str("createTransfer/fromAccount/balance"), "7500");
     assert_eq!(response.str("createTransfer/fromEntry/amount"), "-2500");
     assert_eq!(response.str("createTransfer/toEntry/amount"), "2500");
-    assert_eq!(
-        response.data("createTransfer/fromEntry/transfer/id"),
-        response.data("createTransfer/transfer/id")
-    );
+    assert_eq!(response.data("createTransfer/fromEntry/transfer/id"), response.data("createTransfer/transfer/id"));
     assert_eq!(balance(&app, &bob, &bob_usd).await, "7500");
     assert_eq!(assert_ledger_consistent(&app.db).await, 15_000);
 }
@@ -151,72 +97,23 @@ async fn a_transfer_is_refused_with_a_clear_code_for_each_broken_rule(backend: B
     app.deposit(&banker, &alice_eur, 100).await;
     let code = |input: Value, token: String| {
         let app = &app;
-        async move {
-            app.graphql(TRANSFER, input, Some(&token))
-                .await
-                .error_code()
-                .map(str::to_owned)
-        }
+        async move { app.graphql(TRANSFER, input, Some(&token)).await.error_code().map(str::to_owned) }
     };
 
     let cases = [
-        (
-            transfer_input(&alice_usd, &bob_eur, 10, "USD"),
-            alice.clone(),
-            "CURRENCY_MISMATCH",
-        ),
-        (
-            transfer_input(&alice_eur, &bob_eur, 10, "USD"),
-            alice.clone(),
-            "CURRENCY_MISMATCH",
-        ),
-        (
-            transfer_input(&alice_usd, &alice_usd, 10, "USD"),
-            alice.clone(),
-            "SAME_ACCOUNT",
-        ),
-        (
-            transfer_input(&alice_usd, &bob_usd, 10_001, "USD"),
-            alice.clone(),
-            "INSUFFICIENT_FUNDS",
-        ),
-        (
-            transfer_input(&alice_usd, &bob_usd, 0, "USD"),
-            alice.clone(),
-            "BAD_USER_INPUT",
-        ),
-        (
-            transfer_input(&alice_usd, &bob_usd, -10, "USD"),
-            alice.clone(),
-            "BAD_USER_INPUT",
-        ),
-        (
-            transfer_input(&alice_usd, "999999", 10, "USD"),
-            alice.clone(),
-            "NOT_FOUND",
-        ),
-        (
-            transfer_input("999999", &bob_usd, 10, "USD"),
-            alice.clone(),
-            "NOT_FOUND",
-        ),
-        (
-            transfer_input(&bob_usd, &alice_usd, 10, "USD"),
-            alice.clone(),
-            "FORBIDDEN",
-        ),
-        (
-            transfer_input(&bob_usd, &alice_usd, 10, "USD"),
-            banker.clone(),
-            "FORBIDDEN",
-        ),
+        (transfer_input(&alice_usd, &bob_eur, 10, "USD"), alice.clone(), "CURRENCY_MISMATCH"),
+        (transfer_input(&alice_eur, &bob_eur, 10, "USD"), alice.clone(), "CURRENCY_MISMATCH"),
+        (transfer_input(&alice_usd, &alice_usd, 10, "USD"), alice.clone(), "SAME_ACCOUNT"),
+        (transfer_input(&alice_usd, &bob_usd, 10_001, "USD"), alice.clone(), "INSUFFICIENT_FUNDS"),
+        (transfer_input(&alice_usd, &bob_usd, 0, "USD"), alice.clone(), "BAD_USER_INPUT"),
+        (transfer_input(&alice_usd, &bob_usd, -10, "USD"), alice.clone(), "BAD_USER_INPUT"),
+        (transfer_input(&alice_usd, "999999", 10, "USD"), alice.clone(), "NOT_FOUND"),
+        (transfer_input("999999", &bob_usd, 10, "USD"), alice.clone(), "NOT_FOUND"),
+        (transfer_input(&bob_usd, &alice_usd, 10, "USD"), alice.clone(), "FORBIDDEN"),
+        (transfer_input(&bob_usd, &alice_usd, 10, "USD"), banker.clone(), "FORBIDDEN"),
     ];
     for (input, token, expected) in cases {
-        assert_eq!(
-            code(input.clone(), token).await.as_deref(),
-            Some(expected),
-            "{input}"
-        );
+        assert_eq!(code(input.clone(), token).await.as_deref(), Some(expected), "{input}");
     }
     assert_eq!(assert_ledger_consistent(&app.db).await, 15_100);
     assert_eq!(balance(&app, &alice, &alice_usd).await, "10000");
@@ -226,57 +123,25 @@ async fn accounts_and_transfers_are_visible_to_their_owners_and_bankers_only(bac
     let app = spawn_app(backend).await;
     let (banker, alice, alice_usd, bob, bob_usd) = bank(&app).await;
     let carol = app.user("carol").await;
-    let sent = app
-        .graphql(
-            TRANSFER,
-            transfer_input(&alice_usd, &bob_usd, 100, "USD"),
-            Some(&alice),
-        )
-        .await;
+    let sent = app.graphql(TRANSFER, transfer_input(&alice_usd, &bob_usd, 100, "USD"), Some(&alice)).await;
     let transfer_id = sent.str("createTransfer/transfer/id");
     let account = |id: &str| json!({ "id": id });
     let read_account = "query($id: ID!) { account(id: $id) { id owner { username } } }";
     let read_transfer = "query($id: ID!) { transfer(id: $id) { amount } }";
 
+    assert_eq!(app.graphql(read_account, account(&alice_usd), Some(&carol)).await.error_code(), Some("FORBIDDEN"));
     assert_eq!(
-        app.graphql(read_account, account(&alice_usd), Some(&carol))
-            .await
-            .error_code(),
-        Some("FORBIDDEN")
-    );
-    assert_eq!(
-        app.graphql(read_account, account(&alice_usd), Some(&banker))
-            .await
-            .str("account/owner/username"),
+        app.graphql(read_account, account(&alice_usd), Some(&banker)).await.str("account/owner/username"),
         "alice"
     );
-    assert_eq!(
-        app.graphql(read_account, account("999999"), Some(&alice))
-            .await
-            .data("account"),
-        &Value::Null
-    );
-    assert_eq!(
-        app.graphql(read_transfer, account(&transfer_id), Some(&carol))
-            .await
-            .error_code(),
-        Some("FORBIDDEN")
-    );
+    assert_eq!(app.graphql(read_account, account("999999"), Some(&alice)).await.data("account"), &Value::Null);
+    assert_eq!(app.graphql(read_transfer, account(&transfer_id), Some(&carol)).await.error_code(), Some("FORBIDDEN"));
     for token in [&alice, &bob, &banker] {
-        assert_eq!(
-            app.graphql(read_transfer, account(&transfer_id), Some(token))
-                .await
-                .str("transfer/amount"),
-            "100"
-        );
+        assert_eq!(app.graphql(read_transfer, account(&transfer_id), Some(token)).await.str("transfer/amount"), "100");
     }
     // The sender sees the receiving account, but not its balance.
     let peek = app
-        .graphql(
-            "query($id: ID!) { transfer(id: $id) { toAccount { balance } } }",
-            account(&transfer_id),
-            Some(&alice),
-        )
+        .graphql("query($id: ID!) { transfer(id: $id) { toAccount { balance } } }", account(&transfer_id), Some(&alice))
         .await;
     assert_eq!(peek.error_code(), Some("FORBIDDEN"));
 }
@@ -285,21 +150,13 @@ async fn an_accounts_history_pages_newest_first(backend: Backend) {
     let app = spawn_app(backend).await;
     let (_, alice, alice_usd, _, bob_usd) = bank(&app).await;
     for amount in [1, 2, 3] {
-        app.graphql(
-            TRANSFER,
-            transfer_input(&alice_usd, &bob_usd, amount, "USD"),
-            Some(&alice),
-        )
-        .await
-        .assert_ok();
+        app.graphql(TRANSFER, transfer_input(&alice_usd, &bob_usd, amount, "USD"), Some(&alice)).await.assert_ok();
     }
     let history = "query($id: ID!, $after: String) { account(id: $id) {
         entries(first: 2, after: $after) { edges { node { amount } } pageInfo { hasNextPage endCursor } }
         transfers(first: 10) { edges { node { amount } } } } }";
 
-    let first = app
-        .graphql(history, json!({ "id": alice_usd }), Some(&alice))
-        .await;
+    let first = app.graphql(history, json!({ "id": alice_usd }), Some(&alice)).await;
     let amounts = |r: &tests::Response, path: &str| -> Vec<String> {
         r.data(path)
             .as_array()
@@ -318,10 +175,7 @@ async fn an_accounts_history_pages_newest_first(backend: Backend) {
         )
         .await;
     assert_eq!(amounts(&next, "account/entries/edges"), ["-1", "10000"]);
-    assert_eq!(
-        next.data("account/entries/pageInfo/hasNextPage"),
-        &json!(false)
-    );
+    assert_eq!(next.data("account/entries/pageInfo/hasNextPage"), &json!(false));
 }
 
 async fn a_retried_transfer_with_the_same_idempotency_key_moves_money_once(backend: Backend) {
@@ -335,18 +189,13 @@ async fn a_retried_transfer_with_the_same_idempotency_key_moves_money_once(backe
     input["input"]["amount"] = json!(701);
     let changed = app.graphql(TRANSFER, input, Some(&alice)).await;
 
-    assert_eq!(
-        first.data("createTransfer/transfer"),
-        retry.data("createTransfer/transfer")
-    );
+    assert_eq!(first.data("createTransfer/transfer"), retry.data("createTransfer/transfer"));
     assert_eq!(changed.error_code(), Some("IDEMPOTENCY_KEY_REUSED"));
     assert_eq!(balance(&app, &alice, &alice_usd).await, "9300");
     assert_ledger_consistent(&app.db).await;
 }
 
-async fn ten_concurrent_identical_requests_with_one_key_make_exactly_one_transfer(
-    backend: Backend,
-) {
+async fn ten_concurrent_identical_requests_with_one_key_make_exactly_one_transfer(backend: Backend) {
     let app = spawn_app(backend).await;
     let (_, alice, alice_usd, _, bob_usd) = bank(&app).await;
     let mut input = transfer_input(&alice_usd, &bob_usd, 1_000, "USD");
@@ -355,18 +204,14 @@ async fn ten_concurrent_identical_requests_with_one_key_make_exactly_one_transfe
     let requests = (0..10).map(|_| app.graphql(TRANSFER, input.clone(), Some(&alice)));
     let responses = futures::future::join_all(requests).await;
 
-    let ids: std::collections::HashSet<String> = responses
-        .iter()
-        .map(|r| r.assert_ok().str("createTransfer/transfer/id"))
-        .collect();
+    let ids: std::collections::HashSet<String> =
+        responses.iter().map(|r| r.assert_ok().str("createTransfer/transfer/id")).collect();
     assert_eq!(ids.len(), 1, "one transfer, answered ten times");
     assert_eq!(balance(&app, &alice, &alice_usd).await, "9000");
     assert_ledger_consistent(&app.db).await;
 }
 
-async fn concurrent_transfers_both_ways_never_lose_money_and_every_read_sees_the_total(
-    backend: Backend,
-) {
+async fn concurrent_transfers_both_ways_never_lose_money_and_every_read_sees_the_total(backend: Backend) {
     const ACCOUNTS: usize = 6;
     const TRANSFERS_PER_CLIENT: usize = 15;
     let app = spawn_app(backend).await;
@@ -385,25 +230,11 @@ async fn concurrent_transfers_both_ways_never_lose_money_and_every_read_sees_the
         let (app, holders) = (&app, &holders);
         async move {
             let i = c % ACCOUNTS;
-            let j = if c < ACCOUNTS {
-                (i + 1) % ACCOUNTS
-            } else {
-                (i + ACCOUNTS - 1) % ACCOUNTS
-            };
+            let j = if c < ACCOUNTS { (i + 1) % ACCOUNTS } else { (i + ACCOUNTS - 1) % ACCOUNTS };
             let mut codes = Vec::new();
             for n in 0..TRANSFERS_PER_CLIENT {
-                let input = transfer_input(
-                    &holders[i].1,
-                    &holders[j].1,
-                    50 + (n as i64 * 37) % 400,
-                    "USD",
-                );
-                codes.push(
-                    app.graphql(TRANSFER, input, Some(&holders[i].0))
-                        .await
-                        .error_code()
-                        .map(str::to_owned),
-                );
+                let input = transfer_input(&holders[i].1, &holders[j].1, 50 + (n as i64 * 37) % 400, "USD");
+                codes.push(app.graphql(TRANSFER, input, Some(&holders[i].0)).await.error_code().map(str::to_owned));
             }
             codes
         }
@@ -425,44 +256,19 @@ async fn concurrent_transfers_both_ways_never_lose_money_and_every_read_sees_the
                     .as_array()
                     .expect("edges")
                     .iter()
-                    .flat_map(|e| {
-                        e["node"]["accounts"]
-                            .as_array()
-                            .cloned()
-                            .unwrap_or_default()
-                    })
-                    .map(|a| {
-                        a["balance"]
-                            .as_str()
-                            .expect("balance")
-                            .parse::<i64>()
-                            .expect("money")
-                    })
+                    .flat_map(|e| e["node"]["accounts"].as_array().cloned().unwrap_or_default())
+                    .map(|a| a["balance"].as_str().expect("balance").parse::<i64>().expect("money"))
                     .sum();
                 sums.push(sum);
             }
             sums
         }
     });
-    let (codes, sums) = tokio::join!(
-        futures::future::join_all(clients),
-        futures::future::join_all(readers)
-    );
+    let (codes, sums) = tokio::join!(futures::future::join_all(clients), futures::future::join_all(readers));
 
-    let unexpected: Vec<_> = codes
-        .iter()
-        .flatten()
-        .flatten()
-        .filter(|c| *c != "INSUFFICIENT_FUNDS")
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "errors other than INSUFFICIENT_FUNDS: {unexpected:?}"
-    );
-    assert!(
-        sums.iter().flatten().all(|s| *s == total),
-        "a read saw money in flight: {sums:?}"
-    );
+    let unexpected: Vec<_> = codes.iter().flatten().flatten().filter(|c| *c != "INSUFFICIENT_FUNDS").collect();
+    assert!(unexpected.is_empty(), "errors other than INSUFFICIENT_FUNDS: {unexpected:?}");
+    assert!(sums.iter().flatten().all(|s| *s == total), "a read saw money in flight: {sums:?}");
     assert_eq!(assert_ledger_consistent(&app.db).await, total);
 }
 
@@ -479,19 +285,15 @@ async fn nested_users_and_accounts_cost_a_few_statements_whatever_the_page_size(
         }
         statements.store(0, Ordering::SeqCst);
         let response = app.graphql(query, json!({}), Some(&banker)).await;
-        assert_eq!(
-            response.data("users/edges").as_array().map(Vec::len),
-            Some(to + 1)
-        );
+        assert_eq!(response.data("users/edges").as_array().map(Vec::len), Some(to + 1));
         counts.push(statements.load(Ordering::SeqCst));
     }
 
     eprintln!("SQL statements for 3 and 26 users with their accounts and emails: {counts:?}");
-    assert_eq!(counts[0], counts[1], "statements grew with the page");
-    assert!(
-        counts[1] <= 8,
-        "authentication + users + accounts + emails (+ transaction control): {counts:?}"
-    );
+    // Authentication, the page of users, their accounts, their emails. A loader's batch can split in two when the
+    // machine is too busy to gather every key within its 1 ms window, so allow that, and no more: one statement
+    // per user would be 26 here.
+    assert!(counts.iter().all(|&count| count <= 6), "{counts:?}");
 }
 
 on_both_backends!(

@@ -10,17 +10,9 @@ async fn down_one_and_up_one_reproduce_the_schema_exactly(backend: Backend) {
 
     for steps in 1..=5 {
         migrate(&db, false, Some(steps)).await.expect("down");
-        assert_ne!(
-            schema_of(&conn).await,
-            before,
-            "down {steps} changed nothing"
-        );
+        assert_ne!(schema_of(&conn).await, before, "down {steps} changed nothing");
         migrate(&db, true, Some(steps)).await.expect("up");
-        assert_eq!(
-            schema_of(&conn).await,
-            before,
-            "down {steps} + up {steps} differ"
-        );
+        assert_eq!(schema_of(&conn).await, before, "down {steps} + up {steps} differ");
     }
 }
 
@@ -30,11 +22,7 @@ async fn down_all_and_up_reproduce_the_schema_exactly(backend: Backend) {
     let before = schema_of(&conn).await;
 
     migrate(&db, false, None).await.expect("down all");
-    let empty: Vec<String> = schema_of(&conn)
-        .await
-        .into_iter()
-        .filter(|o| !o.contains("seaql_migrations"))
-        .collect();
+    let empty: Vec<String> = schema_of(&conn).await.into_iter().filter(|o| !o.contains("seaql_migrations")).collect();
     assert!(empty.is_empty(), "down all left {empty:#?}");
     migrate(&db, true, None).await.expect("up all");
 
@@ -52,20 +40,11 @@ async fn add_users_fails_naming_owners_that_are_not_users_and_changes_nothing(ba
     .expect("insert accounts");
     let before = schema_of(&conn).await;
 
-    let err = migrate(&db, true, None)
-        .await
-        .expect_err("add_users must fail");
+    let err = migrate(&db, true, None).await.expect_err("add_users must fail");
 
     let message = err.to_string();
-    assert!(
-        message.contains("\"ghost\"") && message.contains("\"casper\""),
-        "{message}"
-    );
-    assert_eq!(
-        schema_of(&conn).await,
-        before,
-        "a failed migration changed the schema"
-    );
+    assert!(message.contains("\"ghost\"") && message.contains("\"casper\""), "{message}");
+    assert_eq!(schema_of(&conn).await, before, "a failed migration changed the schema");
     let applied = conn
         .query_all_raw(sea_orm::Statement::from_string(
             conn.get_database_backend(),
@@ -81,18 +60,11 @@ async fn add_users_fails_naming_owners_that_are_not_users_and_changes_nothing(ba
         ))
         .await
         .expect("the accounts are intact");
-    let owners: Vec<String> = accounts
-        .iter()
-        .map(|r| r.try_get_by_index(0).expect("owner"))
-        .collect();
+    let owners: Vec<String> = accounts.iter().map(|r| r.try_get_by_index(0).expect("owner")).collect();
     assert_eq!(owners, ["casper", "ghost"]);
 
-    conn.execute_unprepared("DELETE FROM accounts")
-        .await
-        .expect("delete");
-    migrate(&db, true, None)
-        .await
-        .expect("with the orphans gone, add_users applies");
+    conn.execute_unprepared("DELETE FROM accounts").await.expect("delete");
+    migrate(&db, true, None).await.expect("with the orphans gone, add_users applies");
 }
 
 on_both_backends!(

@@ -11,9 +11,7 @@ use std::time::Duration;
 use api::{Application, cli::Cli};
 use clap::Parser;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
-};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -57,11 +55,7 @@ impl TestDatabase {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("a temporary directory");
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join("bank.db").display());
-                Self {
-                    url,
-                    backend,
-                    _dir: Some(dir),
-                }
+                Self { url, backend, _dir: Some(dir) }
             }
             Backend::Postgres => {
                 let admin_url = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
@@ -72,22 +66,14 @@ impl TestDatabase {
                     )
                 });
                 let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-                let admin = Database::connect(admin_url.as_str())
-                    .await
-                    .expect("connect to TEST_DATABASE_URL");
+                let admin = Database::connect(admin_url.as_str()).await.expect("connect to TEST_DATABASE_URL");
                 admin
                     .execute_unprepared(&format!(r#"CREATE DATABASE "{name}""#))
                     .await
                     .expect("create a test database");
                 admin.close().await.ok();
-                let (server, _) = admin_url
-                    .rsplit_once('/')
-                    .expect("TEST_DATABASE_URL names a database");
-                Self {
-                    url: format!("{server}/{name}"),
-                    backend,
-                    _dir: None,
-                }
+                let (server, _) = admin_url.rsplit_once('/').expect("TEST_DATABASE_URL names a database");
+                Self { url: format!("{server}/{name}"), backend, _dir: None }
             }
         }
     }
@@ -95,17 +81,13 @@ impl TestDatabase {
     /// A new database with every migration applied.
     pub async fn migrated(backend: Backend) -> Self {
         let db = Self::empty(backend).await;
-        migration::migrate_up(&db.url)
-            .await
-            .expect("migrations apply");
+        migration::migrate_up(&db.url).await.expect("migrations apply");
         db
     }
 
     /// A connection as the migrations use it (on SQLite: foreign keys off, see `migration::connect`).
     pub async fn migration_connection(&self) -> DatabaseConnection {
-        migration::connect(ConnectOptions::new(self.url.as_str()))
-            .await
-            .expect("connect")
+        migration::connect(ConnectOptions::new(self.url.as_str())).await.expect("connect")
     }
 
     /// A connection as the server uses it.
@@ -115,17 +97,9 @@ impl TestDatabase {
 }
 
 /// Applies or reverts migrations on `db`.
-pub async fn migrate(
-    db: &TestDatabase,
-    up: bool,
-    steps: Option<u32>,
-) -> Result<(), sea_orm::DbErr> {
+pub async fn migrate(db: &TestDatabase, up: bool, steps: Option<u32>) -> Result<(), sea_orm::DbErr> {
     let conn = db.migration_connection().await;
-    let result = if up {
-        Migrator::up(&conn, steps).await
-    } else {
-        Migrator::down(&conn, steps).await
-    };
+    let result = if up { Migrator::up(&conn, steps).await } else { Migrator::down(&conn, steps).await };
     conn.close().await.ok();
     result
 }
@@ -186,10 +160,7 @@ pub async fn spawn_counting_app(backend: Backend) -> (TestApp, Arc<AtomicUsize>)
     (app, statements)
 }
 
-async fn spawn_app_with(
-    backend: Backend,
-    prepare: impl FnOnce(&mut DatabaseConnection),
-) -> TestApp {
+async fn spawn_app_with(backend: Backend, prepare: impl FnOnce(&mut DatabaseConnection)) -> TestApp {
     let database = TestDatabase::empty(backend).await;
     let cli = Cli::try_parse_from([
         "simple-bank",
@@ -203,22 +174,12 @@ async fn spawn_app_with(
     .expect("test configuration parses");
     let mut server_db = database.connection().await;
     prepare(&mut server_db);
-    let app = Application::with_connection(cli.config, server_db)
-        .await
-        .expect("the server builds");
+    let app = Application::with_connection(cli.config, server_db).await.expect("the server builds");
     let address = format!("http://{}", app.local_addr().expect("a bound address"));
     tokio::spawn(app.run_until_stopped());
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("an HTTP client");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("an HTTP client");
     let db = database.connection().await;
-    TestApp {
-        address,
-        db,
-        database,
-        client,
-    }
+    TestApp { address, db, database, client }
 }
 
 /// A GraphQL response, with the accessors tests need.
@@ -229,37 +190,24 @@ impl Response {
     /// The value at a `/`-separated path under `data`, e.g. `"login/accessToken"`.
     pub fn data(&self, path: &str) -> &Value {
         let pointer = format!("/data/{path}");
-        self.0
-            .pointer(&pointer)
-            .unwrap_or_else(|| panic!("no {pointer} in {:#}", self.0))
+        self.0.pointer(&pointer).unwrap_or_else(|| panic!("no {pointer} in {:#}", self.0))
     }
 
     pub fn str(&self, path: &str) -> String {
-        self.data(path)
-            .as_str()
-            .unwrap_or_else(|| panic!("{path} is not a string in {:#}", self.0))
-            .to_owned()
+        self.data(path).as_str().unwrap_or_else(|| panic!("{path} is not a string in {:#}", self.0)).to_owned()
     }
 
     /// The first error's `extensions.code`, if any.
     pub fn error_code(&self) -> Option<&str> {
-        self.0
-            .pointer("/errors/0/extensions/code")
-            .and_then(Value::as_str)
+        self.0.pointer("/errors/0/extensions/code").and_then(Value::as_str)
     }
 
     pub fn error_field(&self) -> Option<&str> {
-        self.0
-            .pointer("/errors/0/extensions/field")
-            .and_then(Value::as_str)
+        self.0.pointer("/errors/0/extensions/field").and_then(Value::as_str)
     }
 
     pub fn assert_ok(&self) -> &Self {
-        assert!(
-            self.0.get("errors").is_none(),
-            "unexpected errors: {:#}",
-            self.0
-        );
+        assert!(self.0.get("errors").is_none(), "unexpected errors: {:#}", self.0);
         self
     }
 }
@@ -302,10 +250,7 @@ impl TestApp {
             )
             .await;
         response.assert_ok();
-        (
-            response.str("login/accessToken"),
-            response.str("login/refreshToken"),
-        )
+        (response.str("login/accessToken"), response.str("login/refreshToken"))
     }
 
     /// Signs up and logs in: the access token.
@@ -318,9 +263,7 @@ impl TestApp {
     pub async fn banker(&self, username: &str) -> String {
         self.sign_up(username).await;
         let name = service::domain::Username::parse(username).expect("a valid username");
-        service::users::set_role(&self.db, &name, service::entity::user::Role::Banker)
-            .await
-            .expect("set-role");
+        service::users::set_role(&self.db, &name, service::entity::user::Role::Banker).await.expect("set-role");
         self.login(username).await.0
     }
 }
@@ -339,15 +282,8 @@ pub async fn assert_ledger_consistent(db: &DatabaseConnection) -> i64 {
     let mismatched = one("SELECT count(*) FROM accounts a WHERE a.balance <> \
          (SELECT coalesce(sum(e.amount), 0) FROM entries e WHERE e.account_id = a.id)")
     .await;
-    assert_eq!(
-        mismatched, 0,
-        "accounts whose balance is not the sum of their entries"
-    );
-    assert_eq!(
-        one("SELECT count(*) FROM accounts WHERE balance < 0").await,
-        0,
-        "negative balances"
-    );
+    assert_eq!(mismatched, 0, "accounts whose balance is not the sum of their entries");
+    assert_eq!(one("SELECT count(*) FROM accounts WHERE balance < 0").await, 0, "negative balances");
     let unbalanced = one(
         "SELECT count(*) FROM transfers t WHERE \
          (SELECT count(*) FROM entries e WHERE e.transfer_id = t.id AND e.account_id = t.from_account_id AND e.amount = -t.amount) <> 1 \
@@ -356,10 +292,7 @@ pub async fn assert_ledger_consistent(db: &DatabaseConnection) -> i64 {
     .await;
     assert_eq!(unbalanced, 0, "transfers without exactly their two entries");
     let total = one("SELECT CAST(coalesce(sum(balance), 0) AS BIGINT) FROM accounts").await;
-    let deposited = one(
-        "SELECT CAST(coalesce(sum(amount), 0) AS BIGINT) FROM entries WHERE transfer_id IS NULL",
-    )
-    .await;
+    let deposited = one("SELECT CAST(coalesce(sum(amount), 0) AS BIGINT) FROM entries WHERE transfer_id IS NULL").await;
     assert_eq!(total, deposited, "money was created or lost");
     total
 }

@@ -36,8 +36,10 @@ impl From<ApiError> for async_graphql::Error {
         };
         async_graphql::Error::new(message).extend_with(|_, ext| {
             ext.set("code", code);
-            if let service::Error::InvalidInput { field, .. } = &*err {
-                ext.set("field", *field);
+            match &*err {
+                service::Error::InvalidInput { field, .. } => ext.set("field", *field),
+                service::Error::RateLimited { retry_after_secs } => ext.set("retryAfter", *retry_after_secs),
+                _ => {}
             }
         })
     }

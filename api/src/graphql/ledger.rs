@@ -5,8 +5,7 @@
 
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{
-    Context, Enum, ID, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType,
-    Value,
+    Context, Enum, ID, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType, Value,
 };
 use chrono::{DateTime, Utc};
 use service::domain::Amount;
@@ -14,9 +13,7 @@ use service::entity::{account, entry, transfer};
 use service::ledger::{self, TransferOutcome, TransferRequest};
 
 use super::users::User;
-use super::{
-    ApiError, authorize_owner, caller, db, decode_cursor, encode_cursor, loaders, page_size, pool,
-};
+use super::{ApiError, authorize_owner, caller, db, decode_cursor, encode_cursor, loaders, page_size, pool};
 
 /// An amount of money in minor units (cents), as a signed 64-bit integer. Serialized as a string ("1250") because
 /// JavaScript numbers lose precision past 2^53; accepted as a string or an integer.
@@ -27,12 +24,14 @@ pub struct Money(pub i64);
 impl ScalarType for Money {
     fn parse(value: Value) -> InputValueResult<Self> {
         match &value {
-            Value::String(text) => text.parse::<i64>().map(Money).map_err(|_| {
-                InputValueError::custom("Money is a whole number of minor units within 64 bits")
-            }),
-            Value::Number(number) => number.as_i64().map(Money).ok_or_else(|| {
-                InputValueError::custom("Money is a whole number of minor units within 64 bits")
-            }),
+            Value::String(text) => text
+                .parse::<i64>()
+                .map(Money)
+                .map_err(|_| InputValueError::custom("Money is a whole number of minor units within 64 bits")),
+            Value::Number(number) => number
+                .as_i64()
+                .map(Money)
+                .ok_or_else(|| InputValueError::custom("Money is a whole number of minor units within 64 bits")),
             _ => Err(InputValueError::expected_type(value)),
         }
     }
@@ -82,9 +81,7 @@ impl Account {
 
     async fn owner(&self, ctx: &Context<'_>) -> Result<User, ApiError> {
         let owner = loaders(ctx).user.load_one(self.0.owner.clone()).await?;
-        owner
-            .map(User)
-            .ok_or_else(|| service::Error::NotFound { what: "user" }.into())
+        owner.map(User).ok_or_else(|| service::Error::NotFound { what: "user" }.into())
     }
 
     /// The owner or a banker only.
@@ -113,11 +110,7 @@ impl Account {
         let after = after.map(|c| decode_cursor::<i64>(&c)).transpose()?;
         let (entries, has_next) = ledger::entries_of(db(ctx), self.0.id, first, after).await?;
         let mut connection = Connection::new(after.is_some(), has_next);
-        connection.edges.extend(
-            entries
-                .into_iter()
-                .map(|e| Edge::new(encode_cursor(e.id), Entry(e))),
-        );
+        connection.edges.extend(entries.into_iter().map(|e| Edge::new(encode_cursor(e.id), Entry(e))));
         Ok(connection)
     }
 
@@ -133,11 +126,7 @@ impl Account {
         let after = after.map(|c| decode_cursor::<i64>(&c)).transpose()?;
         let (transfers, has_next) = ledger::transfers_of(db(ctx), self.0.id, first, after).await?;
         let mut connection = Connection::new(after.is_some(), has_next);
-        connection.edges.extend(
-            transfers
-                .into_iter()
-                .map(|t| Edge::new(encode_cursor(t.id), Transfer(t))),
-        );
+        connection.edges.extend(transfers.into_iter().map(|t| Edge::new(encode_cursor(t.id), Transfer(t))));
         Ok(connection)
     }
 }
@@ -196,11 +185,7 @@ impl Transfer {
 
     /// The currency of both accounts.
     async fn currency(&self, ctx: &Context<'_>) -> Result<CurrencyCode, ApiError> {
-        Ok(load_account(ctx, self.0.from_account_id)
-            .await?
-            .0
-            .currency
-            .into())
+        Ok(load_account(ctx, self.0.from_account_id).await?.0.currency.into())
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
@@ -263,19 +248,13 @@ impl LedgerQuery {
     /// An account: yours, or any for a banker.
     async fn account(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Account>, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(ledger::account(db(ctx), caller, parse_id(&id, "id")?)
-            .await?
-            .map(Account))
+        Ok(ledger::account(db(ctx), caller, parse_id(&id, "id")?).await?.map(Account))
     }
 
     /// A transfer touching one of your accounts, or any for a banker.
     async fn transfer(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Transfer>, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(
-            ledger::transfer_by_id(db(ctx), caller, parse_id(&id, "id")?)
-                .await?
-                .map(Transfer),
-        )
+        Ok(ledger::transfer_by_id(db(ctx), caller, parse_id(&id, "id")?).await?.map(Transfer))
     }
 }
 
@@ -285,15 +264,9 @@ pub struct LedgerMutation;
 #[Object]
 impl LedgerMutation {
     /// Opens an account for you in `currency`, with a zero balance; one per currency.
-    async fn create_account(
-        &self,
-        ctx: &Context<'_>,
-        currency: CurrencyCode,
-    ) -> Result<Account, ApiError> {
+    async fn create_account(&self, ctx: &Context<'_>, currency: CurrencyCode) -> Result<Account, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(Account(
-            ledger::create_account(pool(ctx), caller, currency.into()).await?,
-        ))
+        Ok(Account(ledger::create_account(pool(ctx), caller, currency.into()).await?))
     }
 
     /// Puts money into an account (bankers only): the one way money enters the bank.
@@ -301,17 +274,11 @@ impl LedgerMutation {
         let caller = caller(ctx).await?;
         let account_id = parse_id(&input.account_id, "accountId")?;
         let amount = Amount::parse(input.amount.0)?;
-        Ok(Entry(
-            ledger::deposit(pool(ctx), caller, account_id, amount).await?,
-        ))
+        Ok(Entry(ledger::deposit(pool(ctx), caller, account_id, amount).await?))
     }
 
     /// Moves money from one of your accounts to another account in the same currency.
-    async fn create_transfer(
-        &self,
-        ctx: &Context<'_>,
-        input: CreateTransferInput,
-    ) -> Result<TransferResult, ApiError> {
+    async fn create_transfer(&self, ctx: &Context<'_>, input: CreateTransferInput) -> Result<TransferResult, ApiError> {
         let caller = caller(ctx).await?;
         let request = TransferRequest {
             from_account_id: parse_id(&input.from_account_id, "fromAccountId")?,
@@ -320,20 +287,15 @@ impl LedgerMutation {
             currency: input.currency.into(),
             idempotency_key: input.idempotency_key,
         };
-        Ok(TransferResult(
-            ledger::transfer(pool(ctx), caller, &request).await?,
-        ))
+        Ok(TransferResult(ledger::transfer(pool(ctx), caller, &request).await?))
     }
 }
 
 async fn load_account(ctx: &Context<'_>, id: i64) -> Result<Account, ApiError> {
     let account = loaders(ctx).account.load_one(id).await?;
-    account
-        .map(Account)
-        .ok_or_else(|| service::Error::NotFound { what: "account" }.into())
+    account.map(Account).ok_or_else(|| service::Error::NotFound { what: "account" }.into())
 }
 
 fn parse_id(id: &ID, field: &'static str) -> Result<i64, ApiError> {
-    id.parse::<i64>()
-        .map_err(|_| service::Error::invalid(field, "not an id from this API").into())
+    id.parse::<i64>().map_err(|_| service::Error::invalid(field, "not an id from this API").into())
 }

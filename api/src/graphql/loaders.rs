@@ -43,10 +43,7 @@ impl Loader<String> for AccountsByOwner {
     async fn load(&self, owners: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
         let mut by_owner: HashMap<String, Self::Value> = HashMap::new();
         for account in ledger::accounts_of_owners(&self.0, owners).await? {
-            by_owner
-                .entry(account.owner.clone())
-                .or_default()
-                .push(account);
+            by_owner.entry(account.owner.clone()).or_default().push(account);
         }
         Ok(by_owner)
     }
@@ -59,11 +56,7 @@ impl Loader<i64> for AccountById {
     type Error = Shared;
 
     async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
-        Ok(ledger::accounts_by_ids(&self.0, ids)
-            .await?
-            .into_iter()
-            .map(|a| (a.id, a))
-            .collect())
+        Ok(ledger::accounts_by_ids(&self.0, ids).await?.into_iter().map(|a| (a.id, a)).collect())
     }
 }
 
@@ -74,11 +67,7 @@ impl Loader<String> for UserByName {
     type Error = Shared;
 
     async fn load(&self, names: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
-        Ok(users::by_usernames(&self.0, names)
-            .await?
-            .into_iter()
-            .map(|u| (u.username.clone(), u))
-            .collect())
+        Ok(users::by_usernames(&self.0, names).await?.into_iter().map(|u| (u.username.clone(), u)).collect())
     }
 }
 
@@ -89,11 +78,7 @@ impl Loader<i64> for TransferById {
     type Error = Shared;
 
     async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
-        Ok(ledger::transfers_by_ids(&self.0, ids)
-            .await?
-            .into_iter()
-            .map(|t| (t.id, t))
-            .collect())
+        Ok(ledger::transfers_by_ids(&self.0, ids).await?.into_iter().map(|t| (t.id, t)).collect())
     }
 }
 

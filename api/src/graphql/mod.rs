@@ -5,16 +5,19 @@ mod ledger;
 pub mod loaders;
 mod users;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_graphql::{Context, EmptySubscription, MergedObject, Schema, SchemaBuilder};
 use sea_orm::DatabaseConnection;
 use service::auth::{Caller, TokenConfig};
 use service::db::Db;
+use service::throttle::LoginThrottle;
 use tokio::sync::OnceCell;
 
 pub use self::error::ApiError;
 use self::loaders::Loaders;
+use crate::Config;
 
 #[derive(MergedObject, Default)]
 pub struct Query(users::UserQuery, ledger::LedgerQuery);
@@ -34,8 +37,17 @@ fn schema_builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
 }
 
 /// The schema with what its resolvers need; each request adds its [`RequestAuth`] and [`request_data`].
-pub fn build_schema(db: DatabaseConnection, tokens: Arc<TokenConfig>) -> BankSchema {
-    schema_builder().data(db).data(tokens).finish()
+pub fn build_schema(db: DatabaseConnection, tokens: Arc<TokenConfig>, config: &Config) -> BankSchema {
+    let mut builder = schema_builder()
+        .data(db)
+        .data(tokens)
+        .data(LoginThrottle::new(config.login_limits()))
+        .limit_depth(config.max_query_depth)
+        .limit_complexity(config.max_query_complexity);
+    if !config.introspection {
+        builder = builder.disable_introspection();
+    }
+    builder.finish()
 }
 
 /// The schema's SDL, as checked in at `schema.graphql`.
@@ -43,33 +55,26 @@ pub fn sdl() -> String {
     schema_builder().finish().sdl()
 }
 
-/// One request's credentials: the bearer token it carried, checked at most once, when a field needs the caller.
+/// One request's credentials: the bearer token it carried, checked at most once, when a field needs the caller;
+/// and the client's address, which login throttling counts.
 #[derive(Default)]
 pub struct RequestAuth {
     token: Option<String>,
     caller: OnceCell<Caller>,
+    client: Option<IpAddr>,
 }
 
 impl RequestAuth {
-    pub fn new(token: Option<String>) -> Self {
-        Self {
-            token,
-            caller: OnceCell::new(),
-        }
+    pub fn new(token: Option<String>, client: Option<IpAddr>) -> Self {
+        Self { token, caller: OnceCell::new(), client }
     }
 }
 
 /// The authenticated caller of this request, or `UNAUTHENTICATED`.
 pub(crate) async fn caller<'a>(ctx: &Context<'a>) -> Result<&'a Caller, ApiError> {
     let auth = ctx.data_unchecked::<RequestAuth>();
-    let token = auth
-        .token
-        .as_deref()
-        .ok_or(service::Error::Unauthenticated)?;
-    let caller = auth
-        .caller
-        .get_or_try_init(|| service::auth::authenticate(db(ctx), tokens(ctx), token))
-        .await?;
+    let token = auth.token.as_deref().ok_or(service::Error::Unauthenticated)?;
+    let caller = auth.caller.get_or_try_init(|| service::auth::authenticate(db(ctx), tokens(ctx), token)).await?;
     Ok(caller)
 }
 
@@ -94,28 +99,20 @@ pub(crate) fn loaders<'a>(ctx: &Context<'a>) -> &'a Loaders {
 
 /// Fails with `FORBIDDEN` unless the caller is `owner` or a banker.
 pub(crate) async fn authorize_owner(ctx: &Context<'_>, owner: &str) -> Result<(), ApiError> {
-    if caller(ctx).await?.may_act_for(owner) {
-        Ok(())
-    } else {
-        Err(service::Error::Forbidden.into())
-    }
+    if caller(ctx).await?.may_act_for(owner) { Ok(()) } else { Err(service::Error::Forbidden.into()) }
 }
 
 /// Validates a page size: 0–100, default 20.
 pub(crate) fn page_size(first: Option<i32>) -> Result<u64, ApiError> {
     let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(0..=MAX_PAGE_SIZE).contains(&first) {
-        return Err(
-            service::Error::invalid("first", format!("first must be 0–{MAX_PAGE_SIZE}")).into(),
-        );
+        return Err(service::Error::invalid("first", format!("first must be 0–{MAX_PAGE_SIZE}")).into());
     }
     Ok(first as u64)
 }
 
 /// Decodes a cursor this API handed out.
-pub(crate) fn decode_cursor<T: serde::de::DeserializeOwned + serde::Serialize>(
-    cursor: &str,
-) -> Result<T, ApiError> {
+pub(crate) fn decode_cursor<T: serde::de::DeserializeOwned + serde::Serialize>(cursor: &str) -> Result<T, ApiError> {
     use async_graphql::connection::{CursorType, OpaqueCursor};
     OpaqueCursor::<T>::decode_cursor(cursor)
         .map(|c| c.0)
@@ -126,6 +123,14 @@ pub(crate) fn decode_cursor<T: serde::de::DeserializeOwned + serde::Serialize>(
 pub(crate) fn encode_cursor<T: serde::de::DeserializeOwned + serde::Serialize>(value: T) -> String {
     use async_graphql::connection::{CursorType, OpaqueCursor};
     OpaqueCursor(value).encode_cursor()
+}
+
+pub(crate) fn throttle<'a>(ctx: &Context<'a>) -> &'a LoginThrottle {
+    ctx.data_unchecked::<LoginThrottle>()
+}
+
+pub(crate) fn client<'a>(ctx: &Context<'a>) -> Option<IpAddr> {
+    ctx.data_unchecked::<RequestAuth>().client
 }
 
 pub(crate) fn tokens<'a>(ctx: &Context<'a>) -> &'a TokenConfig {

@@ -9,7 +9,7 @@ use service::entity::user;
 use service::users::{self, NewUser, UserUpdate};
 
 use super::ledger::Account;
-use super::{ApiError, caller, db, decode_cursor, encode_cursor, loaders, page_size, pool, tokens};
+use super::{ApiError, caller, client, db, decode_cursor, encode_cursor, loaders, page_size, pool, throttle, tokens};
 
 /// What a user may do.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
@@ -58,11 +58,7 @@ impl User {
 
     /// Every active address, primary first.
     async fn emails(&self, ctx: &Context<'_>) -> Result<Vec<String>, ApiError> {
-        let mut emails = loaders(ctx)
-            .emails
-            .load_one(self.0.username.clone())
-            .await?
-            .unwrap_or_default();
+        let mut emails = loaders(ctx).emails.load_one(self.0.username.clone()).await?.unwrap_or_default();
         if let Some(primary) = &self.0.email
             && let Some(at) = emails.iter().position(|e| e == primary)
         {
@@ -75,15 +71,8 @@ impl User {
     /// The user's accounts, one per currency (the user themself or a banker).
     async fn accounts(&self, ctx: &Context<'_>) -> Result<Vec<Account>, ApiError> {
         super::authorize_owner(ctx, &self.0.username).await?;
-        let accounts = loaders(ctx)
-            .accounts_by_owner
-            .load_one(self.0.username.clone())
-            .await?;
-        Ok(accounts
-            .unwrap_or_default()
-            .into_iter()
-            .map(Account)
-            .collect())
+        let accounts = loaders(ctx).accounts_by_owner.load_one(self.0.username.clone()).await?;
+        Ok(accounts.unwrap_or_default().into_iter().map(Account).collect())
     }
 
     async fn role(&self) -> Role {
@@ -179,15 +168,12 @@ impl UserQuery {
     ) -> Result<Connection<String, User>, ApiError> {
         let caller = caller(ctx).await?;
         let first = page_size(first)?;
-        let after = after
-            .map(|cursor| decode_cursor::<String>(&cursor))
-            .transpose()?;
+        let after = after.map(|cursor| decode_cursor::<String>(&cursor)).transpose()?;
         let (page, has_next) = users::list(db(ctx), caller, first, after.as_deref()).await?;
         let mut connection = Connection::new(after.is_some(), has_next);
-        connection.edges.extend(
-            page.into_iter()
-                .map(|user| Edge::new(encode_cursor(user.username.clone()), User(user))),
-        );
+        connection
+            .edges
+            .extend(page.into_iter().map(|user| Edge::new(encode_cursor(user.username.clone()), User(user))));
         Ok(connection)
     }
 }
@@ -198,11 +184,7 @@ pub struct UserMutation;
 #[Object]
 impl UserMutation {
     /// Signs up a new depositor.
-    async fn create_user(
-        &self,
-        ctx: &Context<'_>,
-        input: CreateUserInput,
-    ) -> Result<User, ApiError> {
+    async fn create_user(&self, ctx: &Context<'_>, input: CreateUserInput) -> Result<User, ApiError> {
         let new = NewUser {
             username: Username::parse(&input.username)?,
             password: Password::parse(&input.password)?,
@@ -215,21 +197,14 @@ impl UserMutation {
     /// Opens a session.
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<AuthPayload, ApiError> {
         let tokens =
-            service::auth::login(pool(ctx), tokens(ctx), &input.username, &input.password).await?;
+            service::auth::login(pool(ctx), tokens(ctx), throttle(ctx), client(ctx), &input.username, &input.password)
+                .await?;
         Ok(tokens.into())
     }
 
     /// New tokens for a refresh token, which stops working.
-    async fn refresh_access_token(
-        &self,
-        ctx: &Context<'_>,
-        refresh_token: String,
-    ) -> Result<AuthPayload, ApiError> {
-        Ok(
-            service::auth::refresh(pool(ctx), tokens(ctx), &refresh_token)
-                .await?
-                .into(),
-        )
+    async fn refresh_access_token(&self, ctx: &Context<'_>, refresh_token: String) -> Result<AuthPayload, ApiError> {
+        Ok(service::auth::refresh(pool(ctx), tokens(ctx), &refresh_token).await?.into())
     }
 
     /// Ends the session of a refresh token. True if a live session ended.
@@ -237,19 +212,11 @@ impl UserMutation {
         Ok(service::auth::logout(pool(ctx), &refresh_token).await?)
     }
 
-    async fn update_user(
-        &self,
-        ctx: &Context<'_>,
-        input: UpdateUserInput,
-    ) -> Result<User, ApiError> {
+    async fn update_user(&self, ctx: &Context<'_>, input: UpdateUserInput) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
         let update = UserUpdate {
             username: input.username.as_deref().map(Username::parse).transpose()?,
-            full_name: input
-                .full_name
-                .as_deref()
-                .map(FullName::parse)
-                .transpose()?,
+            full_name: input.full_name.as_deref().map(FullName::parse).transpose()?,
             password: input.password.as_deref().map(Password::parse).transpose()?,
             role: input.role.map(Into::into),
         };
@@ -259,25 +226,19 @@ impl UserMutation {
     /// Adds a secondary email address for the caller.
     async fn add_email(&self, ctx: &Context<'_>, email: String) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(User(
-            users::add_email(pool(ctx), caller, &Email::parse(&email)?).await?,
-        ))
+        Ok(User(users::add_email(pool(ctx), caller, &Email::parse(&email)?).await?))
     }
 
     /// Removes one of the caller's secondary addresses; the primary cannot be removed.
     async fn remove_email(&self, ctx: &Context<'_>, email: String) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(User(
-            users::remove_email(pool(ctx), caller, &Email::parse(&email)?).await?,
-        ))
+        Ok(User(users::remove_email(pool(ctx), caller, &Email::parse(&email)?).await?))
     }
 
     /// Makes one of the caller's addresses the primary.
     async fn set_primary_email(&self, ctx: &Context<'_>, email: String) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(User(
-            users::set_primary_email(pool(ctx), caller, &Email::parse(&email)?).await?,
-        ))
+        Ok(User(users::set_primary_email(pool(ctx), caller, &Email::parse(&email)?).await?))
     }
 
     /// Deletes a user (yourself, or anyone for a banker): they can no longer log in, their addresses become free,

@@ -8,10 +8,7 @@ pub struct Amount(i64);
 impl Amount {
     pub fn parse(minor_units: i64) -> Result<Self, Error> {
         if minor_units <= 0 {
-            return Err(Error::invalid(
-                "amount",
-                "an amount must be greater than zero",
-            ));
+            return Err(Error::invalid("amount", "an amount must be greater than zero"));
         }
         Ok(Self(minor_units))
     }

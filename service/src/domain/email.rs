@@ -14,14 +14,12 @@ impl Email {
     pub fn parse(input: &str) -> Result<Self, Error> {
         let email = input.trim().to_lowercase();
         let invalid = || Error::invalid("email", "not a plausible email address");
-        if email.len() > Self::MAX_LEN || email.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
+        if email.len() > Self::MAX_LEN || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid());
         }
         let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
-        let domain_ok = !domain.contains('@')
-            && domain.contains('.')
-            && domain.split('.').all(|label| !label.is_empty());
+        let domain_ok =
+            !domain.contains('@') && domain.contains('.') && domain.split('.').all(|label| !label.is_empty());
         if local.is_empty() || !domain_ok {
             return Err(invalid());
         }
@@ -39,10 +37,7 @@ mod tests {
 
     #[test]
     fn normalises_case_and_surrounding_space() {
-        assert_eq!(
-            Email::parse("  Alice@Example.COM ").map(|e| e.0).ok(),
-            Some("alice@example.com".into())
-        );
+        assert_eq!(Email::parse("  Alice@Example.COM ").map(|e| e.0).ok(), Some("alice@example.com".into()));
     }
 
     #[test]

@@ -10,16 +10,10 @@ impl FullName {
     pub fn parse(input: &str) -> Result<Self, Error> {
         let name = input.trim();
         if name.is_empty() || name.chars().count() > Self::MAX_CHARS {
-            return Err(Error::invalid(
-                "fullName",
-                format!("a full name has 1–{} characters", Self::MAX_CHARS),
-            ));
+            return Err(Error::invalid("fullName", format!("a full name has 1–{} characters", Self::MAX_CHARS)));
         }
         if name.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                "fullName",
-                "a full name has no control characters",
-            ));
+            return Err(Error::invalid("fullName", "a full name has no control characters"));
         }
         Ok(Self(name.to_owned()))
     }
@@ -35,10 +29,7 @@ mod tests {
 
     #[test]
     fn keeps_unicode_and_trims() {
-        assert_eq!(
-            FullName::parse(" Zoë Ångström ").map(|n| n.0).ok(),
-            Some("Zoë Ångström".into())
-        );
+        assert_eq!(FullName::parse(" Zoë Ångström ").map(|n| n.0).ok(), Some("Zoë Ångström".into()));
     }
 
     #[test]

@@ -17,11 +17,7 @@ impl Password {
         if !(Self::MIN_CHARS..=Self::MAX_CHARS).contains(&chars) {
             return Err(Error::invalid(
                 "password",
-                format!(
-                    "a password has {}–{} characters",
-                    Self::MIN_CHARS,
-                    Self::MAX_CHARS
-                ),
+                format!("a password has {}–{} characters", Self::MIN_CHARS, Self::MAX_CHARS),
             ));
         }
         Ok(Self(input.to_owned()))

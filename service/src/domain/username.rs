@@ -16,21 +16,11 @@ impl Username {
         if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&len) {
             return Err(Error::invalid(
                 "username",
-                format!(
-                    "a username has {}–{} characters",
-                    Self::MIN_LEN,
-                    Self::MAX_LEN
-                ),
+                format!("a username has {}–{} characters", Self::MIN_LEN, Self::MAX_LEN),
             ));
         }
-        if !input
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
-            return Err(Error::invalid(
-                "username",
-                "a username has only lower-case letters, digits and underscores",
-            ));
+        if !input.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return Err(Error::invalid("username", "a username has only lower-case letters, digits and underscores"));
         }
         Ok(Self(input.to_owned()))
     }
@@ -52,10 +42,7 @@ mod tests {
 
     #[test]
     fn accepts_lower_case_letters_digits_and_underscores() {
-        assert_eq!(
-            Username::parse("alice_01").map(|u| u.0).ok(),
-            Some("alice_01".into())
-        );
+        assert_eq!(Username::parse("alice_01").map(|u| u.0).ok(), Some("alice_01".into()));
     }
 
     #[test]
