@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
-use tests::{Backend, TestApp, assert_ledger_consistent, on_both_backends, spawn_app, spawn_counting_app};
+use tests::{Backend, Bank, TestApp, assert_ledger_consistent, on_both_backends, spawn_app, spawn_counting_app};
 
 const TRANSFER: &str = "mutation($input: CreateTransferInput!) { createTransfer(input: $input) {
     transfer { id amount currency fromAccount { id } toAccount { id } }
@@ -212,64 +212,23 @@ async fn ten_concurrent_identical_requests_with_one_key_make_exactly_one_transfe
 }
 
 async fn concurrent_transfers_both_ways_never_lose_money_and_every_read_sees_the_total(backend: Backend) {
-    const ACCOUNTS: usize = 6;
-    const TRANSFERS_PER_CLIENT: usize = 15;
     let app = spawn_app(backend).await;
-    let banker = app.banker("banker").await;
-    let mut holders = Vec::new();
-    for i in 0..ACCOUNTS {
-        let token = app.user(&format!("holder_{i}")).await;
-        let account = app.open_account(&token, "USD").await;
-        app.deposit(&banker, &account, 1_000).await;
-        holders.push((token, account));
-    }
-    let total = (ACCOUNTS as i64) * 1_000;
+    let bank = Bank::open(&app, 6, 1_000).await;
 
-    // Each client sends money around a ring, half of them in the opposite direction: A→B and B→A at once.
-    let clients = (0..ACCOUNTS * 2).map(|c| {
-        let (app, holders) = (&app, &holders);
-        async move {
-            let i = c % ACCOUNTS;
-            let j = if c < ACCOUNTS { (i + 1) % ACCOUNTS } else { (i + ACCOUNTS - 1) % ACCOUNTS };
-            let mut codes = Vec::new();
-            for n in 0..TRANSFERS_PER_CLIENT {
-                let input = transfer_input(&holders[i].1, &holders[j].1, 50 + (n as i64 * 37) % 400, "USD");
-                codes.push(app.graphql(TRANSFER, input, Some(&holders[i].0)).await.error_code().map(str::to_owned));
-            }
-            codes
+    let readers = (0..2).map(|_| async {
+        let mut totals = Vec::new();
+        for _ in 0..10 {
+            totals.push(bank.total_seen(&app).await);
         }
+        totals
     });
-    let readers = (0..2).map(|_| {
-        let (app, banker) = (&app, &banker);
-        async move {
-            let mut sums = Vec::new();
-            for _ in 0..10 {
-                let response = app
-                    .graphql(
-                        "{ users(first: 100) { edges { node { accounts { balance } } } } }",
-                        json!({}),
-                        Some(banker),
-                    )
-                    .await;
-                let sum: i64 = response
-                    .data("users/edges")
-                    .as_array()
-                    .expect("edges")
-                    .iter()
-                    .flat_map(|e| e["node"]["accounts"].as_array().cloned().unwrap_or_default())
-                    .map(|a| a["balance"].as_str().expect("balance").parse::<i64>().expect("money"))
-                    .sum();
-                sums.push(sum);
-            }
-            sums
-        }
-    });
-    let (codes, sums) = tokio::join!(futures::future::join_all(clients), futures::future::join_all(readers));
+    let apps = [&app];
+    let (codes, totals) = tokio::join!(bank.run_transfers(&apps, 15), futures::future::join_all(readers));
 
-    let unexpected: Vec<_> = codes.iter().flatten().flatten().filter(|c| *c != "INSUFFICIENT_FUNDS").collect();
+    let unexpected: Vec<_> = codes.iter().filter(|code| *code != "INSUFFICIENT_FUNDS").collect();
     assert!(unexpected.is_empty(), "errors other than INSUFFICIENT_FUNDS: {unexpected:?}");
-    assert!(sums.iter().flatten().all(|s| *s == total), "a read saw money in flight: {sums:?}");
-    assert_eq!(assert_ledger_consistent(&app.db).await, total);
+    assert!(totals.iter().flatten().all(|total| *total == bank.total), "a read saw money in flight: {totals:?}");
+    assert_eq!(assert_ledger_consistent(&app.db).await, bank.total);
 }
 
 async fn nested_users_and_accounts_cost_a_few_statements_whatever_the_page_size(backend: Backend) {

@@ -15,6 +15,12 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbB
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+mod bank;
+mod pg_server;
+
+pub use bank::{Bank, Holder};
+pub use pg_server::PgServer;
+
 /// The key test servers sign tokens with, so tests can forge tokens the way an attacker with the key could.
 pub const JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
 /// A password every test user has.
@@ -65,17 +71,24 @@ impl TestDatabase {
                          TEST_DATABASE_URL=postgres://user@host:port/db to a server you run"
                     )
                 });
-                let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-                let admin = Database::connect(admin_url.as_str()).await.expect("connect to TEST_DATABASE_URL");
-                admin
-                    .execute_unprepared(&format!(r#"CREATE DATABASE "{name}""#))
-                    .await
-                    .expect("create a test database");
-                admin.close().await.ok();
-                let (server, _) = admin_url.rsplit_once('/').expect("TEST_DATABASE_URL names a database");
-                Self { url: format!("{server}/{name}"), backend, _dir: None }
+                Self::on_postgres(&admin_url).await
             }
         }
+    }
+
+    /// A new empty database on the PostgreSQL server at `admin_url`.
+    pub async fn on_postgres(admin_url: &str) -> Self {
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let admin = Database::connect(admin_url).await.expect("connect to the PostgreSQL server");
+        admin.execute_unprepared(&format!(r#"CREATE DATABASE "{name}""#)).await.expect("create a test database");
+        admin.close().await.ok();
+        let (server, _) = admin_url.rsplit_once('/').expect("the server URL names a database");
+        Self { url: format!("{server}/{name}"), backend: Backend::Postgres, _dir: None }
+    }
+
+    /// The database's name on its PostgreSQL server.
+    pub fn name(&self) -> &str {
+        self.url.rsplit_once('/').map_or("", |(_, name)| name)
     }
 
     /// A new database with every migration applied.
@@ -138,7 +151,7 @@ pub async fn schema_of(db: &DatabaseConnection) -> Vec<String> {
 pub struct TestApp {
     pub address: String,
     pub db: DatabaseConnection,
-    pub database: TestDatabase,
+    pub database: Arc<TestDatabase>,
     pub client: reqwest::Client,
 }
 
@@ -160,8 +173,16 @@ pub async fn spawn_counting_app(backend: Backend) -> (TestApp, Arc<AtomicUsize>)
     (app, statements)
 }
 
+/// Starts a server on `database`.
+pub async fn spawn_app_on(database: TestDatabase) -> TestApp {
+    start_app(database, |_| {}).await
+}
+
 async fn spawn_app_with(backend: Backend, prepare: impl FnOnce(&mut DatabaseConnection)) -> TestApp {
-    let database = TestDatabase::empty(backend).await;
+    start_app(TestDatabase::empty(backend).await, prepare).await
+}
+
+async fn start_app(database: TestDatabase, prepare: impl FnOnce(&mut DatabaseConnection)) -> TestApp {
     let cli = Cli::try_parse_from([
         "simple-bank",
         "--database-url",
@@ -177,9 +198,7 @@ async fn spawn_app_with(backend: Backend, prepare: impl FnOnce(&mut DatabaseConn
     let app = Application::with_connection(cli.config, server_db).await.expect("the server builds");
     let address = format!("http://{}", app.local_addr().expect("a bound address"));
     tokio::spawn(app.run_until_stopped());
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("an HTTP client");
-    let db = database.connection().await;
-    TestApp { address, db, database, client }
+    TestApp::at(address, Arc::new(database)).await
 }
 
 /// A GraphQL response, with the accessors tests need.
@@ -213,6 +232,18 @@ impl Response {
 }
 
 impl TestApp {
+    /// A client of the server at `address` (say, one a test started as a process), on `database`.
+    pub async fn at(address: String, database: Arc<TestDatabase>) -> Self {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("an HTTP client");
+        let db = database.connection().await;
+        Self { address, db, database, client }
+    }
+
+    /// Whether `/healthz` answers.
+    pub async fn is_alive(&self) -> bool {
+        self.client.get(format!("{}/healthz", self.address)).send().await.is_ok_and(|r| r.status().is_success())
+    }
+
     /// Sends one GraphQL operation, with a bearer token if given.
     pub async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Response {
         let mut request = self

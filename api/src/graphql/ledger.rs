@@ -299,3 +299,44 @@ async fn load_account(ctx: &Context<'_>, id: i64) -> Result<Account, ApiError> {
 fn parse_id(id: &ID, field: &'static str) -> Result<i64, ApiError> {
     id.parse::<i64>().map_err(|_| service::Error::invalid(field, "not an id from this API").into())
 }
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::{InputType, Name, Number};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn money(value: Value) -> InputValueResult<Money> {
+        <Money as ScalarType>::parse(value)
+    }
+
+    proptest! {
+        #[test]
+        fn every_i64_round_trips_as_a_string_or_an_integer(n in any::<i64>()) {
+            prop_assert_eq!(money(Value::String(n.to_string())).map(|m| m.0).ok(), Some(n));
+            prop_assert_eq!(money(Value::Number(Number::from(n))).map(|m| m.0).ok(), Some(n));
+            prop_assert_eq!(ScalarType::to_value(&Money(n)), Value::String(n.to_string()));
+        }
+
+        #[test]
+        fn fractions_and_text_are_not_money(x in any::<f64>().prop_filter("fractional", |x| x.fract() != 0.0), text in "[^0-9-]*[a-z.][^0-9]*") {
+            let fraction = Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null);
+            prop_assert!(money(fraction).is_err());
+            prop_assert!(money(Value::String(x.to_string())).is_err());
+            prop_assert!(money(Value::String(text)).is_err());
+        }
+
+        #[test]
+        fn only_the_three_currency_codes_are_currencies(code in "[A-Z]{1,5}") {
+            let parsed = <CurrencyCode as InputType>::parse(Some(Value::Enum(Name::new(&code))));
+            prop_assert_eq!(parsed.is_ok(), ["USD", "EUR", "CAD"].contains(&code.as_str()));
+        }
+    }
+
+    #[test]
+    fn integers_beyond_64_bits_are_not_money() {
+        assert!(money(Value::String("9223372036854775808".into())).is_err());
+        assert!(money(Value::String("-9223372036854775809".into())).is_err());
+    }
+}

@@ -20,7 +20,16 @@ impl Amount {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn an_amount_exists_exactly_when_it_is_positive(minor_units in any::<i64>()) {
+            prop_assert_eq!(Amount::parse(minor_units).map(Amount::minor_units).ok(), (minor_units > 0).then_some(minor_units));
+        }
+    }
 
     #[test]
     fn only_positive_amounts_exist() {

@@ -33,7 +33,27 @@ impl Email {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics_and_a_parsed_address_is_normal(input in any::<String>()) {
+            if let Ok(email) = Email::parse(&input) {
+                prop_assert_eq!(email.0.matches('@').count(), 1);
+                prop_assert_eq!(email.0.trim(), email.0.as_str());
+                prop_assert_eq!(email.0.to_lowercase(), email.0.clone());
+                prop_assert_eq!(Email::parse(&email.0).ok(), Some(email), "normalising twice changes nothing");
+            }
+        }
+
+        #[test]
+        fn plausible_addresses_parse_in_any_case(local in "[A-Za-z0-9._+-]{1,30}", domain in "[A-Za-z0-9-]{1,20}\\.[A-Za-z]{2,6}") {
+            let email = Email::parse(&format!(" {local}@{domain} ")).map(|e| e.0);
+            prop_assert_eq!(email.ok(), Some(format!("{local}@{domain}").to_lowercase()));
+        }
+    }
 
     #[test]
     fn normalises_case_and_surrounding_space() {

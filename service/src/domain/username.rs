@@ -38,7 +38,23 @@ impl AsRef<str> for Username {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn every_name_of_the_alphabet_and_length_parses_unchanged(name in "[a-z0-9_]{3,32}") {
+            prop_assert_eq!(Username::parse(&name).map(|u| u.0).ok(), Some(name));
+        }
+
+        #[test]
+        fn anything_else_is_refused_without_panicking(name in any::<String>()) {
+            let valid = (3..=32).contains(&name.len())
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            prop_assert_eq!(Username::parse(&name).is_ok(), valid);
+        }
+    }
 
     #[test]
     fn accepts_lower_case_letters_digits_and_underscores() {

@@ -1,0 +1,385 @@
+//! How the server holds on its worst day: hostile requests, a database that goes away, a crash in the middle of
+//! transfers, SERIALIZABLE isolation, and two replicas on one database. Every case is bounded in time and talks
+//! to loopback addresses only; each fault scenario ends by checking the ledger in the database itself.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+use tests::{
+    Backend, Bank, JWT_SECRET, PgServer, TestApp, TestDatabase, assert_ledger_consistent, on_both_backends, spawn_app,
+    spawn_app_on,
+};
+
+/// The `simple-bank` binary running as its own process, so a test can kill it.
+struct ServerProcess(Child);
+
+impl ServerProcess {
+    /// Starts the binary on `database` and waits (at most 30 s) until it answers.
+    async fn start(database: &Arc<TestDatabase>) -> (Self, TestApp) {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let child = Command::new(env!("CARGO_BIN_EXE_simple-bank"))
+            .env_clear()
+            .env("DATABASE_URL", &database.url)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("JWT_SECRET", JWT_SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the server binary starts");
+        let server = Self(child);
+        let app = TestApp::at(format!("http://127.0.0.1:{port}"), database.clone()).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !app.is_alive().await {
+            assert!(Instant::now() < deadline, "the server did not start within 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (server, app)
+    }
+
+    /// SIGKILL: no shutdown, no flush, nothing finished.
+    fn kill(&mut self) {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("the killed server exits");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `check` and asserts it finished within 2 s.
+async fn within_two_seconds<T>(what: &str, check: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(2), check).await;
+    result.unwrap_or_else(|_| panic!("{what}: no answer within 2 s (started {:?} ago)", started.elapsed()))
+}
+
+async fn post_raw(app: &TestApp, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let response = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("an answer");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Announces a body of `length` bytes, sends its first 64 KiB, and returns the status line of the answer. The
+/// server must refuse from the announced length alone, without reading (or waiting for) the rest.
+async fn announce_huge_body(app: &TestApp, length: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("send the head");
+    let _ = stream.write_all(&vec![b' '; 64 * 1024]).await;
+    let mut answer = vec![0; 256];
+    let read = stream.read(&mut answer).await.expect("an answer");
+    String::from_utf8_lossy(&answer[..read]).lines().next().unwrap_or_default().to_owned()
+}
+
+fn code(body: &Value) -> Option<&str> {
+    body.pointer("/errors/0/extensions/code").and_then(Value::as_str)
+}
+
+async fn hostile_requests_are_refused_quickly_and_clearly_and_the_server_stays_healthy(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let banker = app.banker("banker").await;
+
+    let (status, body) = within_two_seconds("invalid JSON", post_raw(&app, r#"{"query": "{ me"#)).await;
+    assert_eq!((status, code(&body)), (400, Some("BAD_REQUEST")), "invalid JSON: {body}");
+
+    let (status, body) = within_two_seconds("empty body", post_raw(&app, "")).await;
+    assert_eq!((status, code(&body)), (400, Some("BAD_REQUEST")), "empty body: {body}");
+
+    let status_line = within_two_seconds("20 MB body", announce_huge_body(&app, 20 * 1024 * 1024)).await;
+    assert!(status_line.starts_with("HTTP/1.1 413"), "a 20 MB body is refused as too large: {status_line}");
+
+    let deep = format!("{{ me {} username {} }}", "{ accounts { owner ".repeat(40), "} } ".repeat(40));
+    let response = within_two_seconds("depth 80", app.graphql(&deep, json!({}), Some(&alice))).await;
+    assert!(response.0["data"].is_null(), "depth 80 must not run: {:#}", response.0);
+    assert!(response.error_code().is_some_and(|c| c.starts_with("GRAPHQL_")), "{:#}", response.0);
+
+    let aliases: String = (0..5000).map(|i| format!("a{i}: me {{ username }} ")).collect();
+    let response = within_two_seconds("5000 aliases", app.graphql(&format!("{{ {aliases} }}"), json!({}), None)).await;
+    assert_eq!(response.error_code(), Some("GRAPHQL_VALIDATION_FAILED"), "5000 aliases");
+
+    let logins: String = (0..200)
+        .map(|i| {
+            format!(r#"l{i}: login(input: {{username: "alice", password: "wrong password {i}"}}) {{ accessToken }} "#)
+        })
+        .collect();
+    let response =
+        within_two_seconds("200 logins", app.graphql(&format!("mutation {{ {logins} }}"), json!({}), None)).await;
+    let codes: Vec<&str> = response.0["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e.pointer("/extensions/code").and_then(Value::as_str))
+        .collect();
+    assert!(codes.iter().filter(|c| **c == "INVALID_CREDENTIALS").count() <= 5, "at most 5 guesses checked: {codes:?}");
+    let login = "mutation { login(input: {username: \"alice\", password: \"correct horse battery\"}) { accessToken } }";
+    let after_flood = app.graphql(login, json!({}), None).await;
+    assert_eq!(after_flood.error_code(), Some("RATE_LIMITED"), "the flood counted: {:#}", after_flood.0);
+    assert!(after_flood.0.pointer("/errors/0/extensions/retryAfter").is_some_and(Value::is_u64), "a retry hint");
+
+    let batch: Vec<Value> = (0..500).map(|_| json!({ "query": "{ __typename }" })).collect();
+    let (status, body) = within_two_seconds("batch of 500", post_raw(&app, Value::Array(batch).to_string())).await;
+    assert_eq!((status, code(&body)), (400, Some("BATCH_NOT_SUPPORTED")), "{body}");
+
+    let sql = "'; DROP TABLE users; --";
+    let create = app
+        .graphql(
+            "mutation($s: String!) { createUser(input: {username: $s, password: $s, fullName: $s, email: $s}) { username } }",
+            json!({ "s": sql }),
+            None,
+        )
+        .await;
+    assert_eq!(create.error_code(), Some("BAD_USER_INPUT"));
+    let login_sql = app
+        .graphql(
+            "mutation($s: String!) { login(input: {username: $s, password: $s}) { accessToken } }",
+            json!({ "s": sql }),
+            None,
+        )
+        .await;
+    assert_eq!(login_sql.error_code(), Some("INVALID_CREDENTIALS"));
+    let lookup = app
+        .graphql("query($s: String!) { user(username: $s) { username } }", json!({ "s": "' OR 1=1 --" }), Some(&banker))
+        .await;
+    assert_eq!(lookup.data("user"), &Value::Null);
+    let stored = app
+        .graphql(
+            "mutation($n: String!) { updateUser(input: {fullName: $n}) { fullName } }",
+            json!({ "n": "Robert'); DROP TABLE accounts;--" }),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(stored.str("updateUser/fullName"), "Robert'); DROP TABLE accounts;--", "stored as data, not run");
+
+    let huge_page = within_two_seconds(
+        "first: 100000000",
+        app.graphql("{ users(first: 100000000) { edges { cursor } } }", json!({}), Some(&banker)),
+    )
+    .await;
+    assert_eq!(huge_page.error_code(), Some("BAD_USER_INPUT"));
+
+    assert!(app.is_alive().await, "the server is healthy afterwards");
+    let users = app.graphql("{ users(first: 10) { edges { node { username } } } }", json!({}), Some(&banker)).await;
+    assert_eq!(users.data("users/edges").as_array().map(Vec::len), Some(2), "and every table is still there");
+}
+
+async fn a_crash_in_the_middle_of_transfers_loses_no_acknowledged_transfer_and_duplicates_none(backend: Backend) {
+    let database = Arc::new(TestDatabase::empty(backend).await);
+    let (mut server, app) = ServerProcess::start(&database).await;
+    let bank = Arc::new(Bank::open(&app, 4, 100_000).await);
+    let app = Arc::new(app);
+
+    // Clients send transfers with unique idempotency keys until the server dies under them.
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (app, bank) = (app.clone(), bank.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                let mut unanswered = None;
+                for n in 0..200 {
+                    let (from, to) = (c % 4, (c + 1 + n % 3) % 4);
+                    let input = json!({ "input": {
+                        "fromAccountId": bank.holders[from].account, "toAccountId": bank.holders[to].account,
+                        "amount": 1 + n as i64, "currency": "USD", "idempotencyKey": format!("client{c}-{n}"),
+                    }});
+                    let sent = app
+                        .client
+                        .post(format!("{}/graphql", app.address))
+                        .bearer_auth(&bank.holders[from].token)
+                        .json(&json!({ "query": TRANSFER, "variables": input }))
+                        .send()
+                        .await;
+                    let body = match sent {
+                        Ok(response) => response.json::<Value>().await.ok(),
+                        Err(_) => None,
+                    };
+                    match body.as_ref().and_then(|b| b.pointer("/data/createTransfer/transfer/id")) {
+                        Some(id) => acknowledged.push(id.as_str().expect("an id").to_owned()),
+                        None => {
+                            unanswered = Some((from, input));
+                            break;
+                        }
+                    }
+                }
+                (acknowledged, unanswered)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.kill();
+    let mut acknowledged = Vec::new();
+    let mut unanswered = Vec::new();
+    for client in clients {
+        let (acked, pending) = client.await.expect("a client task");
+        acknowledged.extend(acked);
+        unanswered.extend(pending);
+    }
+    assert!(!acknowledged.is_empty(), "transfers were acknowledged before the crash");
+
+    let (_server, app) = ServerProcess::start(&database).await;
+    // Every acknowledged transfer survived the crash, exactly once.
+    for id in &acknowledged {
+        let found = count(&app, &format!("SELECT count(*) FROM transfers WHERE id = {id}")).await;
+        assert_eq!(found, 1, "acknowledged transfer {id} is in the database once");
+    }
+    // A client retrying what it never got an answer for moves the money at most once.
+    for (from, input) in &unanswered {
+        let retried = app.graphql(TRANSFER, input.clone(), Some(&bank.holders[*from].token)).await;
+        assert!(
+            retried.error_code().is_none() || retried.error_code() == Some("INSUFFICIENT_FUNDS"),
+            "{:#}",
+            retried.0
+        );
+        let again = app.graphql(TRANSFER, input.clone(), Some(&bank.holders[*from].token)).await;
+        assert_eq!(again.0["data"], retried.0["data"], "a second retry replays the first");
+    }
+    let transfers = count(&app, "SELECT count(*) FROM transfers").await;
+    let keyed =
+        count(&app, "SELECT count(DISTINCT transfer_id) FROM idempotency_keys WHERE transfer_id IS NOT NULL").await;
+    assert_eq!(transfers, keyed, "one transfer per idempotency key");
+    assert_eq!(assert_ledger_consistent(&app.db).await, bank.total);
+}
+
+const TRANSFER: &str = "mutation($input: CreateTransferInput!) { createTransfer(input: $input) { transfer { id } } }";
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    let row = app.db.query_one_raw(Statement::from_string(app.db.get_database_backend(), sql)).await;
+    row.expect("a query").expect("a row").try_get_by_index::<i64>(0).expect("a count")
+}
+
+on_both_backends!(
+    hostile_requests_are_refused_quickly_and_clearly_and_the_server_stays_healthy,
+    a_crash_in_the_middle_of_transfers_loses_no_acknowledged_transfer_and_duplicates_none,
+);
+
+/// PostgreSQL going away and coming back: requests fail fast and clearly, readiness says so, and the server
+/// recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_going_away_fails_requests_fast_and_the_server_recovers_by_itself() {
+    let postgres = PgServer::start();
+    let app = spawn_app_on(TestDatabase::on_postgres(&postgres.url()).await).await;
+    let bank = Bank::open(&app, 2, 1_000).await;
+    let transfer = |amount: i64| {
+        let input = json!({ "input": { "fromAccountId": bank.holders[0].account, "toAccountId": bank.holders[1].account,
+                                       "amount": amount, "currency": "USD" } });
+        app.graphql(TRANSFER, input, Some(&bank.holders[0].token))
+    };
+    transfer(100).await.assert_ok();
+
+    postgres.stop();
+    let started = Instant::now();
+    let during = tokio::time::timeout(Duration::from_secs(15), transfer(100)).await.expect("no hang");
+    assert_eq!(during.error_code(), Some("SERVICE_UNAVAILABLE"), "{:#}", during.0);
+    assert!(!during.0.to_string().to_lowercase().contains("sql"), "no internals leak: {}", during.0);
+    let ready = app.client.get(format!("{}/readyz", app.address)).send().await.expect("an answer");
+    assert_eq!(ready.status(), 503);
+    assert!(started.elapsed() < Duration::from_secs(15), "failed fast: {:?}", started.elapsed());
+
+    postgres.start_again();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if transfer(100).await.error_code().is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server did not recover within 30 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready = app.client.get(format!("{}/readyz", app.address)).send().await.expect("an answer");
+    assert_eq!(ready.status(), 200);
+    assert_eq!(assert_ledger_consistent(&app.db).await, bank.total);
+    assert_eq!(count(&app, "SELECT count(*) FROM transfers").await, 2, "nothing half-applied");
+}
+
+/// CockroachDB and YugabyteDB run every transaction SERIALIZABLE: the bank's workload must pass there too, with
+/// serialization failures retried inside the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bank_workload_passes_under_serializable_isolation() {
+    let database = TestDatabase::empty(Backend::Postgres).await;
+    let admin = database.connection().await;
+    admin
+        .execute_unprepared(&format!(
+            r#"ALTER DATABASE "{}" SET default_transaction_isolation TO 'serializable'"#,
+            database.name()
+        ))
+        .await
+        .expect("make the database SERIALIZABLE");
+    let app = spawn_app_on(database).await;
+    let isolation = app
+        .db
+        .query_one_raw(Statement::from_string(app.db.get_database_backend(), "SHOW default_transaction_isolation"))
+        .await;
+    let isolation: String = isolation.expect("a query").expect("a row").try_get_by_index(0).expect("text");
+    assert_eq!(isolation, "serializable");
+    let bank = Bank::open(&app, 6, 1_000).await;
+
+    let readers = (0..2).map(|_| async {
+        let mut totals = Vec::new();
+        for _ in 0..8 {
+            totals.push(bank.total_seen(&app).await);
+        }
+        totals
+    });
+    let apps = [&app];
+    let (codes, totals) = tokio::join!(bank.run_transfers(&apps, 15), futures::future::join_all(readers));
+
+    let unexpected: Vec<_> = codes.iter().filter(|c| *c != "INSUFFICIENT_FUNDS").collect();
+    assert!(unexpected.is_empty(), "serialization failures reached clients: {unexpected:?}");
+    assert!(totals.iter().flatten().all(|t| *t == bank.total), "{totals:?}");
+    assert_eq!(assert_ledger_consistent(&app.db).await, bank.total);
+}
+
+/// Two server processes on one database, clients spread over both: state lives in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_database_serve_the_bank_workload_together() {
+    let database = Arc::new(TestDatabase::empty(Backend::Postgres).await);
+    let (_first, a) = ServerProcess::start(&database).await;
+    let (_second, b) = ServerProcess::start(&database).await;
+    let bank = Bank::open(&a, 6, 1_000).await;
+
+    // A session opened on one replica works on the other, refresh included.
+    let (access, refresh) = a.login("holder_0").await;
+    assert_eq!(b.graphql("{ me { username } }", json!({}), Some(&access)).await.str("me/username"), "holder_0");
+    let refreshed = b
+        .graphql(
+            "mutation($t: String!) { refreshAccessToken(refreshToken: $t) { accessToken } }",
+            json!({ "t": refresh }),
+            None,
+        )
+        .await;
+    refreshed.assert_ok();
+    let replay = a
+        .graphql(
+            "mutation($t: String!) { refreshAccessToken(refreshToken: $t) { accessToken } }",
+            json!({ "t": refresh }),
+            None,
+        )
+        .await;
+    assert_eq!(replay.error_code(), Some("UNAUTHENTICATED"), "rotation holds across replicas");
+
+    let codes = bank.run_transfers(&[&a, &b], 15).await;
+    let unexpected: Vec<_> = codes.iter().filter(|c| *c != "INSUFFICIENT_FUNDS").collect();
+    assert!(unexpected.is_empty(), "{unexpected:?}");
+    assert_eq!(bank.total_seen(&a).await, bank.total);
+    assert_eq!(bank.total_seen(&b).await, bank.total);
+    assert_eq!(assert_ledger_consistent(&a.db).await, bank.total);
+}
