@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_graphql::ParseRequestError;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::GraphQLRequest;
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -80,7 +80,7 @@ async fn graphql_get(
         }]});
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], axum::Json(body)).into_response();
     }
-    execute(state.0, client.0, &headers, request.into_inner(), false).await.into_response()
+    execute(state.0, client.0, &headers, request.into_inner(), false).await
 }
 
 /// Whether the operation `request` selects is a mutation. A document that does not parse is left to the
@@ -104,7 +104,7 @@ async fn graphql(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     request: Request,
-) -> GraphQLResponse {
+) -> Response {
     let request = request.into_inner();
     let mutation = is_mutation(&request);
     execute(state, client, &headers, request, mutation).await
@@ -118,7 +118,7 @@ async fn execute(
     headers: &HeaderMap,
     request: async_graphql::Request,
     mutation: bool,
-) -> GraphQLResponse {
+) -> Response {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -137,7 +137,58 @@ async fn execute(
     let mut response = state.schema.execute(request).await;
     db.finish().await;
     graphql::default_error_codes(&mut response);
-    response.into()
+    respond(response, negotiate(headers))
+}
+
+/// The media types a GraphQL response can be sent as (GraphQL over HTTP).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MediaType {
+    /// The legacy type every client understands: always status 200.
+    Json,
+    /// The spec's own type: a request that could not run (unparsable, invalid, bad variables) gets status 400.
+    GraphqlResponse,
+}
+
+impl MediaType {
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json; charset=utf-8",
+            Self::GraphqlResponse => "application/graphql-response+json; charset=utf-8",
+        }
+    }
+}
+
+/// `application/graphql-response+json` when the client accepts it, else `application/json` (also for `*/*` or
+/// no `Accept` at all, so that older clients keep working).
+fn negotiate(headers: &HeaderMap) -> MediaType {
+    let accepts_graphql_response = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|range| range.split(';').next().is_some_and(|t| t.trim() == "application/graphql-response+json"));
+    if accepts_graphql_response { MediaType::GraphqlResponse } else { MediaType::Json }
+}
+
+fn respond(response: async_graphql::Response, media: MediaType) -> Response {
+    // Nothing ran: the errors came before execution (parse, validation, variables), so no field has a path.
+    let request_error = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|error| error.path.is_empty());
+    let mut body = serde_json::to_value(&response).unwrap_or_else(|err| {
+        tracing::error!(%err, "serialising a response");
+        serde_json::json!({ "errors": [{ "message": "internal server error",
+                                          "extensions": { "code": "INTERNAL_SERVER_ERROR" } }] })
+    });
+    let status = if media == MediaType::GraphqlResponse && request_error {
+        if let Some(body) = body.as_object_mut() {
+            body.remove("data");
+        }
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    (status, [(header::CONTENT_TYPE, media.content_type())], axum::Json(body)).into_response()
 }
 
 async fn graphiql() -> Html<String> {
