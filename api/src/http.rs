@@ -1,19 +1,20 @@
 //! HTTP routes: GraphQL, GraphiQL, and health probes.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_graphql::ParseRequestError;
 use async_graphql::http::GraphiQLSource;
-use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::parser::types::{DocumentOperations, OperationDefinition, OperationType};
 use async_graphql_axum::GraphQLRequest;
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -48,6 +49,8 @@ impl IntoResponse for BadRequest {
 
 type Request = GraphQLRequest<BadRequest>;
 
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Every route, with its middleware. Tests drive this directly or through a bound server.
 pub fn router(state: AppState, config: &Config) -> Router {
     Router::new()
@@ -55,6 +58,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/graphql", get(graphql_get).post(graphql))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
         .layer(cors(&config.cors_allowed_origins))
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
@@ -62,7 +66,13 @@ pub fn router(state: AppState, config: &Config) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(config.request_timeout_secs),
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
+        }))
+        // Outermost: every request gets an id (or keeps the caller's), its log lines carry it, and so does the answer.
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
 /// GET runs queries only: a mutation over GET could be triggered by a link (CSRF) and would put its arguments,
@@ -73,29 +83,54 @@ async fn graphql_get(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    if is_mutation(&request.0) {
+    if Operation::of(&request.0).mutation {
         let body = serde_json::json!({ "errors": [{
             "message": "mutations are accepted only over POST",
             "extensions": { "code": "METHOD_NOT_ALLOWED" },
         }]});
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], axum::Json(body)).into_response();
     }
-    execute(state.0, client.0, &headers, request.into_inner(), false).await
+    let request = request.into_inner();
+    let operation = Operation::of(&request);
+    execute(state.0, client.0, &headers, request, operation).await
 }
 
-/// Whether the operation `request` selects is a mutation. A document that does not parse is left to the
-/// executor, which reports the syntax error.
-fn is_mutation(request: &async_graphql::Request) -> bool {
-    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
-        return false;
-    };
-    let is_mutation = |ty: OperationType| ty == OperationType::Mutation;
-    match &document.operations {
-        DocumentOperations::Single(operation) => is_mutation(operation.node.ty),
-        DocumentOperations::Multiple(operations) => match &request.operation_name {
-            Some(name) => operations.get(name.as_str()).is_some_and(|op| is_mutation(op.node.ty)),
-            None => operations.values().any(|op| is_mutation(op.node.ty)),
-        },
+/// The operation a request selects: its name (if any) and whether it is a mutation. A document that does not
+/// parse selects nothing; the executor reports the syntax error.
+struct Operation {
+    name: Option<String>,
+    mutation: bool,
+}
+
+impl Operation {
+    fn of(request: &async_graphql::Request) -> Self {
+        let is_mutation = |op: &OperationDefinition| op.ty == OperationType::Mutation;
+        let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+            return Self { name: request.operation_name.clone(), mutation: false };
+        };
+        // The parser keeps an anonymous operation as `Single`, named ones by name.
+        match &document.operations {
+            DocumentOperations::Single(op) => Self { name: None, mutation: is_mutation(&op.node) },
+            DocumentOperations::Multiple(ops) => {
+                let selected = match &request.operation_name {
+                    Some(name) => ops.get_key_value(name.as_str()),
+                    None if ops.len() == 1 => ops.iter().next(),
+                    None => None,
+                };
+                match selected {
+                    Some((name, op)) => Self { name: Some(name.to_string()), mutation: is_mutation(&op.node) },
+                    // No operation selected: execution will say so; over GET, refuse if any could mutate.
+                    None => Self {
+                        name: request.operation_name.clone(),
+                        mutation: ops.values().any(|op| is_mutation(&op.node)),
+                    },
+                }
+            }
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        if self.mutation { "mutation" } else { "query" }
     }
 }
 
@@ -106,8 +141,8 @@ async fn graphql(
     request: Request,
 ) -> Response {
     let request = request.into_inner();
-    let mutation = is_mutation(&request);
-    execute(state, client, &headers, request, mutation).await
+    let operation = Operation::of(&request);
+    execute(state, client, &headers, request, operation).await
 }
 
 /// Runs one operation: a query inside one read snapshot, a mutation on the pool (its services open their own
@@ -117,14 +152,15 @@ async fn execute(
     client: SocketAddr,
     headers: &HeaderMap,
     request: async_graphql::Request,
-    mutation: bool,
+    operation: Operation,
 ) -> Response {
+    let started = Instant::now();
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(|token| token.trim().to_owned());
-    let db = if mutation {
+    let db = if operation.mutation {
         Db::Pool(state.db.clone())
     } else {
         // Without a snapshot the fields still answer, each with its own error if the database is away.
@@ -137,6 +173,29 @@ async fn execute(
     let mut response = state.schema.execute(request).await;
     db.finish().await;
     graphql::default_error_codes(&mut response);
+
+    let elapsed = started.elapsed();
+    let codes: Vec<&str> = response
+        .errors
+        .iter()
+        .filter_map(|e| {
+            e.extensions.as_ref()?.get("code").and_then(|c| match c {
+                async_graphql::Value::String(code) => Some(code.as_str()),
+                _ => None,
+            })
+        })
+        .collect();
+    for code in &codes {
+        state.metrics.count_error(code);
+    }
+    state.metrics.observe_request(operation.name.as_deref(), operation.kind(), elapsed.as_secs_f64());
+    tracing::info!(
+        operation = operation.name.as_deref().unwrap_or("anonymous"),
+        kind = operation.kind(),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        errors = ?codes,
+        "graphql request"
+    );
     respond(response, negotiate(headers))
 }
 
@@ -204,6 +263,11 @@ fn cors(origins: &[String]) -> CorsLayer {
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .max_age(Duration::from_secs(600))
+}
+
+/// The Prometheus scrape endpoint.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&state.db))
 }
 
 /// Alive: the process answers.

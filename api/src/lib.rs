@@ -4,6 +4,7 @@ pub mod cli;
 pub mod config;
 pub mod graphql;
 mod http;
+pub mod metrics;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use tokio::net::TcpListener;
 
 pub use crate::config::Config;
 pub use crate::http::router;
+use crate::metrics::Metrics;
 
 /// What every request handler shares.
 #[derive(Clone)]
@@ -22,13 +24,15 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub tokens: Arc<TokenConfig>,
     pub schema: graphql::BankSchema,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
     pub fn new(db: DatabaseConnection, config: &Config) -> anyhow::Result<Self> {
         let tokens = Arc::new(config.token_config()?);
-        let schema = graphql::build_schema(db.clone(), tokens.clone(), config);
-        Ok(Self { db, tokens, schema })
+        let metrics = Arc::new(Metrics::default());
+        let schema = graphql::build_schema(db.clone(), tokens.clone(), metrics.clone(), config);
+        Ok(Self { db, tokens, schema, metrics })
     }
 }
 

@@ -1,5 +1,6 @@
 //! GraphQL over HTTP: what the transport accepts.
 
+use serde_json::json;
 use tests::{Backend, on_both_backends, spawn_app};
 
 async fn queries_work_over_get_and_mutations_are_refused_with_405(backend: Backend) {
@@ -29,13 +30,57 @@ const INTROSPECTION: &str = "query IntrospectionQuery { __schema { queryType { n
 async fn the_full_introspection_query_fits_the_limits(backend: Backend) {
     let app = spawn_app(backend).await;
 
-    let response = app.graphql(INTROSPECTION, serde_json::json!({}), None).await;
+    let response = app.graphql(INTROSPECTION, json!({}), None).await;
 
     response.assert_ok();
     assert!(response.data("__schema/types").as_array().is_some_and(|types| types.len() > 20));
 }
 
+async fn metrics_count_requests_by_operation_errors_by_code_transfers_and_pool_use(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let banker = app.banker("banker").await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let (from, to) = (app.open_account(&alice, "USD").await, app.open_account(&bob, "USD").await);
+    app.deposit(&banker, &from, 100).await;
+    app.graphql("query Me { me { username } }", json!({}), Some(&alice)).await.assert_ok();
+    app.graphql("query Me { me { username } }", json!({}), None).await;
+    app.graphql(
+        "mutation Pay($input: CreateTransferInput!) { createTransfer(input: $input) { transfer { id } } }",
+        json!({ "input": { "fromAccountId": from, "toAccountId": to, "amount": 10, "currency": "USD" } }),
+        Some(&alice),
+    )
+    .await
+    .assert_ok();
+
+    let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.expect("an answer");
+    let text = metrics.text().await.expect("text");
+
+    for line in [
+        r#"graphql_requests_total{operation="Me",kind="query"} 2"#,
+        r#"graphql_requests_total{operation="Pay",kind="mutation"} 1"#,
+        r#"graphql_request_duration_seconds_count{operation="Me",kind="query"} 2"#,
+        r#"graphql_errors_total{code="UNAUTHENTICATED"} 1"#,
+        "bank_transfers_total 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+    }
+    assert!(text.contains(r#"db_pool_connections{state="idle"}"#), "{text}");
+}
+
+async fn every_answer_carries_a_request_id_and_keeps_the_callers(backend: Backend) {
+    let app = spawn_app(backend).await;
+
+    let fresh = app.client.get(format!("{}/healthz", app.address)).send().await.expect("an answer");
+    let given = app.client.get(format!("{}/healthz", app.address)).header("x-request-id", "trace-me-42").send().await;
+
+    assert!(fresh.headers().get("x-request-id").is_some_and(|id| id.len() >= 32), "a generated id");
+    assert_eq!(given.expect("an answer").headers()["x-request-id"], "trace-me-42");
+}
+
 on_both_backends!(
     queries_work_over_get_and_mutations_are_refused_with_405,
-    the_full_introspection_query_fits_the_limits
+    the_full_introspection_query_fits_the_limits,
+    metrics_count_requests_by_operation_errors_by_code_transfers_and_pool_use,
+    every_answer_carries_a_request_id_and_keeps_the_callers,
 );

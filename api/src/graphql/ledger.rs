@@ -13,7 +13,7 @@ use service::entity::{account, entry, transfer};
 use service::ledger::{self, TransferOutcome, TransferRequest};
 
 use super::users::User;
-use super::{ApiError, authorize_owner, caller, db, decode_cursor, encode_cursor, loaders, page_size, pool};
+use super::{ApiError, authorize_owner, caller, db, decode_cursor, encode_cursor, loaders, metrics, page_size, pool};
 
 /// An amount of money in minor units (cents), as a signed 64-bit integer. Serialized as a string ("1250") because
 /// JavaScript numbers lose precision past 2^53; accepted as a string or an integer.
@@ -287,7 +287,9 @@ impl LedgerMutation {
             currency: input.currency.into(),
             idempotency_key: input.idempotency_key,
         };
-        Ok(TransferResult(ledger::transfer(pool(ctx), caller, &request).await?))
+        let outcome = ledger::transfer(pool(ctx), caller, &request).await?;
+        metrics(ctx).count_transfer();
+        Ok(TransferResult(outcome))
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::sync::OnceCell;
 pub use self::error::ApiError;
 use self::loaders::Loaders;
 use crate::Config;
+use crate::metrics::Metrics;
 
 #[derive(MergedObject, Default)]
 pub struct Query(users::UserQuery, ledger::LedgerQuery);
@@ -37,10 +38,16 @@ fn schema_builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
 }
 
 /// The schema with what its resolvers need; each request adds its [`RequestAuth`] and [`request_data`].
-pub fn build_schema(db: DatabaseConnection, tokens: Arc<TokenConfig>, config: &Config) -> BankSchema {
+pub fn build_schema(
+    db: DatabaseConnection,
+    tokens: Arc<TokenConfig>,
+    metrics: Arc<Metrics>,
+    config: &Config,
+) -> BankSchema {
     let mut builder = schema_builder()
         .data(db)
         .data(tokens)
+        .data(metrics)
         .data(LoginThrottle::new(config.login_limits()))
         .limit_depth(config.max_query_depth)
         .limit_complexity(config.max_query_complexity);
@@ -91,6 +98,10 @@ pub(crate) fn db<'a>(ctx: &Context<'a>) -> &'a Db {
 /// The pool, for mutations: each service call runs its own transaction.
 pub(crate) fn pool<'a>(ctx: &Context<'a>) -> &'a DatabaseConnection {
     ctx.data_unchecked::<DatabaseConnection>()
+}
+
+pub(crate) fn metrics<'a>(ctx: &Context<'a>) -> &'a Metrics {
+    ctx.data_unchecked::<Arc<Metrics>>()
 }
 
 pub(crate) fn loaders<'a>(ctx: &Context<'a>) -> &'a Loaders {
