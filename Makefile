@@ -3,7 +3,7 @@
 DATABASE_URL ?= sqlite://simple-bank.db?mode=rwc
 export DATABASE_URL
 
-.PHONY: run test lint schema migrateup migratedown migrateup1 migratedown1 migratestatus
+.PHONY: run test lint schema erd audit migrateup migratedown migrateup1 migratedown1 migratestatus
 
 ## Serve the API on 127.0.0.1:8000 (SQLite by default; GraphiQL at /).
 run:
@@ -21,6 +21,14 @@ lint:
 ## Regenerate schema.graphql from the server's schema.
 schema:
 	cargo run -q -p simple-bank -- export-schema > schema.graphql
+
+## Redraw docs/schema.md from a freshly migrated PostgreSQL database.
+erd:
+	scripts/with-postgres sh -c 'cargo run -q -p migration --bin erd -- "$$TEST_DATABASE_URL" > docs/schema.md'
+
+## The GraphQL-over-HTTP spec's audit suite against a fresh server.
+audit:
+	scripts/audit-graphql-http
 
 ## The seed course's migration targets, on DATABASE_URL.
 migrateup:        ## apply every pending migration

@@ -7,6 +7,7 @@
 pub use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
+pub mod erd;
 mod m20260101_000001_init_schema;
 mod m20260101_000002_add_users;
 mod m20260101_000003_bank_constraints;
