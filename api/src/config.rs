@@ -67,6 +67,11 @@ pub struct Config {
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
 
+    /// Directory of GraphiQL's browser builds (`cd web/graphiql && npm ci && npm run build`). When they are absent,
+    /// GraphiQL loads them from a CDN. Default: web/graphiql/dist.
+    #[arg(long, env = "GRAPHIQL_ASSETS_DIR", default_value = "web/graphiql/dist")]
+    pub graphiql_assets_dir: String,
+
     /// Login attempts per username per minute; a success starts the count over. Default: 5.
     #[arg(long, env = "LOGIN_ATTEMPTS_PER_MINUTE", default_value_t = 5)]
     pub login_attempts_per_minute: u32,

@@ -25,6 +25,8 @@ pub struct AppState {
     pub tokens: Arc<TokenConfig>,
     pub schema: graphql::BankSchema,
     pub metrics: Arc<Metrics>,
+    /// Where GraphiQL's browser builds are, if they are there.
+    pub graphiql_assets: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -32,7 +34,13 @@ impl AppState {
         let tokens = Arc::new(config.token_config()?);
         let metrics = Arc::new(Metrics::default());
         let schema = graphql::build_schema(db.clone(), tokens.clone(), metrics.clone(), config);
-        Ok(Self { db, tokens, schema, metrics })
+        let assets = &config.graphiql_assets_dir;
+        let graphiql_assets =
+            http::graphiql::assets_present(std::path::Path::new(assets)).then(|| Arc::from(assets.as_str()));
+        if graphiql_assets.is_none() {
+            tracing::info!(dir = %assets, "GraphiQL's builds are absent (cd web/graphiql && npm ci && npm run build): GraphiQL loads them from a CDN");
+        }
+        Ok(Self { db, tokens, schema, metrics, graphiql_assets })
     }
 }
 

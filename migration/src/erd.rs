@@ -58,7 +58,8 @@ pub async fn markdown(db: &DatabaseConnection) -> Result<String, DbErr> {
     for row in &columns {
         let (table, column, ty, nullable): (String, String, String, String) =
             (row.try_get_by_index(0)?, row.try_get_by_index(1)?, row.try_get_by_index(2)?, row.try_get_by_index(3)?);
-        let is = |kind: &str| constraints.iter().any(|c| c.table == table && c.kind == kind && c.columns.contains(&column));
+        let is =
+            |kind: &str| constraints.iter().any(|c| c.table == table && c.kind == kind && c.columns.contains(&column));
         let keys: Vec<&str> = [("p", "PK"), ("f", "FK"), ("u", "UK")]
             .into_iter()
             .filter_map(|(kind, key)| is(kind).then_some(key))

@@ -1,16 +1,17 @@
-//! HTTP routes: GraphQL, GraphiQL, and health probes.
+//! HTTP routes: GraphQL, GraphiQL, health probes and metrics.
+
+pub mod graphiql;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use async_graphql::ParseRequestError;
-use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationDefinition, OperationType};
 use async_graphql_axum::GraphQLRequest;
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -54,7 +55,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Every route, with its middleware. Tests drive this directly or through a bound server.
 pub fn router(state: AppState, config: &Config) -> Router {
     Router::new()
-        .route("/", get(graphiql))
+        .route("/", get(graphiql::page))
+        .route("/graphiql/{name}", get(graphiql::asset))
         .route("/graphql", get(graphql_get).post(graphql))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -248,10 +250,6 @@ fn respond(response: async_graphql::Response, media: MediaType) -> Response {
         StatusCode::OK
     };
     (status, [(header::CONTENT_TYPE, media.content_type())], axum::Json(body)).into_response()
-}
-
-async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").title("simple-bank").finish())
 }
 
 /// Browsers may call the API only from the configured origins; with none, no CORS headers are sent, which
