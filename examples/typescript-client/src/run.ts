@@ -1,0 +1,50 @@
+// Runs the README's walk-through against a live server (SERVER_URL) and checks every answer. The server must have
+// a banker `carol` with the password below, as scripts/with-server sets up.
+import { BankClient, GraphQLError } from './client.js';
+import { DepositDocument, LogInDocument, MeDocument, OpenAccountDocument, SignUpDocument, TransferDocument } from './generated/graphql.js';
+
+const PASSWORD = 'correct horse battery';
+const server = new BankClient(`${process.env.SERVER_URL ?? 'http://127.0.0.1:8000'}/graphql`);
+
+function expect(condition: boolean, what: string): void {
+  if (!condition) throw new Error(`expected ${what}`);
+}
+
+async function logIn(username: string): Promise<BankClient> {
+  const { login } = await server.request(LogInDocument, { input: { username, password: PASSWORD } });
+  expect(login.user.username === username, `a session for ${username}`);
+  return server.as(login.accessToken);
+}
+
+for (const username of ['alice', 'bob']) {
+  const { createUser } = await server.request(SignUpDocument, {
+    input: { username, password: PASSWORD, fullName: `${username} Example`, email: `${username}@example.com` },
+  });
+  expect(createUser.role === 'DEPOSITOR', 'new users to be depositors');
+}
+const [alice, bob, banker] = await Promise.all(['alice', 'bob', 'carol'].map(logIn));
+if (!alice || !bob || !banker) throw new Error('three sessions');
+
+const { createAccount: aliceUsd } = await alice.request(OpenAccountDocument, { currency: 'USD' });
+const { createAccount: bobUsd } = await bob.request(OpenAccountDocument, { currency: 'USD' });
+expect(aliceUsd.balance === '0', 'a new account to be empty');
+
+const { deposit } = await banker.request(DepositDocument, { input: { accountId: aliceUsd.id, amount: '10000' } });
+expect(deposit.account.balance === '10000', 'the deposit to arrive');
+
+const input = { fromAccountId: aliceUsd.id, toAccountId: bobUsd.id, amount: '2500', currency: 'USD' as const, idempotencyKey: 'ts-client-1' };
+const first = await alice.request(TransferDocument, { input });
+const retry = await alice.request(TransferDocument, { input });
+expect(first.createTransfer.transfer.id === retry.createTransfer.transfer.id, 'a retry to return the same transfer');
+expect(retry.createTransfer.fromAccount.balance === '7500', 'the money to move once');
+
+try {
+  await bob.request(DepositDocument, { input: { accountId: bobUsd.id, amount: '1' } });
+  throw new Error('expected a depositor to be refused');
+} catch (err) {
+  expect(err instanceof GraphQLError && err.code === 'FORBIDDEN', 'FORBIDDEN for a depositor depositing');
+}
+
+const { me } = await bob.request(MeDocument, {});
+expect(me.accounts[0]?.balance === '2500', "bob's balance to be 2500");
+console.log('typescript client: sign-up, log-in, accounts, deposit, idempotent transfer and me all answered as expected');
