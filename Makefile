@@ -3,7 +3,7 @@
 DATABASE_URL ?= sqlite://simple-bank.db?mode=rwc
 export DATABASE_URL
 
-.PHONY: run test lint schema erd audit migrateup migratedown migrateup1 migratedown1 migratestatus
+.PHONY: run test lint schema erd audit graphiql client migrateup migratedown migrateup1 migratedown1 migratestatus
 
 ## Serve the API on 127.0.0.1:8000 (SQLite by default; GraphiQL at /).
 run:
@@ -29,6 +29,15 @@ erd:
 ## The GraphQL-over-HTTP spec's audit suite against a fresh server.
 audit:
 	scripts/audit-graphql-http
+
+## GraphiQL's browser builds, so GraphiQL at / works offline.
+graphiql:
+	cd web/graphiql && npm ci && npm run build
+
+## The TypeScript client: generate types, type-check, and run it against a fresh server.
+client:
+	cd examples/typescript-client && npm ci && npm run codegen && npx tsc --noEmit
+	scripts/with-server "cd examples/typescript-client && npm run -s live"
 
 ## The seed course's migration targets, on DATABASE_URL.
 migrateup:        ## apply every pending migration
