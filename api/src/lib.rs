@@ -30,9 +30,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(db: DatabaseConnection, config: &Config) -> anyhow::Result<Self> {
+    pub fn new(mut db: DatabaseConnection, config: &Config) -> anyhow::Result<Self> {
         let tokens = Arc::new(config.token_config()?);
         let metrics = Arc::new(Metrics::default());
+        let counter = metrics.clone();
+        db.set_metric_callback(move |_| counter.count_statement());
         let schema = graphql::build_schema(db.clone(), tokens.clone(), metrics.clone(), config);
         let assets = &config.graphiql_assets_dir;
         let graphiql_assets =
@@ -52,17 +54,12 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to the database, migrates it unless told not to, and binds the listener (port 0 picks a free one).
+    /// Migrates the database unless told not to, connects, and binds the listener (port 0 picks a free one).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = service::db::connect(&config.database_url).await?;
-        Self::with_connection(config, db).await
-    }
-
-    /// As [`Application::build`], on a connection made by the caller (tests count its statements).
-    pub async fn with_connection(config: Config, db: DatabaseConnection) -> anyhow::Result<Self> {
         if config.migrate {
             migration::migrate_up(&config.database_url).await?;
         }
+        let db = service::db::connect(&config.database_url).await?;
         let state = AppState::new(db, &config)?;
         let listener = TcpListener::bind(config.listen_addr).await?;
         Ok(Self { listener, state, config })

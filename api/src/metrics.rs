@@ -1,5 +1,5 @@
-//! `/metrics` in the Prometheus text format: requests and latency by operation, errors by code, transfers, and
-//! database pool use. Kept per server (no global registry), so several servers in one process do not mix.
+//! `/metrics` in the Prometheus text format: requests and latency by operation, errors by code, transfers, SQL
+//! statements and database pool use. Kept per server (no global registry), so several servers in one process do not mix.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -26,6 +26,7 @@ pub struct Metrics {
     requests: Mutex<HashMap<(String, &'static str), Histogram>>,
     errors: Mutex<HashMap<String, u64>>,
     transfers: AtomicU64,
+    statements: AtomicU64,
 }
 
 impl Metrics {
@@ -53,6 +54,11 @@ impl Metrics {
     pub fn count_error(&self, code: &str) {
         let mut errors = self.errors.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         *errors.entry(code.to_owned()).or_default() += 1;
+    }
+
+    /// One SQL statement sent to the database (counted by the connection's callback).
+    pub fn count_statement(&self) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_transfer(&self) {
@@ -97,6 +103,9 @@ impl Metrics {
         let _ = writeln!(out, "# HELP bank_transfers_total Transfers made.");
         let _ = writeln!(out, "# TYPE bank_transfers_total counter");
         let _ = writeln!(out, "bank_transfers_total {}", self.transfers.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP db_statements_total SQL statements sent to the database.");
+        let _ = writeln!(out, "# TYPE db_statements_total counter");
+        let _ = writeln!(out, "db_statements_total {}", self.statements.load(Ordering::Relaxed));
         let (open, idle) = service::db::pool_usage(db);
         let _ = writeln!(out, "# HELP db_pool_connections Database connections, by state.");
         let _ = writeln!(out, "# TYPE db_pool_connections gauge");

@@ -5,7 +5,6 @@
 //! [`on_both_backends!`] runs each test once per backend.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use api::{Application, cli::Cli};
@@ -157,32 +156,11 @@ pub struct TestApp {
 
 /// Starts a server on a fresh database and an unused loopback port.
 pub async fn spawn_app(backend: Backend) -> TestApp {
-    spawn_app_with(backend, |_| {}).await
-}
-
-/// As [`spawn_app`], also counting every SQL statement the server runs.
-pub async fn spawn_counting_app(backend: Backend) -> (TestApp, Arc<AtomicUsize>) {
-    let statements = Arc::new(AtomicUsize::new(0));
-    let counter = statements.clone();
-    let app = spawn_app_with(backend, move |db| {
-        db.set_metric_callback(move |_| {
-            counter.fetch_add(1, Ordering::SeqCst);
-        })
-    })
-    .await;
-    (app, statements)
+    spawn_app_on(TestDatabase::empty(backend).await).await
 }
 
 /// Starts a server on `database`.
 pub async fn spawn_app_on(database: TestDatabase) -> TestApp {
-    start_app(database, |_| {}).await
-}
-
-async fn spawn_app_with(backend: Backend, prepare: impl FnOnce(&mut DatabaseConnection)) -> TestApp {
-    start_app(TestDatabase::empty(backend).await, prepare).await
-}
-
-async fn start_app(database: TestDatabase, prepare: impl FnOnce(&mut DatabaseConnection)) -> TestApp {
     let cli = Cli::try_parse_from([
         "simple-bank",
         "--database-url",
@@ -193,9 +171,7 @@ async fn start_app(database: TestDatabase, prepare: impl FnOnce(&mut DatabaseCon
         JWT_SECRET,
     ])
     .expect("test configuration parses");
-    let mut server_db = database.connection().await;
-    prepare(&mut server_db);
-    let app = Application::with_connection(cli.config, server_db).await.expect("the server builds");
+    let app = Application::build(cli.config).await.expect("the server builds");
     let address = format!("http://{}", app.local_addr().expect("a bound address"));
     tokio::spawn(app.run_until_stopped());
     TestApp::at(address, Arc::new(database)).await
@@ -237,6 +213,14 @@ impl TestApp {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("an HTTP client");
         let db = database.connection().await;
         Self { address, db, database, client }
+    }
+
+    /// A counter from `/metrics`, such as `db_statements_total`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self.client.get(format!("{}/metrics", self.address)).send().await.expect("/metrics");
+        let text = text.text().await.expect("text");
+        let line = text.lines().find(|line| line.starts_with(&format!("{name} "))).expect("the metric");
+        line[name.len() + 1..].parse().expect("a number")
     }
 
     /// Whether `/healthz` answers.
