@@ -3,7 +3,7 @@
 DATABASE_URL ?= sqlite://simple-bank.db?mode=rwc
 export DATABASE_URL
 
-.PHONY: run test lint schema erd audit graphiql client migrateup migratedown migrateup1 migratedown1 migratestatus
+.PHONY: run test lint schema erd audit graphiql client bench migrateup migratedown migrateup1 migratedown1 migratestatus
 
 ## Serve the API on 127.0.0.1:8000 (SQLite by default; GraphiQL at /).
 run:
@@ -21,6 +21,11 @@ lint:
 ## Regenerate schema.graphql from the server's schema.
 schema:
 	cargo run -q -p simple-bank -- export-schema > schema.graphql
+
+## The benchmark: the release server beside the raw-SQL limit, on a stock PostgreSQL and on SQLite (~2 minutes).
+bench:
+	cargo build -q --release -p simple-bank -p bench
+	PG_STOCK=1 scripts/with-postgres target/release/bank-bench
 
 ## Redraw docs/schema.md from a freshly migrated PostgreSQL database.
 erd:

@@ -1,0 +1,622 @@
+//! `make bench`: the server under load, beside the database's own limit for the same work, in one run.
+//!
+//! Starts the release server on a PostgreSQL database (TEST_DATABASE_URL, a throwaway stock server started by
+//! `make bench`), creates 200 users with funded USD accounts through the API, then runs closed-loop loads over
+//! loopback with 16 concurrent connections after a warm-up:
+//! 1. `createTransfer` between random accounts, each authenticated as its sender;
+//! 2. `users(first: 20) { … accounts { … } }` as a banker;
+//! 3. `me { accounts { balance } }` while 16 other clients hammer `login`.
+//!
+//! Beside them, the raw limit: the same transfer sent straight to PostgreSQL as one function call and as a naive
+//! 7-statement transaction, and the two read queries load 2 needs. Then loads 1–2 on SQLite. It prints a table and
+//! the ratios against the targets, writes `target/bench/results.json` and `target/bench/latency.svg`, and ends by
+//! checking the ledger's invariants in both databases.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use sea_orm::sqlx::postgres::PgPoolOptions;
+use sea_orm::sqlx::sqlite::SqlitePoolOptions;
+use sea_orm::sqlx::{self, Executor};
+use serde_json::{Value, json};
+
+const CONCURRENCY: usize = 16;
+const USERS: usize = 200;
+const WARMUP: Duration = Duration::from_secs(2);
+const MEASURE: Duration = Duration::from_secs(8);
+const PASSWORD: &str = "correct horse battery";
+const SECRET: &str = "benchmark-secret-that-is-32-bytes-long";
+const TRANSFER: &str = "mutation($input: CreateTransferInput!) { createTransfer(input: $input) { transfer { id } } }";
+const USERS_QUERY: &str =
+    "{ users(first: 20) { edges { node { username fullName email accounts { id balance currency } } } } }";
+const ME: &str = "{ me { accounts { balance } } }";
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// What one load measured.
+#[derive(Clone, Debug, Default)]
+struct Measured {
+    name: String,
+    throughput: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: BTreeMap<String, u64>,
+    rss_mb: Option<f64>,
+    statements_per_request: Option<f64>,
+    /// Requests sent, warm-up included.
+    requests_total: u64,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let admin_url =
+        std::env::var("TEST_DATABASE_URL").map_err(|_| "run through `make bench` (needs TEST_DATABASE_URL)")?;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let binary = root.join("target/release/simple-bank");
+    if !binary.exists() {
+        return Err("build the server first: cargo build --release -p simple-bank".into());
+    }
+    let started = Instant::now();
+    let mut results = Vec::new();
+
+    // PostgreSQL: the server's loads.
+    let pg_url = fresh_postgres_database(&admin_url, "bench").await?;
+    let server = Server::start(&binary, &pg_url)?;
+    let bank = Bank::open(&server, USERS).await?;
+    println!("setup: {USERS} users with funded accounts in {:.1}s", started.elapsed().as_secs_f64());
+    results.push(server.measure("server: transfer", |_, rng| bank.transfer(&server, rng)).await);
+    results.push(server.measure("server: 20 users with accounts", |_, _| bank.users_page(&server)).await);
+    let flood = Arc::new(AtomicU64::new(0));
+    let flooding = bank.flood_logins(&server, flood.clone());
+    let mut me = server.measure("server: me during a login flood", |_, rng| bank.me(&server, rng)).await;
+    flooding.abort();
+    me.name =
+        format!("{} ({} logins/s)", me.name, flood.load(Ordering::Relaxed) as f64 / (WARMUP + MEASURE).as_secs_f64());
+    results.push(me);
+    drop(server);
+
+    // PostgreSQL: the same work without the server.
+    let pool = PgPoolOptions::new().max_connections(CONCURRENCY as u32).connect(&pg_url).await?;
+    pool.execute(RAW_TRANSFER_FUNCTION).await?;
+    let accounts: Vec<i64> = sqlx::query_scalar("SELECT id FROM accounts ORDER BY id").fetch_all(&pool).await?;
+    let accounts = Arc::new(accounts);
+    results.push(
+        measure("raw: transfer, one function call", None, |_, rng| {
+            let (i, j) = pick_pair(&accounts, rng);
+            let (pool, from, to) = (pool.clone(), accounts[i], accounts[j]);
+            async move {
+                sqlx::query("SELECT bench_transfer($1, $2, 1)").bind(from).bind(to).execute(&pool).await?;
+                Ok(())
+            }
+        })
+        .await,
+    );
+    results.push(
+        measure("raw: transfer, 7-statement transaction", None, |_, rng| {
+            let (i, j) = pick_pair(&accounts, rng);
+            let (pool, from, to) = (pool.clone(), accounts[i], accounts[j]);
+            async move { naive_transfer(&pool, from, to).await }
+        })
+        .await,
+    );
+    results.push(
+        measure("raw: 20 users with accounts (2 queries)", None, |_, _| {
+            let pool = pool.clone();
+            async move {
+                let users: Vec<String> = sqlx::query_scalar(
+                    "SELECT username FROM users WHERE deleted_at IS NULL ORDER BY username LIMIT 21",
+                )
+                .fetch_all(&pool)
+                .await?;
+                sqlx::query("SELECT id, owner, balance, currency FROM accounts WHERE owner = ANY($1) ORDER BY id")
+                    .bind(&users)
+                    .fetch_all(&pool)
+                    .await?;
+                Ok(())
+            }
+        })
+        .await,
+    );
+    let pg_total = check_ledger_postgres(&pool).await?;
+
+    // SQLite: loads 1–2, where zero errors is the bar.
+    let dir = tempfile::tempdir()?;
+    let sqlite_url = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
+    let server = Server::start(&binary, &sqlite_url)?;
+    let bank = Bank::open(&server, 50).await?;
+    results.push(server.measure("sqlite server: transfer", |_, rng| bank.transfer(&server, rng)).await);
+    results.push(server.measure("sqlite server: 20 users with accounts", |_, _| bank.users_page(&server)).await);
+    drop(server);
+    let sqlite_total = check_ledger_sqlite(&sqlite_url).await?;
+
+    let report = report(&results, pg_total, sqlite_total);
+    print!("{report}");
+    write_outputs(&root, &results)?;
+    println!("bench: done in {:.0}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The release server as a process, so its memory can be read from /proc.
+struct Server {
+    child: Child,
+    binary: PathBuf,
+    database_url: String,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    fn start(binary: &PathBuf, database_url: &str) -> Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new(binary)
+            .env("DATABASE_URL", database_url)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("JWT_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?;
+        let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+        let (binary, database_url) = (binary.clone(), database_url.to_owned());
+        Ok(Self { child, binary, database_url, base: format!("http://127.0.0.1:{port}"), http })
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.http.get(format!("{}/readyz", self.base)).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err("the server did not become ready".into())
+    }
+
+    async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Result<Value> {
+        let mut request =
+            self.http.post(format!("{}/graphql", self.base)).json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let body: Value = request.send().await?.json().await?;
+        match body.pointer("/errors/0/extensions/code").and_then(Value::as_str) {
+            Some(code) => Err(code.to_owned().into()),
+            None => Ok(body),
+        }
+    }
+
+    async fn statements(&self) -> Option<u64> {
+        let text = self.http.get(format!("{}/metrics", self.base)).send().await.ok()?.text().await.ok()?;
+        text.lines().find_map(|line| line.strip_prefix("db_statements_total ")?.parse().ok())
+    }
+
+    fn rss_mb(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches(" kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb / 1024.0)
+    }
+
+    /// A load through this server, with its peak memory and SQL statements per request.
+    async fn measure<F, Fut>(&self, name: &str, work: F) -> Measured
+    where
+        F: Fn(usize, &mut rand::rngs::ThreadRng) -> Fut,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        let before = self.statements().await;
+        let mut measured = measure(name, Some(self), work).await;
+        let after = self.statements().await;
+        if let (Some(before), Some(after)) = (before, after) {
+            measured.statements_per_request = Some((after - before) as f64 / measured.requests_total.max(1) as f64);
+        }
+        measured
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Bank {
+    banker: String,
+    tokens: Vec<String>,
+    accounts: Vec<String>,
+}
+
+impl Bank {
+    /// Signs up a banker (made one with `set-role`) and `users` depositors with funded USD accounts.
+    async fn open(server: &Server, users: usize) -> Result<Arc<Self>> {
+        server.wait_ready().await?;
+        let sign_up = "mutation($i: CreateUserInput!) { createUser(input: $i) { username } }";
+        let login = "mutation($i: LoginInput!) { login(input: $i) { accessToken } }";
+        let user = |name: String| json!({ "i": { "username": name, "password": PASSWORD, "fullName": "Bench User", "email": format!("{name}@example.com") } });
+        server.graphql(sign_up, user("banker".into()), None).await?;
+        let status = Command::new(&server.binary)
+            .args(["set-role", "banker", "banker"])
+            .env("DATABASE_URL", &server.database_url)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err("set-role failed".into());
+        }
+        let credentials = |name: &str| json!({ "i": { "username": name, "password": PASSWORD } });
+        let banker = server.graphql(login, credentials("banker"), None).await?["data"]["login"]["accessToken"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let banker_token = &banker;
+        let people = futures::future::try_join_all((0..users).map(|i| async move {
+            let name = format!("user_{i:03}");
+            server.graphql(sign_up, user(name.clone()), None).await?;
+            let token = server.graphql(login, credentials(&name), None).await?["data"]["login"]["accessToken"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let account = server
+                .graphql("mutation { createAccount(currency: USD) { id } }", json!({}), Some(&token))
+                .await?["data"]["createAccount"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            server
+                .graphql(
+                    "mutation($i: DepositInput!) { deposit(input: $i) { id } }",
+                    json!({ "i": { "accountId": account, "amount": "100000000" } }),
+                    Some(banker_token),
+                )
+                .await?;
+            Result::Ok((token, account))
+        }))
+        .await?;
+        let (tokens, accounts) = people.into_iter().unzip();
+        Ok(Arc::new(Self { banker, tokens, accounts }))
+    }
+
+    fn transfer(
+        self: &Arc<Self>,
+        server: &Server,
+        rng: &mut rand::rngs::ThreadRng,
+    ) -> impl Future<Output = Result<()>> + Send + use<> {
+        let (from, to) = pick_pair(&self.accounts, rng);
+        let (bank, http, base) = (self.clone(), server.http.clone(), server.base.clone());
+        async move {
+            let input = json!({ "input": { "fromAccountId": bank.accounts[from], "toAccountId": bank.accounts[to],
+                                           "amount": "1", "currency": "USD" } });
+            post(&http, &base, TRANSFER, input, Some(&bank.tokens[from])).await
+        }
+    }
+
+    fn users_page(self: &Arc<Self>, server: &Server) -> impl Future<Output = Result<()>> + Send + use<> {
+        let (bank, http, base) = (self.clone(), server.http.clone(), server.base.clone());
+        async move { post(&http, &base, USERS_QUERY, json!({}), Some(&bank.banker)).await }
+    }
+
+    fn me(
+        self: &Arc<Self>,
+        server: &Server,
+        rng: &mut rand::rngs::ThreadRng,
+    ) -> impl Future<Output = Result<()>> + Send + use<> {
+        let who = rng.random_range(0..self.tokens.len());
+        let (bank, http, base) = (self.clone(), server.http.clone(), server.base.clone());
+        async move { post(&http, &base, ME, json!({}), Some(&bank.tokens[who])).await }
+    }
+
+    /// 16 clients logging in as fast as they can (valid passwords, so throttling does not stop them).
+    fn flood_logins(self: &Arc<Self>, server: &Server, count: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+        let (http, base) = (server.http.clone(), server.base.clone());
+        let users = self.tokens.len();
+        tokio::spawn(async move {
+            let clients = (0..CONCURRENCY).map(|c| {
+                let (http, base, count) = (http.clone(), base.clone(), count.clone());
+                async move {
+                    let mut n = c;
+                    loop {
+                        let name = format!("user_{:03}", n % users);
+                        let input = json!({ "i": { "username": name, "password": PASSWORD } });
+                        let query = "mutation($i: LoginInput!) { login(input: $i) { accessToken } }";
+                        if post(&http, &base, query, input, None).await.is_ok() {
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                        n += CONCURRENCY;
+                    }
+                }
+            });
+            futures::future::join_all(clients).await;
+        })
+    }
+}
+
+async fn post(http: &reqwest::Client, base: &str, query: &str, variables: Value, token: Option<&str>) -> Result<()> {
+    let mut request = http.post(format!("{base}/graphql")).json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let body: Value = request.send().await?.json().await?;
+    match body.pointer("/errors/0/extensions/code").and_then(Value::as_str) {
+        Some(code) => Err(code.to_owned().into()),
+        None => Ok(()),
+    }
+}
+
+fn pick_pair<T>(items: &[T], rng: &mut rand::rngs::ThreadRng) -> (usize, usize) {
+    let from = rng.random_range(0..items.len());
+    let to = (from + rng.random_range(1..items.len())) % items.len();
+    (from, to)
+}
+
+/// A closed loop: CONCURRENCY workers, each sending its next request when the last is answered; latencies are
+/// kept after the warm-up. With a server, its peak memory is sampled throughout.
+async fn measure<F, Fut>(name: &str, server: Option<&Server>, work: F) -> Measured
+where
+    F: Fn(usize, &mut rand::rngs::ThreadRng) -> Fut,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    let started = Instant::now();
+    let measuring_from = started + WARMUP;
+    let deadline = measuring_from + MEASURE;
+    let work = &work;
+    let workers = (0..CONCURRENCY).map(|worker| async move {
+        let mut latencies = Vec::new();
+        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+        let mut sent_total = 0u64;
+        while Instant::now() < deadline {
+            let request = work(worker, &mut rand::rng());
+            let sent = Instant::now();
+            // Spawned, so that the 16 workers run on every core rather than inside one task.
+            let outcome = match tokio::spawn(request).await {
+                Ok(outcome) => outcome,
+                Err(join) => Err(join.into()),
+            };
+            let done = Instant::now();
+            sent_total += 1;
+            if sent >= measuring_from {
+                latencies.push(done - sent);
+                if let Err(err) = outcome {
+                    *errors.entry(err.to_string()).or_default() += 1;
+                }
+            }
+        }
+        (latencies, errors, sent_total)
+    });
+    let mut peak_rss: Option<f64> = None;
+    let results = {
+        let sampling = async {
+            loop {
+                if let Some(rss) = server.and_then(Server::rss_mb) {
+                    peak_rss = Some(peak_rss.map_or(rss, |p: f64| p.max(rss)));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::select! {
+            results = futures::future::join_all(workers) => results,
+            () = sampling => unreachable!("sampling never ends"),
+        }
+    };
+    let mut latencies: Vec<Duration> = Vec::new();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut requests_total = 0;
+    for (l, e, sent) in results {
+        requests_total += sent;
+        latencies.extend(l);
+        for (code, n) in e {
+            *errors.entry(code).or_default() += n;
+        }
+    }
+    latencies.sort();
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let measured = Measured {
+        name: name.to_owned(),
+        throughput: latencies.len() as f64 / MEASURE.as_secs_f64(),
+        p50_ms: percentile(0.50),
+        p99_ms: percentile(0.99),
+        errors,
+        rss_mb: peak_rss,
+        statements_per_request: None,
+        requests_total,
+    };
+    eprintln!("  measured {name}: {:.0}/s", measured.throughput);
+    measured
+}
+
+const RAW_TRANSFER_FUNCTION: &str = r#"
+CREATE OR REPLACE FUNCTION bench_transfer(p_from bigint, p_to bigint, p_amount bigint) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE t_id bigint;
+BEGIN
+    PERFORM 1 FROM accounts WHERE id IN (p_from, p_to) ORDER BY id FOR UPDATE;
+    UPDATE accounts SET balance = balance - p_amount WHERE id = p_from;
+    UPDATE accounts SET balance = balance + p_amount WHERE id = p_to;
+    INSERT INTO transfers (from_account_id, to_account_id, amount) VALUES (p_from, p_to, p_amount) RETURNING id INTO t_id;
+    INSERT INTO entries (account_id, amount, transfer_id) VALUES (p_from, -p_amount, t_id), (p_to, p_amount, t_id);
+    RETURN t_id;
+END $$;
+"#;
+
+async fn naive_transfer(pool: &sqlx::PgPool, from: i64, to: i64) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT id FROM accounts WHERE id IN ($1, $2) ORDER BY id FOR UPDATE")
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE accounts SET balance = balance - 1 WHERE id = $1").bind(from).execute(&mut *tx).await?;
+    sqlx::query("UPDATE accounts SET balance = balance + 1 WHERE id = $1").bind(to).execute(&mut *tx).await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO transfers (from_account_id, to_account_id, amount) VALUES ($1, $2, 1) RETURNING id",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO entries (account_id, amount, transfer_id) VALUES ($1, -1, $3), ($2, 1, $3)")
+        .bind(from)
+        .bind(to)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn fresh_postgres_database(admin_url: &str, name: &str) -> Result<String> {
+    let admin = PgPoolOptions::new().max_connections(1).connect(admin_url).await?;
+    // The name is ours (a constant), not input.
+    admin
+        .execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))))
+        .await?;
+    admin.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))).await?;
+    let (server, _) = admin_url.rsplit_once('/').ok_or("TEST_DATABASE_URL names a database")?;
+    Ok(format!("{server}/{name}"))
+}
+
+/// Each counts what breaks an invariant, as a 64-bit integer on both databases: zero means it holds.
+const LEDGER_CHECKS: [(&str, &str); 3] = [
+    (
+        "balance = Σ entries",
+        "SELECT count(*) FROM accounts a \
+         WHERE a.balance <> (SELECT coalesce(sum(e.amount), 0) FROM entries e WHERE e.account_id = a.id)",
+    ),
+    ("no negative balance", "SELECT count(*) FROM accounts WHERE balance < 0"),
+    (
+        "money conserved",
+        "SELECT CAST((SELECT coalesce(sum(balance), 0) FROM accounts) \
+         - (SELECT coalesce(sum(amount), 0) FROM entries WHERE transfer_id IS NULL) AS BIGINT)",
+    ),
+];
+const TOTAL: &str = "SELECT CAST(coalesce(sum(balance), 0) AS BIGINT) FROM accounts";
+
+async fn check_ledger_postgres(pool: &sqlx::PgPool) -> Result<i64> {
+    for (what, sql) in LEDGER_CHECKS {
+        let broken: i64 = sqlx::query_scalar(sql).fetch_one(pool).await?;
+        if broken != 0 {
+            return Err(format!("ledger check failed on PostgreSQL: {what}").into());
+        }
+    }
+    Ok(sqlx::query_scalar(TOTAL).fetch_one(pool).await?)
+}
+
+async fn check_ledger_sqlite(url: &str) -> Result<i64> {
+    let pool = SqlitePoolOptions::new().max_connections(1).connect(url).await?;
+    for (what, sql) in LEDGER_CHECKS {
+        let broken: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await?;
+        if broken != 0 {
+            return Err(format!("ledger check failed on SQLite: {what}").into());
+        }
+    }
+    Ok(sqlx::query_scalar(TOTAL).fetch_one(&pool).await?)
+}
+
+fn report(results: &[Measured], pg_total: i64, sqlite_total: i64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{:<58} {:>9} {:>8} {:>8} {:>8} {:>10}  errors",
+        "load (16 connections)", "req/s", "p50 ms", "p99 ms", "RSS MB", "SQL/req"
+    );
+    for m in results {
+        let _ = writeln!(
+            out,
+            "{:<58} {:>9.0} {:>8.2} {:>8.2} {:>8} {:>10}  {}",
+            m.name,
+            m.throughput,
+            m.p50_ms,
+            m.p99_ms,
+            m.rss_mb.map_or("-".into(), |r| format!("{r:.1}")),
+            m.statements_per_request.map_or("-".into(), |s| format!("{s:.1}")),
+            if m.errors.is_empty() { "none".to_owned() } else { format!("{:?}", m.errors) },
+        );
+    }
+    let find = |prefix: &str| results.iter().find(|m| m.name.starts_with(prefix));
+    let ratio = |a: &str, b: &str| match (find(a), find(b)) {
+        (Some(a), Some(b)) if b.throughput > 0.0 => a.throughput / b.throughput,
+        _ => 0.0,
+    };
+    let transfer = ratio("server: transfer", "raw: transfer, one function call");
+    let reads = ratio("server: 20 users", "raw: 20 users");
+    let p99 = |prefix: &str| find(prefix).map_or(f64::MAX, |m| m.p99_ms);
+    let rss = results.iter().filter_map(|m| m.rss_mb).fold(0.0, f64::max);
+    let targets = [
+        ("transfers ≥ 0.5 × raw one-call transfer", transfer >= 0.5, format!("{transfer:.2}×")),
+        ("transfer p99 ≤ 10 ms", p99("server: transfer") <= 10.0, format!("{:.2} ms", p99("server: transfer"))),
+        ("20 users with accounts ≥ 0.5 × raw queries", reads >= 0.5, format!("{reads:.2}×")),
+        ("me p99 ≤ 20 ms during the login flood", p99("server: me") <= 20.0, format!("{:.2} ms", p99("server: me"))),
+        ("server RSS ≤ 64 MB", rss <= 64.0, format!("{rss:.1} MB")),
+        (
+            "no errors on SQLite",
+            results.iter().filter(|m| m.name.starts_with("sqlite")).all(|m| m.errors.is_empty()),
+            String::new(),
+        ),
+    ];
+    let _ = writeln!(out, "\nratios and targets:");
+    for (target, met, value) in targets {
+        let _ = writeln!(out, "  [{}] {target}: {value}", if met { "met" } else { "MISSED" });
+    }
+    let _ = writeln!(
+        out,
+        "\nledger invariants hold (balance = Σ entries, none negative, money conserved): PostgreSQL total {pg_total}, SQLite total {sqlite_total}"
+    );
+    out
+}
+
+fn write_outputs(root: &std::path::Path, results: &[Measured]) -> Result<()> {
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let json: Vec<Value> = results
+        .iter()
+        .map(|m| json!({ "load": m.name, "throughput": m.throughput, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms,
+                         "rss_mb": m.rss_mb, "sql_statements_per_request": m.statements_per_request, "errors": m.errors }))
+        .collect();
+    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&json)?)?;
+    std::fs::write(dir.join("latency.svg"), svg(results))?;
+    println!("wrote target/bench/results.json and target/bench/latency.svg");
+    Ok(())
+}
+
+/// Horizontal bars of p50 (dark) and p99 (light) latency per load.
+fn svg(results: &[Measured]) -> String {
+    let (width, row, left) = (900.0, 34.0, 380.0);
+    let max = results.iter().map(|m| m.p99_ms).fold(1.0, f64::max);
+    let scale = (width - left - 80.0) / max;
+    let height = 60.0 + row * results.len() as f64;
+    let mut out = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="13"><rect width="100%" height="100%" fill="white"/><text x="10" y="22" font-size="15">Latency per load, 16 connections: p50 (dark) and p99 (light), ms</text>"#
+    );
+    for (i, m) in results.iter().enumerate() {
+        let y = 40.0 + row * i as f64;
+        let _ = write!(
+            out,
+            r##"<text x="10" y="{ty}">{name}</text><rect x="{left}" y="{y}" width="{w99}" height="22" fill="#9ecae1"/><rect x="{left}" y="{y}" width="{w50}" height="22" fill="#3182bd"/><text x="{tx}" y="{ty}">{p50:.1} / {p99:.1}</text>"##,
+            ty = y + 16.0,
+            name = m.name.replace('&', "&amp;").replace('<', "&lt;"),
+            w99 = m.p99_ms * scale,
+            w50 = m.p50_ms * scale,
+            tx = left + m.p99_ms * scale + 6.0,
+            p50 = m.p50_ms,
+            p99 = m.p99_ms,
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
