@@ -332,13 +332,7 @@ async fn the_bank_workload_passes_under_serializable_isolation() {
     assert_eq!(isolation, "serializable");
     let bank = Bank::open(&app, 6, 1_000).await;
 
-    let readers = (0..2).map(|_| async {
-        let mut totals = Vec::new();
-        for _ in 0..8 {
-            totals.push(bank.total_seen(&app).await);
-        }
-        totals
-    });
+    let readers = (0..2).map(|_| bank.watch_total(&app, 8));
     let apps = [&app];
     let (codes, totals) = tokio::join!(bank.run_transfers(&apps, 15), futures::future::join_all(readers));
 

@@ -14,6 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use entity::account::{self, Currency};
 use entity::{entry, idempotency_key, transfer};
+use rand::Rng;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
@@ -25,8 +26,12 @@ use crate::auth::Caller;
 use crate::domain::Amount;
 use crate::{Error, ResultExt, constraint};
 
-/// How many times a transaction the database aborted for concurrency (40001, 40P01) is tried in all.
-const MAX_ATTEMPTS: u32 = 8;
+/// How many times a transaction the database aborted for concurrency (40001, 40P01) is tried in all. Under
+/// SERIALIZABLE a transfer that had to wait for another one's row lock is aborted, so a hot account can cost several
+/// tries; the pauses between them are random so that colliding transfers stop retrying in step.
+const MAX_ATTEMPTS: u32 = 20;
+/// The longest pause between two tries.
+const MAX_PAUSE_MS: u64 = 50;
 /// The longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
@@ -294,7 +299,8 @@ fn request_hash(request: &TransferRequest) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
 }
 
-/// Runs `attempt` again when the database aborted it for concurrency, with a short growing pause between tries.
+/// Runs `attempt` again when the database aborted it for concurrency, after a random pause that grows with the
+/// tries (full jitter).
 async fn with_retry<T, F, Fut>(mut attempt: F) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
@@ -305,7 +311,9 @@ where
         match attempt().await {
             Err(Error::Database(err)) if tries < MAX_ATTEMPTS && is_transient(&err) => {
                 tracing::debug!(%err, tries, "retrying a transaction the database aborted");
-                tokio::time::sleep(Duration::from_millis(2 << tries)).await;
+                let ceiling = Ord::min(1u64 << Ord::min(tries, 6), MAX_PAUSE_MS);
+                let pause = Duration::from_millis(rand::rng().random_range(1..=ceiling));
+                tokio::time::sleep(pause).await;
                 tries += 1;
             }
             result => return result,
@@ -334,7 +342,7 @@ pub async fn entries_of(
     if let Some(after) = after {
         query = query.filter(entry::Column::Id.lt(after));
     }
-    page(query.order_by_desc(entry::Column::Id).limit(first + 1).all(db).await?, first)
+    Ok(crate::page(query.order_by_desc(entry::Column::Id).limit(first + 1).all(db).await?, first))
 }
 
 /// Transfers into and out of an account, newest first, after the transfer `after`.
@@ -352,13 +360,7 @@ pub async fn transfers_of(
     if let Some(after) = after {
         query = query.filter(transfer::Column::Id.lt(after));
     }
-    page(query.order_by_desc(transfer::Column::Id).limit(first + 1).all(db).await?, first)
-}
-
-fn page<T>(mut rows: Vec<T>, first: u64) -> Result<(Vec<T>, bool), Error> {
-    let has_more = rows.len() as u64 > first;
-    rows.truncate(first as usize);
-    Ok((rows, has_more))
+    Ok(crate::page(query.order_by_desc(transfer::Column::Id).limit(first + 1).all(db).await?, first))
 }
 
 /// Every account of these owners, in one statement (for batch loading).

@@ -15,3 +15,10 @@ pub mod users;
 
 pub use entity;
 pub use error::{Error, ResultExt};
+
+/// Splits rows fetched with `LIMIT first + 1` into the page and whether more follow.
+pub(crate) fn page<T>(mut rows: Vec<T>, first: u64) -> (Vec<T>, bool) {
+    let has_more = rows.len() as u64 > first;
+    rows.truncate(first as usize);
+    (rows, has_more)
+}

@@ -68,10 +68,7 @@ pub async fn list(
     if let Some(after) = after {
         query = query.filter(user::Column::Username.gt(after));
     }
-    let mut users = query.all(db).await?;
-    let has_more = users.len() as u64 > first;
-    users.truncate(first as usize);
-    Ok((users, has_more))
+    Ok(crate::page(query.all(db).await?, first))
 }
 
 /// The active addresses of these users, oldest first, in one statement (for batch loading).

@@ -213,13 +213,7 @@ async fn concurrent_transfers_both_ways_never_lose_money_and_every_read_sees_the
     let app = spawn_app(backend).await;
     let bank = Bank::open(&app, 6, 1_000).await;
 
-    let readers = (0..2).map(|_| async {
-        let mut totals = Vec::new();
-        for _ in 0..10 {
-            totals.push(bank.total_seen(&app).await);
-        }
-        totals
-    });
+    let readers = (0..2).map(|_| bank.watch_total(&app, 10));
     let apps = [&app];
     let (codes, totals) = tokio::join!(bank.run_transfers(&apps, 15), futures::future::join_all(readers));
 

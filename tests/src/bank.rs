@@ -56,6 +56,15 @@ impl Bank {
         futures::future::join_all(clients).await.into_iter().flatten().collect()
     }
 
+    /// The total as the banker reads it, `times` times in a row (run it beside a load).
+    pub async fn watch_total(&self, app: &TestApp, times: usize) -> Vec<i64> {
+        let mut totals = Vec::with_capacity(times);
+        for _ in 0..times {
+            totals.push(self.total_seen(app).await);
+        }
+        totals
+    }
+
     /// The sum of every balance, as the banker reads it in one request.
     pub async fn total_seen(&self, app: &TestApp) -> i64 {
         let response = app

@@ -161,6 +161,12 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Starts a server on `database`.
 pub async fn spawn_app_on(database: TestDatabase) -> TestApp {
+    // The server's logs (warnings and errors, unless RUST_LOG says otherwise) show in a failing test's output.
+    if std::env::var_os("RUST_LOG").is_none() {
+        api::telemetry::init_with("warn");
+    } else {
+        api::telemetry::init();
+    }
     let cli = Cli::try_parse_from([
         "simple-bank",
         "--database-url",

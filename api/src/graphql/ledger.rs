@@ -3,7 +3,7 @@
 // `fromAccount` and `fromEntry` are field names of the public schema, not conversions.
 #![allow(clippy::wrong_self_convention)]
 
-use async_graphql::connection::{Connection, Edge};
+use async_graphql::connection::Connection;
 use async_graphql::{
     Context, Enum, ID, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType, Value,
 };
@@ -13,7 +13,7 @@ use service::entity::{account, entry, transfer};
 use service::ledger::{self, TransferOutcome, TransferRequest};
 
 use super::users::User;
-use super::{ApiError, authorize_owner, caller, db, decode_cursor, encode_cursor, loaders, metrics, page_size, pool};
+use super::{ApiError, authorize_owner, caller, db, loaders, metrics, paginate, pool};
 
 /// An amount of money in minor units (cents), as a signed 64-bit integer. Serialized as a string ("1250") because
 /// JavaScript numbers lose precision past 2^53; accepted as a string or an integer.
@@ -106,12 +106,8 @@ impl Account {
         after: Option<String>,
     ) -> Result<Connection<String, Entry>, ApiError> {
         authorize_owner(ctx, &self.0.owner).await?;
-        let first = page_size(first)?;
-        let after = after.map(|c| decode_cursor::<i64>(&c)).transpose()?;
-        let (entries, has_next) = ledger::entries_of(db(ctx), self.0.id, first, after).await?;
-        let mut connection = Connection::new(after.is_some(), has_next);
-        connection.edges.extend(entries.into_iter().map(|e| Edge::new(encode_cursor(e.id), Entry(e))));
-        Ok(connection)
+        let fetch = |first, after| ledger::entries_of(db(ctx), self.0.id, first, after);
+        paginate(first, after, fetch, |entry: &entry::Model| entry.id, Entry).await
     }
 
     /// Transfers into and out of the account, newest first (the owner or a banker only).
@@ -122,12 +118,8 @@ impl Account {
         after: Option<String>,
     ) -> Result<Connection<String, Transfer>, ApiError> {
         authorize_owner(ctx, &self.0.owner).await?;
-        let first = page_size(first)?;
-        let after = after.map(|c| decode_cursor::<i64>(&c)).transpose()?;
-        let (transfers, has_next) = ledger::transfers_of(db(ctx), self.0.id, first, after).await?;
-        let mut connection = Connection::new(after.is_some(), has_next);
-        connection.edges.extend(transfers.into_iter().map(|t| Edge::new(encode_cursor(t.id), Transfer(t))));
-        Ok(connection)
+        let fetch = |first, after| ledger::transfers_of(db(ctx), self.0.id, first, after);
+        paginate(first, after, fetch, |transfer: &transfer::Model| transfer.id, Transfer).await
     }
 }
 

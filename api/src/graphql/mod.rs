@@ -8,7 +8,10 @@ mod users;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use async_graphql::{Context, EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use std::future::Future;
+
+use async_graphql::connection::{Connection, CursorType, Edge, OpaqueCursor};
+use async_graphql::{Context, EmptySubscription, MergedObject, OutputType, Schema, SchemaBuilder};
 use sea_orm::DatabaseConnection;
 use service::auth::{Caller, TokenConfig};
 use service::db::Db;
@@ -113,27 +116,35 @@ pub(crate) async fn authorize_owner(ctx: &Context<'_>, owner: &str) -> Result<()
     if caller(ctx).await?.may_act_for(owner) { Ok(()) } else { Err(service::Error::Forbidden.into()) }
 }
 
-/// Validates a page size: 0–100, default 20.
-pub(crate) fn page_size(first: Option<i32>) -> Result<u64, ApiError> {
+/// One page of a list as a Relay connection. `fetch(first, after)` returns up to `first` rows after the row whose
+/// cursor value is `after`, and whether more follow; `cursor` names a row's position, `node` makes its GraphQL type.
+pub(crate) async fn paginate<C, M, N, Fut>(
+    first: Option<i32>,
+    after: Option<String>,
+    fetch: impl FnOnce(u64, Option<C>) -> Fut,
+    cursor: impl Fn(&M) -> C,
+    node: impl Fn(M) -> N,
+) -> Result<Connection<String, N>, ApiError>
+where
+    C: serde::Serialize + serde::de::DeserializeOwned + Send + Sync,
+    N: OutputType,
+    Fut: Future<Output = Result<(Vec<M>, bool), service::Error>>,
+{
     let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(0..=MAX_PAGE_SIZE).contains(&first) {
         return Err(service::Error::invalid("first", format!("first must be 0–{MAX_PAGE_SIZE}")).into());
     }
-    Ok(first as u64)
-}
-
-/// Decodes a cursor this API handed out.
-pub(crate) fn decode_cursor<T: serde::de::DeserializeOwned + serde::Serialize>(cursor: &str) -> Result<T, ApiError> {
-    use async_graphql::connection::{CursorType, OpaqueCursor};
-    OpaqueCursor::<T>::decode_cursor(cursor)
-        .map(|c| c.0)
-        .map_err(|_| service::Error::invalid("after", "not a cursor from this API").into())
-}
-
-/// Encodes a cursor.
-pub(crate) fn encode_cursor<T: serde::de::DeserializeOwned + serde::Serialize>(value: T) -> String {
-    use async_graphql::connection::{CursorType, OpaqueCursor};
-    OpaqueCursor(value).encode_cursor()
+    let after = after
+        .map(|after| OpaqueCursor::<C>::decode_cursor(&after).map(|c| c.0))
+        .transpose()
+        .map_err(|_| service::Error::invalid("after", "not a cursor from this API"))?;
+    let has_previous = after.is_some();
+    let (rows, has_next) = fetch(first as u64, after).await?;
+    let mut connection = Connection::new(has_previous, has_next);
+    connection
+        .edges
+        .extend(rows.into_iter().map(|row| Edge::new(OpaqueCursor(cursor(&row)).encode_cursor(), node(row))));
+    Ok(connection)
 }
 
 pub(crate) fn throttle<'a>(ctx: &Context<'a>) -> &'a LoginThrottle {

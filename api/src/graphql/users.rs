@@ -1,6 +1,6 @@
 //! Users and sessions over GraphQL.
 
-use async_graphql::connection::{Connection, Edge};
+use async_graphql::connection::Connection;
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use service::auth::Tokens;
@@ -9,7 +9,7 @@ use service::entity::user;
 use service::users::{self, NewUser, UserUpdate};
 
 use super::ledger::Account;
-use super::{ApiError, caller, client, db, decode_cursor, encode_cursor, loaders, page_size, pool, throttle, tokens};
+use super::{ApiError, caller, client, db, loaders, paginate, pool, throttle, tokens};
 
 /// What a user may do.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
@@ -167,14 +167,9 @@ impl UserQuery {
         after: Option<String>,
     ) -> Result<Connection<String, User>, ApiError> {
         let caller = caller(ctx).await?;
-        let first = page_size(first)?;
-        let after = after.map(|cursor| decode_cursor::<String>(&cursor)).transpose()?;
-        let (page, has_next) = users::list(db(ctx), caller, first, after.as_deref()).await?;
-        let mut connection = Connection::new(after.is_some(), has_next);
-        connection
-            .edges
-            .extend(page.into_iter().map(|user| Edge::new(encode_cursor(user.username.clone()), User(user))));
-        Ok(connection)
+        let fetch =
+            |first, after: Option<String>| async move { users::list(db(ctx), caller, first, after.as_deref()).await };
+        paginate(first, after, fetch, |user: &user::Model| user.username.clone(), User).await
     }
 }
 
