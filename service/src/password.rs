@@ -1,8 +1,11 @@
-//! Password hashing with argon2id, off the async runtime and bounded in how many run at once.
+//! Password hashing with argon2id, off the async runtime, bounded in how many run at once and in memory.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex, OnceLock};
 
-use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordVerifier, Version};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use rand::RngCore;
 use tokio::sync::Semaphore;
 
 use crate::Error;
@@ -12,50 +15,100 @@ use crate::domain::Password;
 const MEMORY_KIB: u32 = 19 * 1024;
 const ITERATIONS: u32 = 2;
 const LANES: u32 = 1;
+const SALT_LEN: usize = 16;
+const HASH_LEN: usize = 32;
 
 /// At most one hash per core at a time: each holds 19 MiB and a blocking thread, so a login flood queues here
 /// instead of exhausting memory or the blocking pool that other requests need.
 static PERMITS: LazyLock<Semaphore> =
     LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
 
+/// argon2's 19 MiB work areas, one per permit, allocated once and reused. Handed back to the allocator after each
+/// hash, blocks that large tend to stay resident: a few hundred logins left the server holding over 500 MB.
+static WORK_AREAS: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+
 /// A hash of a password nobody has, verified against when the user does not exist, so that an unknown username
 /// costs the same time as a wrong password and reveals nothing.
-static DECOY_HASH: LazyLock<String> = LazyLock::new(|| {
-    argon2().hash_password(b"decoy password that is never used").map(|hash| hash.to_string()).unwrap_or_default()
-});
+static DECOY_HASH: OnceLock<String> = OnceLock::new();
+
+/// How this service writes a hash (PHC string format), up to the salt.
+fn phc_prefix() -> String {
+    format!("$argon2id$v=19$m={MEMORY_KIB},t={ITERATIONS},p={LANES}$")
+}
 
 fn argon2() -> Argon2<'static> {
-    let params = Params::new(MEMORY_KIB, ITERATIONS, LANES, None).unwrap_or_default();
+    let params = Params::new(MEMORY_KIB, ITERATIONS, LANES, Some(HASH_LEN)).unwrap_or_default();
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
 /// Hashes `password` with a fresh random salt, in PHC string form.
 pub async fn hash(password: &Password) -> Result<String, Error> {
     let password = password.expose().to_owned();
-    run_blocking(move || {
-        argon2()
-            .hash_password(password.as_bytes())
-            .map(|hash| hash.to_string())
-            .map_err(|err| Error::Internal(format!("hashing a password: {err}")))
-    })
-    .await
+    run_blocking(move |area| hash_in(area, password.as_bytes())).await
 }
 
 /// Whether `password` matches `hash`; with no hash (unknown user) it checks a decoy and answers false.
 pub async fn verify(password: &str, hash: Option<String>) -> Result<bool, Error> {
     let password = password.to_owned();
-    run_blocking(move || {
-        let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| DECOY_HASH.clone());
-        let matches = argon2().verify_password(password.as_bytes(), hash.as_str()).is_ok();
-        Ok(known && matches)
+    run_blocking(move |area| {
+        let Some(hash) = hash else {
+            let decoy = match DECOY_HASH.get() {
+                Some(decoy) => decoy.clone(),
+                None => DECOY_HASH.get_or_init(|| hash_in(area, b"decoy password").unwrap_or_default()).clone(),
+            };
+            verify_in(area, password.as_bytes(), &decoy);
+            return Ok(false);
+        };
+        Ok(verify_in(area, password.as_bytes(), &hash))
     })
     .await
 }
 
-async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
+fn hash_in(area: &mut [Block], password: &[u8]) -> Result<String, Error> {
+    let mut salt = [0u8; SALT_LEN];
+    rand::rng().fill_bytes(&mut salt);
+    let mut out = [0u8; HASH_LEN];
+    argon2()
+        .hash_password_into_with_memory(password, &salt, &mut out, area)
+        .map_err(|err| Error::Internal(format!("hashing a password: {err}")))?;
+    Ok(format!("{}{}${}", phc_prefix(), STANDARD_NO_PAD.encode(salt), STANDARD_NO_PAD.encode(out)))
+}
+
+/// Hashes in this service's own form are checked in the reused work area; any other form (older parameters, say)
+/// goes through argon2's own verifier.
+fn verify_in(area: &mut [Block], password: &[u8], phc: &str) -> bool {
+    let Some((salt, expected)) = phc.strip_prefix(&phc_prefix()).and_then(|rest| rest.split_once('$')) else {
+        return argon2().verify_password(password, phc).is_ok();
+    };
+    let (Ok(salt), Ok(expected)) = (STANDARD_NO_PAD.decode(salt), STANDARD_NO_PAD.decode(expected)) else {
+        return false;
+    };
+    let mut out = [0u8; HASH_LEN];
+    if expected.len() != HASH_LEN || argon2().hash_password_into_with_memory(password, &salt, &mut out, area).is_err() {
+        return false;
+    }
+    // Compared in constant time: how many leading bytes match says nothing.
+    out.iter().zip(&expected).fold(0u8, |differ, (a, b)| differ | (a ^ b)) == 0
+}
+
+/// Runs `work` on the blocking pool with a permit and a work area, both returned when it is done.
+async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce(&mut [Block]) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
     let _permit = PERMITS.acquire().await.map_err(|err| Error::Internal(format!("password permits closed: {err}")))?;
-    tokio::task::spawn_blocking(work).await.map_err(|err| Error::Internal(format!("password task failed: {err}")))?
+    let pooled = WORK_AREAS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+    let mut area = pooled.unwrap_or_else(|| {
+        let blocks = Params::new(MEMORY_KIB, ITERATIONS, LANES, Some(HASH_LEN)).map_or(0, |p| p.block_count());
+        vec![Block::default(); blocks]
+    });
+    let (result, area) = tokio::task::spawn_blocking(move || {
+        let result = work(&mut area);
+        (result, area)
+    })
+    .await
+    .map_err(|err| Error::Internal(format!("password task failed: {err}")))?;
+    WORK_AREAS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(area);
+    result
 }
 
 #[cfg(test)]
@@ -70,6 +123,18 @@ mod tests {
         assert!(verify("correct horse battery", Some(hashed.clone())).await?);
         assert!(!verify("wrong horse battery", Some(hashed)).await?);
         assert!(!verify("correct horse battery", None).await?);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn hashes_in_argon2s_own_form_still_verify() -> Result<(), Error> {
+        use argon2::PasswordHasher;
+        let theirs = argon2().hash_password(b"correct horse battery").map(|h| h.to_string());
+        let theirs = theirs.map_err(|err| Error::Internal(err.to_string()))?;
+        assert!(verify("correct horse battery", Some(theirs.clone())).await?);
+        assert!(!verify("wrong horse battery", Some(theirs)).await?);
+        let ours = hash(&Password::parse("correct horse battery")?).await?;
+        assert!(argon2().verify_password(b"correct horse battery", ours.as_str()).is_ok(), "argon2 reads ours too");
         Ok(())
     }
 }
