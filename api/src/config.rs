@@ -101,7 +101,7 @@ impl Config {
 
     pub fn token_config(&self) -> anyhow::Result<TokenConfig> {
         let secret = match (&self.jwt_secret, self.environment) {
-            (Some(secret), _) if secret.0.len() >= Self::MIN_SECRET_BYTES => secret.0.as_bytes().to_vec(),
+            (Some(secret), _) if secret.expose().len() >= Self::MIN_SECRET_BYTES => secret.expose().as_bytes().to_vec(),
             (Some(_), _) => bail!("JWT_SECRET must be at least {} bytes", Self::MIN_SECRET_BYTES),
             (None, Environment::Production) => bail!("JWT_SECRET is required outside development"),
             (None, Environment::Development) => {

@@ -212,10 +212,29 @@ async fn transfer_once(
     }
     .insert(&txn)
     .await?;
-    let from_account = add_to_balance(&txn, from.id, -amount).await?;
-    let to_account = add_to_balance(&txn, to.id, amount).await?;
-    let from_entry = insert_entry(&txn, from.id, -amount, transfer.id).await?;
-    let to_entry = insert_entry(&txn, to.id, amount, transfer.id).await?;
+    // Both balances in one statement and both entries in another: round trips are what a transfer waits on.
+    let debit_or_credit =
+        Expr::case(Expr::col(account::Column::Id).eq(from.id), Expr::col(account::Column::Balance).sub(amount))
+            .finally(Expr::col(account::Column::Balance).add(amount));
+    let moved = account::Entity::update_many()
+        .col_expr(account::Column::Balance, debit_or_credit.into())
+        .filter(account::Column::Id.is_in([from.id, to.id]))
+        .exec_with_returning(&txn)
+        .await
+        .on_constraint("accounts_balance_nonnegative", || Error::InsufficientFunds)?;
+    let entry = |account_id: i64, amount: i64| entry::ActiveModel {
+        account_id: Set(account_id),
+        amount: Set(amount),
+        transfer_id: Set(Some(transfer.id)),
+        ..Default::default()
+    };
+    let entries =
+        entry::Entity::insert_many([entry(from.id, -amount), entry(to.id, amount)]).exec_with_returning(&txn).await?;
+    let missing = || Error::Internal(format!("transfer {} wrote less than it should", transfer.id));
+    let from_account = moved.iter().find(|a| a.id == from.id).cloned().ok_or_else(missing)?;
+    let to_account = moved.iter().find(|a| a.id == to.id).cloned().ok_or_else(missing)?;
+    let from_entry = entries.iter().find(|e| e.account_id == from.id).cloned().ok_or_else(missing)?;
+    let to_entry = entries.iter().find(|e| e.account_id == to.id).cloned().ok_or_else(missing)?;
     if let Some(key) = &request.idempotency_key {
         idempotency_key::Entity::update_many()
             .col_expr(idempotency_key::Column::TransferId, Expr::value(transfer.id))
@@ -259,33 +278,6 @@ async fn replay(
         to_entry: entry(transfer.to_account_id)?,
         transfer,
     })
-}
-
-async fn add_to_balance(db: &impl ConnectionTrait, account_id: i64, delta: i64) -> Result<account::Model, Error> {
-    account::Entity::update_many()
-        .col_expr(account::Column::Balance, Expr::col(account::Column::Balance).add(delta))
-        .filter(account::Column::Id.eq(account_id))
-        .exec_with_returning(db)
-        .await
-        .on_constraint("accounts_balance_nonnegative", || Error::InsufficientFunds)?
-        .pop()
-        .ok_or(Error::NotFound { what: "account" })
-}
-
-async fn insert_entry(
-    db: &impl ConnectionTrait,
-    account_id: i64,
-    amount: i64,
-    transfer_id: i64,
-) -> Result<entry::Model, Error> {
-    Ok(entry::ActiveModel {
-        account_id: Set(account_id),
-        amount: Set(amount),
-        transfer_id: Set(Some(transfer_id)),
-        ..Default::default()
-    }
-    .insert(db)
-    .await?)
 }
 
 fn request_hash(request: &TransferRequest) -> String {
