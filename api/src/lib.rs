@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 use service::auth::TokenConfig;
+use service::db::Snapshots;
 use tokio::net::TcpListener;
 
 pub use crate::config::Config;
@@ -22,6 +23,7 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct AppState {
     pub db: DatabaseConnection,
+    pub snapshots: Snapshots,
     pub tokens: Arc<TokenConfig>,
     pub schema: graphql::BankSchema,
     pub metrics: Arc<Metrics>,
@@ -30,11 +32,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(mut db: DatabaseConnection, config: &Config) -> anyhow::Result<Self> {
+    pub fn new(mut db: DatabaseConnection, mut snapshots: Snapshots, config: &Config) -> anyhow::Result<Self> {
         let tokens = Arc::new(config.token_config()?);
         let metrics = Arc::new(Metrics::default());
         let counter = metrics.clone();
         db.set_metric_callback(move |_| counter.count_statement());
+        let counter = metrics.clone();
+        snapshots.set_metric_callback(move |_| counter.count_statement());
         let schema = graphql::build_schema(db.clone(), tokens.clone(), metrics.clone(), config);
         let assets = &config.graphiql_assets_dir;
         let graphiql_assets =
@@ -42,7 +46,7 @@ impl AppState {
         if graphiql_assets.is_none() {
             tracing::info!(dir = %assets, "GraphiQL's builds are absent (cd web/graphiql && npm ci && npm run build): GraphiQL loads them from a CDN");
         }
-        Ok(Self { db, tokens, schema, metrics, graphiql_assets })
+        Ok(Self { db, snapshots, tokens, schema, metrics, graphiql_assets })
     }
 }
 
@@ -60,7 +64,8 @@ impl Application {
             migration::migrate_up(&config.database_url).await?;
         }
         let db = service::db::connect(&config.database_url).await?;
-        let state = AppState::new(db, &config)?;
+        let snapshots = Snapshots::connect(&config.database_url, &db).await?;
+        let state = AppState::new(db, snapshots, &config)?;
         let listener = TcpListener::bind(config.listen_addr).await?;
         Ok(Self { listener, state, config })
     }

@@ -297,8 +297,10 @@ impl Bank {
         let (from, to) = pick_pair(&self.accounts, rng);
         let (bank, http, base) = (self.clone(), server.http.clone(), server.base.clone());
         async move {
+            // Every transfer carries a fresh idempotency key, as a careful client's would.
+            let key = format!("bench-{:016x}", rand::random::<u64>());
             let input = json!({ "input": { "fromAccountId": bank.accounts[from], "toAccountId": bank.accounts[to],
-                                           "amount": "1", "currency": "USD" } });
+                                           "amount": "1", "currency": "USD", "idempotencyKey": key } });
             post(&http, &base, TRANSFER, input, Some(&bank.tokens[from])).await
         }
     }

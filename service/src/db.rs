@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::{
-    AccessMode, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    ExecResult, IsolationLevel, QueryResult, Statement, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
+    QueryResult, Statement, TransactionTrait,
 };
 
 /// Connects to `url` with the settings the server relies on.
@@ -15,6 +15,10 @@ use sea_orm::{
 /// foreign keys enforced, and a busy timeout for other processes sharing the file.
 /// PostgreSQL: a bounded pool that fails fast when the server is away, so requests do not hang.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    Database::connect(options(url)).await
+}
+
+fn options(url: &str) -> ConnectOptions {
     let mut options = ConnectOptions::new(url);
     options
         .sqlx_logging(false)
@@ -33,40 +37,55 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     } else {
         options.max_connections(16).min_connections(1);
     }
-    Database::connect(options).await
+    options
+}
+
+/// Opens the read snapshots that query requests run in.
+///
+/// On PostgreSQL it has connections of its own whose every transaction is REPEATABLE READ and READ ONLY (set once,
+/// when each connects), so a snapshot costs one round trip to open (`BEGIN`) and none to end: nothing in it can
+/// have changed anything, so it is rolled back in the background once the request is answered. On SQLite a
+/// transaction is a snapshot already, and it shares the one connection.
+#[derive(Clone)]
+pub struct Snapshots(DatabaseConnection);
+
+impl Snapshots {
+    pub async fn connect(url: &str, pool: &DatabaseConnection) -> Result<Self, DbErr> {
+        match pool.get_database_backend() {
+            DbBackend::Postgres => {
+                let mut options = options(url);
+                options.map_sqlx_postgres_opts(|pg| {
+                    pg.options([
+                        ("default_transaction_isolation", "repeatable read"),
+                        ("default_transaction_read_only", "on"),
+                    ])
+                });
+                Ok(Self(Database::connect(options).await?))
+            }
+            _ => Ok(Self(pool.clone())),
+        }
+    }
+
+    /// A snapshot for one request's reads.
+    pub async fn open(&self) -> Result<Db, DbErr> {
+        Ok(Db::Snapshot(Arc::new(self.0.begin().await?)))
+    }
+
+    /// Counts the snapshots' statements too (see [`DatabaseConnection::set_metric_callback`]).
+    pub fn set_metric_callback(&mut self, callback: impl Fn(&sea_orm::metric::Info<'_>) + Send + Sync + 'static) {
+        self.0.set_metric_callback(callback);
+    }
 }
 
 /// Where a request's reads go: the pool, or one snapshot transaction shared by every field of a query request.
 ///
 /// A snapshot makes a query's fields agree with each other: a banker summing every balance in one request sees
-/// the conserved total even while transfers commit. It is shared (`Arc`) because batch loaders outlive borrows.
+/// the conserved total even while transfers commit. It is shared (`Arc`) because batch loaders outlive borrows;
+/// it ends when the last holder drops it.
 #[derive(Clone)]
 pub enum Db {
     Pool(DatabaseConnection),
     Snapshot(Arc<DatabaseTransaction>),
-}
-
-impl Db {
-    /// A read-only snapshot: REPEATABLE READ on PostgreSQL; on SQLite a transaction is a snapshot already.
-    pub async fn snapshot(pool: &DatabaseConnection) -> Result<Self, DbErr> {
-        let txn = match pool.get_database_backend() {
-            DbBackend::Postgres => {
-                pool.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await?
-            }
-            _ => pool.begin().await?,
-        };
-        Ok(Self::Snapshot(Arc::new(txn)))
-    }
-
-    /// Ends a snapshot once nothing else holds it. Read-only, so there is nothing to lose if that fails.
-    pub async fn finish(self) {
-        if let Self::Snapshot(txn) = self
-            && let Ok(txn) = Arc::try_unwrap(txn)
-            && let Err(err) = txn.commit().await
-        {
-            tracing::warn!(%err, "ending a read snapshot");
-        }
-    }
 }
 
 #[async_trait::async_trait]

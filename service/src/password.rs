@@ -18,10 +18,12 @@ const LANES: u32 = 1;
 const SALT_LEN: usize = 16;
 const HASH_LEN: usize = 32;
 
-/// At most one hash per core at a time: each holds 19 MiB and a blocking thread, so a login flood queues here
-/// instead of exhausting memory or the blocking pool that other requests need.
-static PERMITS: LazyLock<Semaphore> =
-    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+/// At most one hash per core but one at a time (and at least one): each holds 19 MiB and a core for tens of
+/// milliseconds, so a login flood queues here, and the core left over keeps answering every other request.
+static PERMITS: LazyLock<Semaphore> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Semaphore::new(cores.saturating_sub(1).max(1))
+});
 
 /// argon2's 19 MiB work areas, one per permit, allocated once and reused. Handed back to the allocator after each
 /// hash, blocks that large tend to stay resident: a few hundred logins left the server holding over 500 MB.

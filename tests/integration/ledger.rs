@@ -193,6 +193,20 @@ async fn a_retried_transfer_with_the_same_idempotency_key_moves_money_once(backe
     assert_ledger_consistent(&app.db).await;
 }
 
+async fn a_retried_transfer_gets_its_first_answer_even_when_it_could_no_longer_succeed(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, alice, alice_usd, _, bob_usd) = bank(&app).await;
+    let mut input = transfer_input(&alice_usd, &bob_usd, 10_000, "USD");
+    input["input"]["idempotencyKey"] = json!("everything");
+
+    let first = app.graphql(TRANSFER, input.clone(), Some(&alice)).await;
+    let retry = app.graphql(TRANSFER, input, Some(&alice)).await;
+
+    assert_eq!(first.assert_ok().data("createTransfer/transfer"), retry.assert_ok().data("createTransfer/transfer"));
+    assert_eq!(balance(&app, &alice, &alice_usd).await, "0");
+    assert_ledger_consistent(&app.db).await;
+}
+
 async fn ten_concurrent_identical_requests_with_one_key_make_exactly_one_transfer(backend: Backend) {
     let app = spawn_app(backend).await;
     let (_, alice, alice_usd, _, bob_usd) = bank(&app).await;
@@ -255,6 +269,7 @@ on_both_backends!(
     accounts_and_transfers_are_visible_to_their_owners_and_bankers_only,
     an_accounts_history_pages_newest_first,
     a_retried_transfer_with_the_same_idempotency_key_moves_money_once,
+    a_retried_transfer_gets_its_first_answer_even_when_it_could_no_longer_succeed,
     ten_concurrent_identical_requests_with_one_key_make_exactly_one_transfer,
     concurrent_transfers_both_ways_never_lose_money_and_every_read_sees_the_total,
     nested_users_and_accounts_cost_a_few_statements_whatever_the_page_size,

@@ -85,15 +85,15 @@ async fn graphql_get(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    if Operation::of(&request.0).mutation {
+    let mut request = request.into_inner();
+    let operation = Operation::of(&mut request);
+    if operation.mutation {
         let body = serde_json::json!({ "errors": [{
             "message": "mutations are accepted only over POST",
             "extensions": { "code": "METHOD_NOT_ALLOWED" },
         }]});
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], axum::Json(body)).into_response();
     }
-    let request = request.into_inner();
-    let operation = Operation::of(&request);
     execute(state.0, client.0, &headers, request, operation).await
 }
 
@@ -105,16 +105,18 @@ struct Operation {
 }
 
 impl Operation {
-    fn of(request: &async_graphql::Request) -> Self {
+    /// Parses the request's document once: the parse is kept in the request for the executor to use.
+    fn of(request: &mut async_graphql::Request) -> Self {
         let is_mutation = |op: &OperationDefinition| op.ty == OperationType::Mutation;
-        let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
-            return Self { name: request.operation_name.clone(), mutation: false };
+        let operation_name = request.operation_name.clone();
+        let Ok(document) = request.parsed_query() else {
+            return Self { name: operation_name, mutation: false };
         };
         // The parser keeps an anonymous operation as `Single`, named ones by name.
         match &document.operations {
             DocumentOperations::Single(op) => Self { name: None, mutation: is_mutation(&op.node) },
             DocumentOperations::Multiple(ops) => {
-                let selected = match &request.operation_name {
+                let selected = match &operation_name {
                     Some(name) => ops.get_key_value(name.as_str()),
                     None if ops.len() == 1 => ops.iter().next(),
                     None => None,
@@ -122,10 +124,7 @@ impl Operation {
                 match selected {
                     Some((name, op)) => Self { name: Some(name.to_string()), mutation: is_mutation(&op.node) },
                     // No operation selected: execution will say so; over GET, refuse if any could mutate.
-                    None => Self {
-                        name: request.operation_name.clone(),
-                        mutation: ops.values().any(|op| is_mutation(&op.node)),
-                    },
+                    None => Self { name: operation_name, mutation: ops.values().any(|op| is_mutation(&op.node)) },
                 }
             }
         }
@@ -142,8 +141,8 @@ async fn graphql(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let request = request.into_inner();
-    let operation = Operation::of(&request);
+    let mut request = request.into_inner();
+    let operation = Operation::of(&mut request);
     execute(state, client, &headers, request, operation).await
 }
 
@@ -166,14 +165,15 @@ async fn execute(
         Db::Pool(state.db.clone())
     } else {
         // Without a snapshot the fields still answer, each with its own error if the database is away.
-        Db::snapshot(&state.db).await.unwrap_or_else(|err| {
+        state.snapshots.open().await.unwrap_or_else(|err| {
             tracing::warn!(%err, "cannot open a read snapshot");
             Db::Pool(state.db.clone())
         })
     };
     let request = graphql::request_data(request.data(RequestAuth::new(token, Some(client.ip()))), &db);
     let mut response = state.schema.execute(request).await;
-    db.finish().await;
+    // The snapshot ends here, rolled back in the background: it only read.
+    drop(db);
     graphql::default_error_codes(&mut response);
 
     let elapsed = started.elapsed();
@@ -236,20 +236,17 @@ fn respond(response: async_graphql::Response, media: MediaType) -> Response {
     let request_error = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|error| error.path.is_empty());
-    let mut body = serde_json::to_value(&response).unwrap_or_else(|err| {
-        tracing::error!(%err, "serialising a response");
-        serde_json::json!({ "errors": [{ "message": "internal server error",
-                                          "extensions": { "code": "INTERNAL_SERVER_ERROR" } }] })
-    });
-    let status = if media == MediaType::GraphqlResponse && request_error {
-        if let Some(body) = body.as_object_mut() {
-            body.remove("data");
-        }
-        StatusCode::BAD_REQUEST
+    let (status, body) = if media == MediaType::GraphqlResponse && request_error {
+        // The spec's type has no `data` at all for a request that could not run.
+        (StatusCode::BAD_REQUEST, serde_json::to_vec(&serde_json::json!({ "errors": response.errors })))
     } else {
-        StatusCode::OK
+        (StatusCode::OK, serde_json::to_vec(&response))
     };
-    (status, [(header::CONTENT_TYPE, media.content_type())], axum::Json(body)).into_response()
+    let body = body.unwrap_or_else(|err| {
+        tracing::error!(%err, "serialising a response");
+        br#"{"errors":[{"message":"internal server error","extensions":{"code":"INTERNAL_SERVER_ERROR"}}]}"#.to_vec()
+    });
+    (status, [(header::CONTENT_TYPE, media.content_type())], body).into_response()
 }
 
 /// Browsers may call the API only from the configured origins; with none, no CORS headers are sent, which

@@ -1,0 +1,195 @@
+//! Accounts, deposits and transfers: the ledger.
+//!
+//! Money enters the bank only by a banker's deposit and moves only by transfers ([`transfer`]). Entries and
+//! transfers are never updated or deleted, and every balance equals the sum of its account's entries. Should the
+//! database report a serialization failure or deadlock (as SERIALIZABLE databases do under contention), a write is
+//! retried a few times before anyone sees it.
+
+mod transfers;
+
+use std::future::Future;
+use std::time::Duration;
+
+use entity::account::{self, Currency};
+use entity::{entry, transfer};
+use rand::Rng;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, RuntimeErr, Set, TransactionTrait,
+};
+
+pub use self::transfers::{MAX_IDEMPOTENCY_KEY_LEN, TransferOutcome, TransferRequest, transfer};
+use crate::auth::Caller;
+use crate::domain::Amount;
+use crate::{Error, ResultExt};
+
+/// How many times a transaction the database aborted for concurrency (40001, 40P01) is tried in all. Under
+/// SERIALIZABLE a transfer that had to wait for another one's row lock is aborted, so a hot account can cost several
+/// tries; the pauses between them are random so that colliding transfers stop retrying in step.
+const MAX_ATTEMPTS: u32 = 20;
+/// The longest pause between two tries.
+const MAX_PAUSE_MS: u64 = 50;
+
+/// Opens an account in `currency` for the caller, with a zero balance.
+pub async fn create_account(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    currency: Currency,
+) -> Result<account::Model, Error> {
+    account::ActiveModel {
+        owner: Set(caller.user.username.clone()),
+        balance: Set(0),
+        currency: Set(currency),
+        ..Default::default()
+    }
+    .insert(db)
+    .await
+    .on_constraint("owner_currency_key", || Error::AccountExists)
+}
+
+/// An account the caller may see: their own, or any for a banker. `None` when it does not exist.
+pub async fn account(db: &impl ConnectionTrait, caller: &Caller, id: i64) -> Result<Option<account::Model>, Error> {
+    let Some(account) = account::Entity::find_by_id(id).one(db).await? else {
+        return Ok(None);
+    };
+    if !caller.may_act_for(&account.owner) {
+        return Err(Error::Forbidden);
+    }
+    Ok(Some(account))
+}
+
+/// A transfer the caller may see: one touching their accounts, or any for a banker.
+pub async fn transfer_by_id(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    id: i64,
+) -> Result<Option<transfer::Model>, Error> {
+    let Some(transfer) = transfer::Entity::find_by_id(id).one(db).await? else {
+        return Ok(None);
+    };
+    if !caller.is_banker() {
+        let owners = accounts_by_ids(db, &[transfer.from_account_id, transfer.to_account_id]).await?;
+        if !owners.iter().any(|a| a.owner == caller.user.username) {
+            return Err(Error::Forbidden);
+        }
+    }
+    Ok(Some(transfer))
+}
+
+/// Puts money into an account (bankers only): the one way money enters the bank, recorded as an entry.
+pub async fn deposit(
+    db: &DatabaseConnection,
+    caller: &Caller,
+    account_id: i64,
+    amount: Amount,
+) -> Result<entry::Model, Error> {
+    if !caller.is_banker() {
+        return Err(Error::Forbidden);
+    }
+    with_retry(|| async {
+        let txn = db.begin().await?;
+        let updated = account::Entity::update_many()
+            .col_expr(account::Column::Balance, Expr::col(account::Column::Balance).add(amount.minor_units()))
+            .filter(account::Column::Id.eq(account_id))
+            .exec_with_returning(&txn)
+            .await?;
+        if updated.is_empty() {
+            return Err(Error::NotFound { what: "account" });
+        }
+        let entry = entry::ActiveModel {
+            account_id: Set(account_id),
+            amount: Set(amount.minor_units()),
+            transfer_id: Set(None),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(entry)
+    })
+    .await
+}
+
+/// Runs `attempt` again when the database aborted it for concurrency, after a random pause that grows with the
+/// tries (full jitter).
+pub(crate) async fn with_retry<T, F, Fut>(mut attempt: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(Error::Database(err)) if tries < MAX_ATTEMPTS && is_transient(&err) => {
+                tracing::debug!(%err, tries, "retrying a transaction the database aborted");
+                let ceiling = Ord::min(1u64 << Ord::min(tries, 6), MAX_PAUSE_MS);
+                let pause = Duration::from_millis(rand::rng().random_range(1..=ceiling));
+                tokio::time::sleep(pause).await;
+                tries += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Serialization failure or deadlock (PostgreSQL), or a busy database (SQLite): the transaction did nothing and
+/// may simply run again.
+fn is_transient(err: &DbErr) -> bool {
+    let (DbErr::Exec(RuntimeErr::SqlxError(sqlx)) | DbErr::Query(RuntimeErr::SqlxError(sqlx))) = err else {
+        return false;
+    };
+    let code = sqlx.as_database_error().and_then(|e| e.code());
+    matches!(code.as_deref(), Some("40001" | "40P01" | "5" | "6"))
+}
+
+/// An account's entries, newest first, after the entry `after`.
+pub async fn entries_of(
+    db: &impl ConnectionTrait,
+    account_id: i64,
+    first: u64,
+    after: Option<i64>,
+) -> Result<(Vec<entry::Model>, bool), Error> {
+    let mut query = entry::Entity::find().filter(entry::Column::AccountId.eq(account_id));
+    if let Some(after) = after {
+        query = query.filter(entry::Column::Id.lt(after));
+    }
+    Ok(crate::page(query.order_by_desc(entry::Column::Id).limit(first + 1).all(db).await?, first))
+}
+
+/// Transfers into and out of an account, newest first, after the transfer `after`.
+pub async fn transfers_of(
+    db: &impl ConnectionTrait,
+    account_id: i64,
+    first: u64,
+    after: Option<i64>,
+) -> Result<(Vec<transfer::Model>, bool), Error> {
+    let mut query = transfer::Entity::find().filter(
+        Condition::any()
+            .add(transfer::Column::FromAccountId.eq(account_id))
+            .add(transfer::Column::ToAccountId.eq(account_id)),
+    );
+    if let Some(after) = after {
+        query = query.filter(transfer::Column::Id.lt(after));
+    }
+    Ok(crate::page(query.order_by_desc(transfer::Column::Id).limit(first + 1).all(db).await?, first))
+}
+
+/// Every account of these owners, in one statement (for batch loading).
+pub async fn accounts_of_owners(db: &impl ConnectionTrait, owners: &[String]) -> Result<Vec<account::Model>, Error> {
+    Ok(account::Entity::find()
+        .filter(account::Column::Owner.is_in(owners.iter().cloned()))
+        .order_by_asc(account::Column::Id)
+        .all(db)
+        .await?)
+}
+
+/// These accounts, in one statement (for batch loading).
+pub async fn accounts_by_ids(db: &impl ConnectionTrait, ids: &[i64]) -> Result<Vec<account::Model>, Error> {
+    Ok(account::Entity::find().filter(account::Column::Id.is_in(ids.iter().copied())).all(db).await?)
+}
+
+/// These transfers, in one statement (for batch loading).
+pub async fn transfers_by_ids(db: &impl ConnectionTrait, ids: &[i64]) -> Result<Vec<transfer::Model>, Error> {
+    Ok(transfer::Entity::find().filter(transfer::Column::Id.is_in(ids.iter().copied())).all(db).await?)
+}

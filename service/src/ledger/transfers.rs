@@ -1,0 +1,384 @@
+//! Transfers: two balance updates, two entries (−amount, +amount), the transfer row and its idempotency key, or
+//! nothing.
+//!
+//! Both accounts are locked in id order, so two opposite transfers (A→B and B→A) queue instead of deadlocking.
+//! On PostgreSQL the whole transfer is one statement: a transfer waits on round trips far more than on work, and
+//! one statement is also one atomic transaction. SQLite runs in-process (a round trip costs nothing there) and has
+//! no data-modifying `WITH`, so there the same steps run as statements in one transaction. Both are held to the
+//! same tests.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use entity::account::{self, Currency};
+use entity::{entry, idempotency_key, transfer};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveEnum, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, QueryResult, QuerySelect, Set, Statement, TransactionTrait,
+};
+use sha2::{Digest, Sha256};
+
+use super::{accounts_by_ids, with_retry};
+use crate::auth::Caller;
+use crate::domain::Amount;
+use crate::{Error, ResultExt, constraint};
+
+/// The longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// A transfer as a client asks for it.
+#[derive(Debug)]
+pub struct TransferRequest {
+    pub from_account_id: i64,
+    pub to_account_id: i64,
+    pub amount: Amount,
+    pub currency: Currency,
+    /// The same key with the same request returns the first result and moves no money.
+    pub idempotency_key: Option<String>,
+}
+
+/// A transfer and everything it wrote.
+#[derive(Debug)]
+pub struct TransferOutcome {
+    pub transfer: transfer::Model,
+    pub from_account: account::Model,
+    pub to_account: account::Model,
+    pub from_entry: entry::Model,
+    pub to_entry: entry::Model,
+}
+
+/// Moves money from one of the caller's accounts to another account in the same currency.
+pub async fn transfer(
+    db: &DatabaseConnection,
+    caller: &Caller,
+    request: &TransferRequest,
+) -> Result<TransferOutcome, Error> {
+    if request.from_account_id == request.to_account_id {
+        return Err(Error::SameAccount);
+    }
+    if let Some(key) = &request.idempotency_key
+        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN)
+    {
+        return Err(Error::invalid(
+            "idempotencyKey",
+            format!("an idempotency key has 1–{MAX_IDEMPOTENCY_KEY_LEN} characters"),
+        ));
+    }
+    let request_hash = request_hash(request);
+    let outcome = with_retry(|| async {
+        match db.get_database_backend() {
+            DbBackend::Postgres => in_one_statement(db, caller, request, &request_hash).await,
+            _ => in_one_transaction(db, caller, request, &request_hash).await,
+        }
+    })
+    .await?;
+    match outcome {
+        Attempt::Done(outcome) => Ok(*outcome),
+        // Committed by an earlier request with this key (or one racing this one, which the key's primary key made
+        // wait): answer as it was answered.
+        Attempt::KeyUsed => replay(db, caller, request, &request_hash).await,
+    }
+}
+
+/// What one try of a transfer came to.
+enum Attempt {
+    Done(Box<TransferOutcome>),
+    KeyUsed,
+}
+
+/// The transfer as one PostgreSQL statement. `prior` finds a key committed earlier; `locked` locks both accounts
+/// in id order and reads their newest versions; `allowed` has a row only when every rule holds, and each write
+/// happens only then. The final row reports what was found and what was written, so that a refusal can say why.
+/// A key committed by a racing request makes the `idempotency_keys` insert wait for it and then fail, which undoes
+/// the whole statement.
+const TRANSFER_SQL: &str = r#"
+WITH prior AS (
+    SELECT 1 FROM idempotency_keys WHERE username = $5 AND key = $6
+),
+locked AS (
+    SELECT id, owner, balance, currency, created_at FROM accounts
+    WHERE id IN ($1, $2) ORDER BY id FOR UPDATE
+),
+allowed AS (
+    SELECT 1 FROM locked f JOIN locked t ON f.id = $1 AND t.id = $2
+    WHERE f.owner = $5 AND f.currency = $4 AND t.currency = $4 AND f.balance >= $3
+      AND NOT EXISTS (SELECT 1 FROM prior)
+),
+moved AS (
+    UPDATE accounts SET balance = CASE WHEN id = $1 THEN balance - $3 ELSE balance + $3 END
+    WHERE id IN ($1, $2) AND EXISTS (SELECT 1 FROM allowed)
+    RETURNING id, balance
+),
+written AS (
+    INSERT INTO transfers (from_account_id, to_account_id, amount)
+    SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM allowed)
+    RETURNING id, created_at
+),
+entered AS (
+    INSERT INTO entries (account_id, amount, transfer_id)
+    SELECT side.account_id, side.amount, written.id
+    FROM written, (VALUES ($1::bigint, -$3::bigint), ($2::bigint, $3::bigint)) AS side (account_id, amount)
+    RETURNING id, account_id, created_at
+),
+keyed AS (
+    INSERT INTO idempotency_keys (username, key, request_hash, transfer_id)
+    SELECT $5, $6, $7, written.id FROM written WHERE $6 IS NOT NULL
+)
+SELECT
+    EXISTS (SELECT 1 FROM prior) AS key_used,
+    f.owner AS from_owner, f.currency AS from_currency, f.balance AS from_balance, f.created_at AS from_created_at,
+    t.currency AS to_currency, t.owner AS to_owner, t.created_at AS to_created_at,
+    w.id AS transfer_id, w.created_at AS transfer_created_at,
+    mf.balance AS from_balance_after, mt.balance AS to_balance_after,
+    ef.id AS from_entry_id, ef.created_at AS from_entry_created_at,
+    et.id AS to_entry_id, et.created_at AS to_entry_created_at
+FROM (VALUES (1)) AS one (x)
+LEFT JOIN locked f ON f.id = $1
+LEFT JOIN locked t ON t.id = $2
+LEFT JOIN written w ON true
+LEFT JOIN moved mf ON mf.id = $1
+LEFT JOIN moved mt ON mt.id = $2
+LEFT JOIN entered ef ON ef.account_id = $1
+LEFT JOIN entered et ON et.account_id = $2
+"#;
+
+async fn in_one_statement(
+    db: &DatabaseConnection,
+    caller: &Caller,
+    request: &TransferRequest,
+    request_hash: &str,
+) -> Result<Attempt, Error> {
+    let amount = request.amount.minor_units();
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        TRANSFER_SQL,
+        [
+            request.from_account_id.into(),
+            request.to_account_id.into(),
+            amount.into(),
+            request.currency.to_value().into(),
+            caller.user.username.clone().into(),
+            request.idempotency_key.clone().into(),
+            request_hash.into(),
+        ],
+    );
+    let row = match db.query_one_raw(statement).await {
+        Ok(row) => row.ok_or_else(|| Error::Internal("a transfer statement returned no row".to_owned()))?,
+        Err(err) if constraint::violated(&err).as_deref() == Some("idempotency_keys_pkey") => {
+            return Ok(Attempt::KeyUsed);
+        }
+        Err(err) => {
+            return Err(Error::from(err)).on_constraint("accounts_balance_nonnegative", || Error::InsufficientFunds);
+        }
+    };
+    let get = Columns(&row);
+    if get.value::<bool>("key_used")? {
+        return Ok(Attempt::KeyUsed);
+    }
+    let from_owner: Option<String> = get.value("from_owner")?;
+    let to_owner: Option<String> = get.value("to_owner")?;
+    let (Some(from_owner), from_balance) = (from_owner, get.value::<Option<i64>>("from_balance")?) else {
+        return Err(Error::NotFound { what: "account" });
+    };
+    if from_owner != caller.user.username {
+        return Err(Error::Forbidden);
+    }
+    let Some(to_owner) = to_owner else {
+        return Err(Error::NotFound { what: "account" });
+    };
+    let currency = |column| -> Result<Option<Currency>, Error> {
+        get.value::<Option<String>>(column)?
+            .map(|code| Currency::try_from_value(&code).map_err(|err| Error::Internal(err.to_string())))
+            .transpose()
+    };
+    if currency("from_currency")? != Some(request.currency) || currency("to_currency")? != Some(request.currency) {
+        return Err(Error::CurrencyMismatch);
+    }
+    let Some(transfer_id) = get.value::<Option<i64>>("transfer_id")? else {
+        return match from_balance {
+            Some(balance) if balance < amount => Err(Error::InsufficientFunds),
+            _ => Err(Error::Internal("a transfer that broke no rule wrote nothing".to_owned())),
+        };
+    };
+
+    let time = |column| get.value::<DateTime<Utc>>(column);
+    let account =
+        |id, owner, balance, created_at| account::Model { id, owner, balance, currency: request.currency, created_at };
+    let entry = |id, account_id, amount, created_at| entry::Model {
+        id,
+        account_id,
+        amount,
+        created_at,
+        transfer_id: Some(transfer_id),
+    };
+    Ok(Attempt::Done(Box::new(TransferOutcome {
+        transfer: transfer::Model {
+            id: transfer_id,
+            from_account_id: request.from_account_id,
+            to_account_id: request.to_account_id,
+            amount,
+            created_at: time("transfer_created_at")?,
+        },
+        from_account: account(
+            request.from_account_id,
+            from_owner,
+            get.value("from_balance_after")?,
+            time("from_created_at")?,
+        ),
+        to_account: account(request.to_account_id, to_owner, get.value("to_balance_after")?, time("to_created_at")?),
+        from_entry: entry(
+            get.value("from_entry_id")?,
+            request.from_account_id,
+            -amount,
+            time("from_entry_created_at")?,
+        ),
+        to_entry: entry(get.value("to_entry_id")?, request.to_account_id, amount, time("to_entry_created_at")?),
+    })))
+}
+
+/// The columns of the transfer statement's row, read by name.
+struct Columns<'a>(&'a QueryResult);
+
+impl Columns<'_> {
+    fn value<T: sea_orm::TryGetable>(&self, column: &str) -> Result<T, Error> {
+        self.0.try_get("", column).map_err(|err| Error::Internal(format!("reading {column}: {err}")))
+    }
+}
+
+/// The transfer as statements in one transaction (SQLite). The key is claimed first, so that a concurrent request
+/// with the same key waits on it until this one commits or rolls back.
+async fn in_one_transaction(
+    db: &DatabaseConnection,
+    caller: &Caller,
+    request: &TransferRequest,
+    request_hash: &str,
+) -> Result<Attempt, Error> {
+    let txn = db.begin().await?;
+    if let Some(key) = &request.idempotency_key {
+        let claimed = idempotency_key::ActiveModel {
+            username: Set(caller.user.username.clone()),
+            key: Set(key.clone()),
+            request_hash: Set(request_hash.to_owned()),
+            transfer_id: Set(None),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await;
+        match claimed {
+            Ok(_) => {}
+            Err(err) if constraint::violated(&err).as_deref() == Some("idempotency_keys_pkey") => {
+                txn.rollback().await?;
+                return Ok(Attempt::KeyUsed);
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+
+    let amount = request.amount.minor_units();
+    let locked = account::Entity::find()
+        .filter(account::Column::Id.is_in([request.from_account_id, request.to_account_id]))
+        .order_by_asc(account::Column::Id)
+        .lock_exclusive()
+        .all(&txn)
+        .await?;
+    let find = |id: i64| locked.iter().find(|a| a.id == id).ok_or(Error::NotFound { what: "account" });
+    let from = find(request.from_account_id)?;
+    if from.owner != caller.user.username {
+        return Err(Error::Forbidden);
+    }
+    let to = find(request.to_account_id)?;
+    if from.currency != request.currency || to.currency != request.currency {
+        return Err(Error::CurrencyMismatch);
+    }
+    if from.balance < amount {
+        return Err(Error::InsufficientFunds);
+    }
+
+    let transfer = transfer::ActiveModel {
+        from_account_id: Set(from.id),
+        to_account_id: Set(to.id),
+        amount: Set(amount),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    let debit_or_credit =
+        Expr::case(Expr::col(account::Column::Id).eq(from.id), Expr::col(account::Column::Balance).sub(amount))
+            .finally(Expr::col(account::Column::Balance).add(amount));
+    let moved = account::Entity::update_many()
+        .col_expr(account::Column::Balance, debit_or_credit.into())
+        .filter(account::Column::Id.is_in([from.id, to.id]))
+        .exec_with_returning(&txn)
+        .await
+        .on_constraint("accounts_balance_nonnegative", || Error::InsufficientFunds)?;
+    let entry = |account_id: i64, amount: i64| entry::ActiveModel {
+        account_id: Set(account_id),
+        amount: Set(amount),
+        transfer_id: Set(Some(transfer.id)),
+        ..Default::default()
+    };
+    let entries =
+        entry::Entity::insert_many([entry(from.id, -amount), entry(to.id, amount)]).exec_with_returning(&txn).await?;
+    let missing = || Error::Internal(format!("transfer {} wrote less than it should", transfer.id));
+    let from_account = moved.iter().find(|a| a.id == from.id).cloned().ok_or_else(missing)?;
+    let to_account = moved.iter().find(|a| a.id == to.id).cloned().ok_or_else(missing)?;
+    let from_entry = entries.iter().find(|e| e.account_id == from.id).cloned().ok_or_else(missing)?;
+    let to_entry = entries.iter().find(|e| e.account_id == to.id).cloned().ok_or_else(missing)?;
+    if let Some(key) = &request.idempotency_key {
+        idempotency_key::Entity::update_many()
+            .col_expr(idempotency_key::Column::TransferId, Expr::value(transfer.id))
+            .filter(idempotency_key::Column::Username.eq(&caller.user.username))
+            .filter(idempotency_key::Column::Key.eq(key))
+            .exec(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(Attempt::Done(Box::new(TransferOutcome { transfer, from_account, to_account, from_entry, to_entry })))
+}
+
+/// The first result for a key already used: the same transfer, no money moved; or `IDEMPOTENCY_KEY_REUSED` when
+/// the key came with a different request.
+async fn replay(
+    db: &DatabaseConnection,
+    caller: &Caller,
+    request: &TransferRequest,
+    request_hash: &str,
+) -> Result<TransferOutcome, Error> {
+    let key = request.idempotency_key.clone().unwrap_or_default();
+    let stored = idempotency_key::Entity::find_by_id((caller.user.username.clone(), key))
+        .one(db)
+        .await?
+        .ok_or_else(|| Error::Internal("an idempotency key vanished".to_owned()))?;
+    if stored.request_hash != request_hash {
+        return Err(Error::IdempotencyKeyReused);
+    }
+    let transfer_id = stored
+        .transfer_id
+        .ok_or_else(|| Error::Internal("a committed idempotency key without its transfer".to_owned()))?;
+    let transfer =
+        transfer::Entity::find_by_id(transfer_id).one(db).await?.ok_or(Error::NotFound { what: "transfer" })?;
+    let entries = entry::Entity::find().filter(entry::Column::TransferId.eq(transfer_id)).all(db).await?;
+    let accounts = accounts_by_ids(db, &[transfer.from_account_id, transfer.to_account_id]).await?;
+    let missing = || Error::Internal(format!("transfer {transfer_id} is incomplete"));
+    let account = |id| accounts.iter().find(|a| a.id == id).cloned().ok_or_else(missing);
+    let entry = |id| entries.iter().find(|e| e.account_id == id).cloned().ok_or_else(missing);
+    Ok(TransferOutcome {
+        from_account: account(transfer.from_account_id)?,
+        to_account: account(transfer.to_account_id)?,
+        from_entry: entry(transfer.from_account_id)?,
+        to_entry: entry(transfer.to_account_id)?,
+        transfer,
+    })
+}
+
+fn request_hash(request: &TransferRequest) -> String {
+    let canonical = format!(
+        "{}|{}|{}|{:?}",
+        request.from_account_id,
+        request.to_account_id,
+        request.amount.minor_units(),
+        request.currency
+    );
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
