@@ -29,6 +29,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Where GraphiQL's browser builds are, if they are there.
     pub graphiql_assets: Option<Arc<str>>,
+    pub documents: Arc<http::Documents>,
 }
 
 impl AppState {
@@ -46,7 +47,8 @@ impl AppState {
         if graphiql_assets.is_none() {
             tracing::info!(dir = %assets, "GraphiQL's builds are absent (cd web/graphiql && npm ci && npm run build): GraphiQL loads them from a CDN");
         }
-        Ok(Self { db, snapshots, tokens, schema, metrics, graphiql_assets })
+        let documents = Arc::new(http::Documents::default());
+        Ok(Self { db, snapshots, tokens, schema, metrics, graphiql_assets, documents })
     }
 }
 

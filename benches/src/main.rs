@@ -15,6 +15,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -30,8 +33,12 @@ use serde_json::{Value, json};
 
 const CONCURRENCY: usize = 16;
 const USERS: usize = 200;
-const WARMUP: Duration = Duration::from_secs(2);
-const MEASURE: Duration = Duration::from_secs(8);
+/// Loads compared with each other run in turns, this many times each, so that a machine that slows down or
+/// speeds up during the run (shared machines do) weighs on both alike.
+const ROUNDS: usize = 3;
+/// Each turn: a warm-up, then the measured part.
+const WARMUP: Duration = Duration::from_secs(1);
+const TURN: Duration = Duration::from_secs(3);
 const PASSWORD: &str = "correct horse battery";
 const SECRET: &str = "benchmark-secret-that-is-32-bytes-long";
 const TRANSFER: &str = "mutation($input: CreateTransferInput!) { createTransfer(input: $input) { transfer { id } } }";
@@ -41,18 +48,96 @@ const ME: &str = "{ me { accounts { balance } } }";
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-/// What one load measured.
+/// What one load measured, over all its turns.
 #[derive(Clone, Debug, Default)]
 struct Measured {
     name: String,
+    /// Requests per second: the median turn's.
     throughput: f64,
     p50_ms: f64,
     p99_ms: f64,
     errors: BTreeMap<String, u64>,
     rss_mb: Option<f64>,
+    /// CPU time per request in the measured parts, in µs: the server (if any), PostgreSQL, this client.
+    cpu_us: Option<Cpu>,
     statements_per_request: Option<f64>,
-    /// Requests sent, warm-up included.
+}
+
+/// One turn of one load.
+#[derive(Default)]
+struct Turn {
+    latencies: Vec<Duration>,
+    errors: BTreeMap<String, u64>,
+    peak_rss: Option<f64>,
+    cpu: Cpu,
+    /// Requests sent, warm-up included, and the SQL statements the server counted meanwhile.
     requests_total: u64,
+    statements: Option<u64>,
+}
+
+impl Measured {
+    fn from_turns(name: &str, turns: &[Turn]) -> Self {
+        let mut latencies: Vec<Duration> = turns.iter().flat_map(|t| t.latencies.iter().copied()).collect();
+        latencies.sort();
+        let percentile = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        let mut throughputs: Vec<f64> = turns.iter().map(|t| t.latencies.len() as f64 / TURN.as_secs_f64()).collect();
+        throughputs.sort_by(f64::total_cmp);
+        let mut errors = BTreeMap::new();
+        for (code, n) in turns.iter().flat_map(|t| &t.errors) {
+            *errors.entry(code.clone()).or_default() += n;
+        }
+        let cpu = turns.iter().fold(Cpu::default(), |sum, t| sum.plus(t.cpu));
+        let sent: u64 = turns.iter().map(|t| t.requests_total).sum();
+        let statements: Option<u64> = turns.iter().map(|t| t.statements).sum();
+        let measured = Self {
+            name: name.to_owned(),
+            throughput: throughputs.get(throughputs.len() / 2).copied().unwrap_or(0.0),
+            p50_ms: percentile(0.50),
+            p99_ms: percentile(0.99),
+            errors,
+            rss_mb: turns.iter().filter_map(|t| t.peak_rss).reduce(f64::max),
+            cpu_us: (!latencies.is_empty()).then(|| cpu.per(latencies.len() as f64)),
+            statements_per_request: statements.map(|n| n as f64 / sent.max(1) as f64),
+        };
+        eprintln!("  measured {name}: {:.0}/s", measured.throughput);
+        measured
+    }
+}
+
+/// A load: requests made by `work`, through `server` if it goes through one.
+struct Load<'a> {
+    name: &'static str,
+    server: Option<&'a Server>,
+    work: Box<dyn Fn(&mut rand::rngs::ThreadRng) -> BoxFuture<'static, Result<()>> + Sync + 'a>,
+}
+
+impl<'a> Load<'a> {
+    fn new<Fut>(
+        name: &'static str,
+        server: Option<&'a Server>,
+        work: impl Fn(&mut rand::rngs::ThreadRng) -> Fut + Sync + 'a,
+    ) -> Self
+    where
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        Self { name, server, work: Box::new(move |rng| work(rng).boxed()) }
+    }
+}
+
+/// Runs the loads in turns, `rounds` times.
+async fn in_turns(loads: Vec<Load<'_>>, rounds: usize, only: &str) -> Vec<Measured> {
+    let loads: Vec<Load<'_>> = loads.into_iter().filter(|load| load.name.contains(only)).collect();
+    let mut turns: Vec<Vec<Turn>> = loads.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (load, turns) in loads.iter().zip(&mut turns) {
+            turns.push(turn(load).await);
+        }
+    }
+    loads.iter().zip(&turns).map(|(load, turns)| Measured::from_turns(load.name, turns)).collect()
 }
 
 #[tokio::main]
@@ -65,66 +150,80 @@ async fn main() -> Result<()> {
         return Err("build the server first: cargo build --release -p simple-bank".into());
     }
     let started = Instant::now();
-    let mut results = Vec::new();
+    // BENCH_ONLY=transfer (say) runs only the loads whose names contain it, for a quick look at one of them.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
 
-    // PostgreSQL: the server's loads.
+    // PostgreSQL: the server, and the same work sent straight to the database.
     let pg_url = fresh_postgres_database(&admin_url, "bench").await?;
     let server = Server::start(&binary, &pg_url)?;
     let bank = Bank::open(&server, USERS).await?;
-    println!("setup: {USERS} users with funded accounts in {:.1}s", started.elapsed().as_secs_f64());
-    results.push(server.measure("server: transfer", |_, rng| bank.transfer(&server, rng)).await);
-    results.push(server.measure("server: 20 users with accounts", |_, _| bank.users_page(&server)).await);
-    let flood = Arc::new(AtomicU64::new(0));
-    let flooding = bank.flood_logins(&server, flood.clone());
-    let mut me = server.measure("server: me during a login flood", |_, rng| bank.me(&server, rng)).await;
-    flooding.abort();
-    me.name =
-        format!("{} ({} logins/s)", me.name, flood.load(Ordering::Relaxed) as f64 / (WARMUP + MEASURE).as_secs_f64());
-    results.push(me);
-    drop(server);
-
-    // PostgreSQL: the same work without the server.
     let pool = PgPoolOptions::new().max_connections(CONCURRENCY as u32).connect(&pg_url).await?;
     pool.execute(RAW_TRANSFER_FUNCTION).await?;
-    let accounts: Vec<i64> = sqlx::query_scalar("SELECT id FROM accounts ORDER BY id").fetch_all(&pool).await?;
-    let accounts = Arc::new(accounts);
-    results.push(
-        measure("raw: transfer, one function call", None, |_, rng| {
+    let accounts: Arc<Vec<i64>> =
+        Arc::new(sqlx::query_scalar("SELECT id FROM accounts ORDER BY id").fetch_all(&pool).await?);
+    println!("setup: {USERS} users with funded accounts in {:.1}s", started.elapsed().as_secs_f64());
+    let raw_transfer = |naive: bool| {
+        let (pool, accounts) = (pool.clone(), accounts.clone());
+        move |rng: &mut rand::rngs::ThreadRng| {
             let (i, j) = pick_pair(&accounts, rng);
             let (pool, from, to) = (pool.clone(), accounts[i], accounts[j]);
             async move {
-                sqlx::query("SELECT bench_transfer($1, $2, 1)").bind(from).bind(to).execute(&pool).await?;
-                Ok(())
+                if naive {
+                    naive_transfer(&pool, from, to).await
+                } else {
+                    sqlx::query("SELECT bench_transfer($1, $2, 1)").bind(from).bind(to).execute(&pool).await?;
+                    Ok(())
+                }
             }
-        })
-        .await,
-    );
-    results.push(
-        measure("raw: transfer, 7-statement transaction", None, |_, rng| {
-            let (i, j) = pick_pair(&accounts, rng);
-            let (pool, from, to) = (pool.clone(), accounts[i], accounts[j]);
-            async move { naive_transfer(&pool, from, to).await }
-        })
-        .await,
-    );
-    results.push(
-        measure("raw: 20 users with accounts (2 queries)", None, |_, _| {
-            let pool = pool.clone();
-            async move {
-                let users: Vec<String> = sqlx::query_scalar(
-                    "SELECT username FROM users WHERE deleted_at IS NULL ORDER BY username LIMIT 21",
-                )
-                .fetch_all(&pool)
-                .await?;
-                sqlx::query("SELECT id, owner, balance, currency FROM accounts WHERE owner = ANY($1) ORDER BY id")
-                    .bind(&users)
+        }
+    };
+    let raw_users_page = |_: &mut rand::rngs::ThreadRng| {
+        let pool = pool.clone();
+        async move {
+            let users: Vec<String> =
+                sqlx::query_scalar("SELECT username FROM users WHERE deleted_at IS NULL ORDER BY username LIMIT 21")
                     .fetch_all(&pool)
                     .await?;
-                Ok(())
-            }
-        })
+            sqlx::query("SELECT id, owner, balance, currency FROM accounts WHERE owner = ANY($1) ORDER BY id")
+                .bind(&users)
+                .fetch_all(&pool)
+                .await?;
+            Ok(())
+        }
+    };
+    let mut results = in_turns(
+        vec![
+            Load::new("server: transfer", Some(&server), |rng| bank.transfer(&server, rng)),
+            Load::new("raw: transfer, one function call", None, raw_transfer(false)),
+            Load::new("raw: transfer, 7-statement transaction", None, raw_transfer(true)),
+        ],
+        ROUNDS,
+        &only,
+    )
+    .await;
+    results.extend(
+        in_turns(
+            vec![
+                Load::new("server: 20 users with accounts", Some(&server), |_| bank.users_page(&server)),
+                Load::new("raw: 20 users with accounts (2 queries)", None, raw_users_page),
+            ],
+            ROUNDS,
+            &only,
+        )
         .await,
     );
+    if "server: me during a login flood".contains(only.as_str()) {
+        let flood = Arc::new(AtomicU64::new(0));
+        let flooding = bank.flood_logins(&server, flood.clone());
+        let started = Instant::now();
+        let me = Load::new("server: me during a login flood", Some(&server), |rng| bank.me(&server, rng));
+        let mut me = in_turns(vec![me], ROUNDS, "").await.remove(0);
+        flooding.abort();
+        let logins = flood.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+        me.name = format!("{} ({logins:.0} logins/s)", me.name);
+        results.push(me);
+    }
+    drop(server);
     let pg_total = check_ledger_postgres(&pool).await?;
 
     // SQLite: loads 1–2, where zero errors is the bar.
@@ -132,8 +231,17 @@ async fn main() -> Result<()> {
     let sqlite_url = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
     let server = Server::start(&binary, &sqlite_url)?;
     let bank = Bank::open(&server, 50).await?;
-    results.push(server.measure("sqlite server: transfer", |_, rng| bank.transfer(&server, rng)).await);
-    results.push(server.measure("sqlite server: 20 users with accounts", |_, _| bank.users_page(&server)).await);
+    results.extend(
+        in_turns(
+            vec![
+                Load::new("sqlite server: transfer", Some(&server), |rng| bank.transfer(&server, rng)),
+                Load::new("sqlite server: 20 users with accounts", Some(&server), |_| bank.users_page(&server)),
+            ],
+            1,
+            &only,
+        )
+        .await,
+    );
     drop(server);
     let sqlite_total = check_ledger_sqlite(&sqlite_url).await?;
 
@@ -208,21 +316,6 @@ impl Server {
             .parse()
             .ok()?;
         Some(kb / 1024.0)
-    }
-
-    /// A load through this server, with its peak memory and SQL statements per request.
-    async fn measure<F, Fut>(&self, name: &str, work: F) -> Measured
-    where
-        F: Fn(usize, &mut rand::rngs::ThreadRng) -> Fut,
-        Fut: Future<Output = Result<()>> + Send + 'static,
-    {
-        let before = self.statements().await;
-        let mut measured = measure(name, Some(self), work).await;
-        let after = self.statements().await;
-        if let (Some(before), Some(after)) = (before, after) {
-            measured.statements_per_request = Some((after - before) as f64 / measured.requests_total.max(1) as f64);
-        }
-        measured
     }
 }
 
@@ -363,23 +456,22 @@ fn pick_pair<T>(items: &[T], rng: &mut rand::rngs::ThreadRng) -> (usize, usize) 
     (from, to)
 }
 
-/// A closed loop: CONCURRENCY workers, each sending its next request when the last is answered; latencies are
-/// kept after the warm-up. With a server, its peak memory is sampled throughout.
-async fn measure<F, Fut>(name: &str, server: Option<&Server>, work: F) -> Measured
-where
-    F: Fn(usize, &mut rand::rngs::ThreadRng) -> Fut,
-    Fut: Future<Output = Result<()>> + Send + 'static,
-{
+/// One turn of a load, closed-loop: CONCURRENCY workers, each sending its next request when the last is
+/// answered; latencies are kept after the warm-up. With a server, its peak memory is sampled throughout.
+async fn turn(load: &Load<'_>) -> Turn {
     let started = Instant::now();
     let measuring_from = started + WARMUP;
-    let deadline = measuring_from + MEASURE;
-    let work = &work;
-    let workers = (0..CONCURRENCY).map(|worker| async move {
+    let deadline = measuring_from + TURN;
+    let statements_before = match load.server {
+        Some(server) => server.statements().await,
+        None => None,
+    };
+    let workers = (0..CONCURRENCY).map(|_| async move {
         let mut latencies = Vec::new();
         let mut errors: BTreeMap<String, u64> = BTreeMap::new();
         let mut sent_total = 0u64;
         while Instant::now() < deadline {
-            let request = work(worker, &mut rand::rng());
+            let request = (load.work)(&mut rand::rng());
             let sent = Instant::now();
             // Spawned, so that the 16 workers run on every core rather than inside one task.
             let outcome = match tokio::spawn(request).await {
@@ -397,49 +489,103 @@ where
         }
         (latencies, errors, sent_total)
     });
+    let server_pid = load.server.map(|s| s.child.id());
+    let cpu_window = async {
+        tokio::time::sleep_until(measuring_from.into()).await;
+        let before = Cpu::used(server_pid);
+        tokio::time::sleep_until(deadline.into()).await;
+        Cpu::used(server_pid).minus(before)
+    };
     let mut peak_rss: Option<f64> = None;
-    let results = {
+    let (results, cpu) = {
         let sampling = async {
             loop {
-                if let Some(rss) = server.and_then(Server::rss_mb) {
+                if let Some(rss) = load.server.and_then(Server::rss_mb) {
                     peak_rss = Some(peak_rss.map_or(rss, |p: f64| p.max(rss)));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
         tokio::select! {
-            results = futures::future::join_all(workers) => results,
+            results = futures::future::join(futures::future::join_all(workers), cpu_window) => results,
             () = sampling => unreachable!("sampling never ends"),
         }
     };
-    let mut latencies: Vec<Duration> = Vec::new();
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    let mut requests_total = 0;
-    for (l, e, sent) in results {
-        requests_total += sent;
-        latencies.extend(l);
-        for (code, n) in e {
-            *errors.entry(code).or_default() += n;
+    let mut turn = Turn { peak_rss, cpu, ..Turn::default() };
+    for (latencies, errors, sent) in results {
+        turn.requests_total += sent;
+        turn.latencies.extend(latencies);
+        for (code, n) in errors {
+            *turn.errors.entry(code).or_default() += n;
         }
     }
-    latencies.sort();
-    let percentile = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    let measured = Measured {
-        name: name.to_owned(),
-        throughput: latencies.len() as f64 / MEASURE.as_secs_f64(),
-        p50_ms: percentile(0.50),
-        p99_ms: percentile(0.99),
-        errors,
-        rss_mb: peak_rss,
-        statements_per_request: None,
-        requests_total,
-    };
-    eprintln!("  measured {name}: {:.0}/s", measured.throughput);
-    measured
+    if let (Some(server), Some(before)) = (load.server, statements_before) {
+        turn.statements = server.statements().await.map(|after| after - before);
+    }
+    turn
+}
+
+/// CPU time (user + system) of the server, of PostgreSQL's processes and of this benchmark.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cpu {
+    server: f64,
+    database: f64,
+    client: f64,
+}
+
+impl Cpu {
+    /// So far, in seconds. PostgreSQL's are the processes named `postgres` (the postmaster's count includes the
+    /// backends that have exited).
+    fn used(server: Option<u32>) -> Self {
+        let database = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|entry| {
+                std::fs::read_to_string(entry.path().join("comm")).is_ok_and(|comm| comm.trim() == "postgres")
+            })
+            .filter_map(|entry| process_seconds(&entry.path().join("stat"), true))
+            .sum();
+        Self {
+            server: server.and_then(|pid| process_seconds(format!("/proc/{pid}/stat").as_ref(), false)).unwrap_or(0.0),
+            database,
+            client: process_seconds("/proc/self/stat".as_ref(), false).unwrap_or(0.0),
+        }
+    }
+
+    fn plus(self, other: Self) -> Self {
+        Self {
+            server: self.server + other.server,
+            database: self.database + other.database,
+            client: self.client + other.client,
+        }
+    }
+
+    fn minus(self, before: Self) -> Self {
+        Self {
+            server: self.server - before.server,
+            database: self.database - before.database,
+            client: self.client - before.client,
+        }
+    }
+
+    /// Per request, in µs.
+    fn per(self, requests: f64) -> Self {
+        let us = |s: f64| s * 1e6 / requests;
+        Self { server: us(self.server), database: us(self.database), client: us(self.client) }
+    }
+}
+
+/// User + system CPU seconds from a /proc/…/stat file, with the reaped children's too when asked.
+fn process_seconds(stat: &std::path::Path, with_children: bool) -> Option<f64> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces: state is field 3, utime 14.
+    let fields: Vec<u64> =
+        text.rsplit_once(')')?.1.split_whitespace().skip(11).take(4).filter_map(|f| f.parse().ok()).collect();
+    let [utime, stime, cutime, cstime] = fields[..] else { return None };
+    let ticks = utime + stime + if with_children { cutime + cstime } else { 0 };
+    // Linux reports these in clock ticks of 1/100 s (USER_HZ) on every architecture this runs on.
+    Some(ticks as f64 / 100.0)
 }
 
 const RAW_TRANSFER_FUNCTION: &str = r#"
@@ -534,19 +680,20 @@ fn report(results: &[Measured], pg_total: i64, sqlite_total: i64) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n{:<58} {:>9} {:>8} {:>8} {:>8} {:>10}  errors",
-        "load (16 connections)", "req/s", "p50 ms", "p99 ms", "RSS MB", "SQL/req"
+        "\n{:<58} {:>9} {:>8} {:>8} {:>8} {:>8} {:>17}  errors",
+        "load (16 connections)", "req/s", "p50 ms", "p99 ms", "RSS MB", "SQL/req", "CPU µs srv/db/cli"
     );
     for m in results {
         let _ = writeln!(
             out,
-            "{:<58} {:>9.0} {:>8.2} {:>8.2} {:>8} {:>10}  {}",
+            "{:<58} {:>9.0} {:>8.2} {:>8.2} {:>8} {:>8} {:>17}  {}",
             m.name,
             m.throughput,
             m.p50_ms,
             m.p99_ms,
             m.rss_mb.map_or("-".into(), |r| format!("{r:.1}")),
             m.statements_per_request.map_or("-".into(), |s| format!("{s:.1}")),
+            m.cpu_us.map_or("-".into(), |c| format!("{:.0}/{:.0}/{:.0}", c.server, c.database, c.client)),
             if m.errors.is_empty() { "none".to_owned() } else { format!("{:?}", m.errors) },
         );
     }
@@ -588,7 +735,9 @@ fn write_outputs(root: &std::path::Path, results: &[Measured]) -> Result<()> {
     let json: Vec<Value> = results
         .iter()
         .map(|m| json!({ "load": m.name, "throughput": m.throughput, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms,
-                         "rss_mb": m.rss_mb, "sql_statements_per_request": m.statements_per_request, "errors": m.errors }))
+                         "rss_mb": m.rss_mb, "sql_statements_per_request": m.statements_per_request,
+                         "cpu_us_per_request": m.cpu_us.map(|c| json!({ "server": c.server, "database": c.database, "client": c.client })),
+                         "errors": m.errors }))
         .collect();
     std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&json)?)?;
     std::fs::write(dir.join("latency.svg"), svg(results))?;

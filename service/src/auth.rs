@@ -177,26 +177,37 @@ pub async fn logout(db: &impl ConnectionTrait, refresh_token: &str) -> Result<bo
     Ok(ended.rows_affected == 1)
 }
 
-/// Verifies an access token and loads its user, checking that the session is live, the user not deleted, and
-/// the token not older than the user's last password change.
-pub async fn authenticate(
-    db: &impl ConnectionTrait,
-    config: &TokenConfig,
-    access_token: &str,
-) -> Result<Caller, Error> {
+/// An access token whose signature, issuer, audience and lifetime hold. Whether its session is still live is for
+/// the database to say: [`check_session`], or the statement that acts for it (a transfer checks it in passing).
+#[derive(Clone, Debug)]
+pub struct VerifiedToken {
+    pub username: String,
+    pub session_id: String,
+    /// When the token was issued (seconds since the epoch): a password changed later voids it.
+    pub issued_at: i64,
+}
+
+/// Checks an access token's signature and claims, without the database.
+pub fn verify(config: &TokenConfig, access_token: &str) -> Result<VerifiedToken, Error> {
     let claims = jsonwebtoken::decode::<Claims>(access_token, &config.decoding, &config.validation())
         .map_err(|_| Error::Unauthenticated)?
         .claims;
-    let (session, user) = session::Entity::find_by_id(claims.sid.clone())
+    Ok(VerifiedToken { username: claims.sub, session_id: claims.sid, issued_at: claims.iat })
+}
+
+/// The caller behind a verified token, if its session is live and its user is neither deleted nor has changed
+/// their password since the token was issued.
+pub async fn check_session(db: &impl ConnectionTrait, token: &VerifiedToken) -> Result<Caller, Error> {
+    let (session, user) = session::Entity::find_by_id(token.session_id.clone())
         .find_also_related(user::Entity)
         .one(db)
         .await?
         .ok_or(Error::Unauthenticated)?;
     let user = user.ok_or(Error::Unauthenticated)?;
-    let valid = session.username == claims.sub
+    let valid = session.username == token.username
         && session.revoked_at.is_none()
         && user.deleted_at.is_none()
-        && claims.iat >= user.password_changed_at.timestamp();
+        && token.issued_at >= user.password_changed_at.timestamp();
     if !valid {
         return Err(Error::Unauthenticated);
     }

@@ -24,6 +24,9 @@ fn options(url: &str) -> ConnectOptions {
         .sqlx_logging(false)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
+        // A connection in steady use is known to be alive; pinging it before every statement would double the
+        // round trips. One that sat idle (perhaps through a database restart) is still checked.
+        .test_before_acquire_if_idle_for(Duration::from_secs(1))
         .map_sqlx_sqlite_opts(|sqlite| {
             sqlite
                 .create_if_missing(true)
@@ -35,7 +38,9 @@ fn options(url: &str) -> ConnectOptions {
     if url.starts_with("sqlite:") {
         options.max_connections(1);
     } else {
-        options.max_connections(16).min_connections(1);
+        options
+            .max_connections(std::env::var("SB_POOL").ok().and_then(|v| v.parse().ok()).unwrap_or(16))
+            .min_connections(1);
     }
     options
 }

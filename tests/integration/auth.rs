@@ -2,25 +2,14 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tests::{Backend, JWT_SECRET, PASSWORD, TestApp, on_both_backends, spawn_app};
+use tests::{Backend, JWT_SECRET, PASSWORD, TestApp, claims_of, on_both_backends, sign, spawn_app};
 
 const ME: &str = "{ me { username } }";
 const REFRESH: &str = "mutation($t: String!) { refreshAccessToken(refreshToken: $t) { accessToken refreshToken } }";
 
 async fn me_code(app: &TestApp, token: &str) -> Option<String> {
     app.graphql(ME, json!({}), Some(token)).await.error_code().map(str::to_owned)
-}
-
-fn claims_of(token: &str) -> Value {
-    let payload = token.split('.').nth(1).expect("a JWT");
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64")).expect("JSON claims")
-}
-
-fn sign(claims: &Value, key: &str) -> String {
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(key.as_bytes()))
-        .expect("signing")
 }
 
 fn now() -> i64 {

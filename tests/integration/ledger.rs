@@ -1,7 +1,9 @@
 //! Accounts, deposits and transfers: money is never created, lost, overdrawn or moved twice.
 
 use serde_json::{Value, json};
-use tests::{Backend, Bank, TestApp, assert_ledger_consistent, on_both_backends, spawn_app};
+use tests::{
+    Backend, Bank, JWT_SECRET, TestApp, assert_ledger_consistent, claims_of, on_both_backends, sign, spawn_app,
+};
 
 const TRANSFER: &str = "mutation($input: CreateTransferInput!) { createTransfer(input: $input) {
     transfer { id amount currency fromAccount { id } toAccount { id } }
@@ -193,6 +195,30 @@ async fn a_retried_transfer_with_the_same_idempotency_key_moves_money_once(backe
     assert_ledger_consistent(&app.db).await;
 }
 
+async fn a_token_whose_session_ended_or_whose_user_changed_moves_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (banker, alice, alice_usd, _, bob_usd) = bank(&app).await;
+    let transfer = |token: String| {
+        let app = &app;
+        let input = transfer_input(&alice_usd, &bob_usd, 100, "USD");
+        async move { app.graphql(TRANSFER, input, Some(&token)).await.error_code().map(str::to_owned) }
+    };
+    let (logged_out, refresh) = app.login("alice").await;
+    app.graphql("mutation($t: String!) { logout(refreshToken: $t) }", json!({ "t": refresh }), None).await.assert_ok();
+    assert_eq!(transfer(logged_out).await.as_deref(), Some("UNAUTHENTICATED"), "after logout");
+
+    let mut earlier = claims_of(&alice);
+    earlier["iat"] = json!(chrono::Utc::now().timestamp() - 10);
+    let issued_before_the_change = sign(&earlier, JWT_SECRET);
+    let new_password = "mutation { updateUser(input: { password: \"a brand new passphrase\" }) { username } }";
+    app.graphql(new_password, json!({}), Some(&alice)).await.assert_ok();
+    assert_eq!(transfer(issued_before_the_change).await.as_deref(), Some("UNAUTHENTICATED"), "after a password change");
+
+    app.graphql("mutation { deleteUser(username: \"alice\") }", json!({}), Some(&banker)).await.assert_ok();
+    assert_eq!(transfer(alice).await.as_deref(), Some("UNAUTHENTICATED"), "after deletion");
+    assert_eq!(assert_ledger_consistent(&app.db).await, 15_000);
+}
+
 async fn a_retried_transfer_gets_its_first_answer_even_when_it_could_no_longer_succeed(backend: Backend) {
     let app = spawn_app(backend).await;
     let (_, alice, alice_usd, _, bob_usd) = bank(&app).await;
@@ -270,6 +296,7 @@ on_both_backends!(
     an_accounts_history_pages_newest_first,
     a_retried_transfer_with_the_same_idempotency_key_moves_money_once,
     a_retried_transfer_gets_its_first_answer_even_when_it_could_no_longer_succeed,
+    a_token_whose_session_ended_or_whose_user_changed_moves_nothing,
     ten_concurrent_identical_requests_with_one_key_make_exactly_one_transfer,
     concurrent_transfers_both_ways_never_lose_money_and_every_read_sees_the_total,
     nested_users_and_accounts_cost_a_few_statements_whatever_the_page_size,

@@ -25,6 +25,21 @@ pub const JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
 /// A password every test user has.
 pub const PASSWORD: &str = "correct horse battery";
 
+/// The claims inside a JWT, unverified.
+pub fn claims_of(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64");
+    serde_json::from_slice(&json).expect("JSON claims")
+}
+
+/// A JWT of these claims signed with `key` (HS256): with [`JWT_SECRET`], a token only the server could have made.
+pub fn sign(claims: &Value, key: &str) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(key.as_bytes()))
+        .expect("signing")
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,

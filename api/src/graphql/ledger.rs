@@ -13,7 +13,7 @@ use service::entity::{account, entry, transfer};
 use service::ledger::{self, TransferOutcome, TransferRequest};
 
 use super::users::User;
-use super::{ApiError, authorize_owner, caller, db, loaders, metrics, paginate, pool};
+use super::{ApiError, authorize_owner, caller, db, loaders, metrics, paginate, pool, verified_token};
 
 /// An amount of money in minor units (cents), as a signed 64-bit integer. Serialized as a string ("1250") because
 /// JavaScript numbers lose precision past 2^53; accepted as a string or an integer.
@@ -271,7 +271,7 @@ impl LedgerMutation {
 
     /// Moves money from one of your accounts to another account in the same currency.
     async fn create_transfer(&self, ctx: &Context<'_>, input: CreateTransferInput) -> Result<TransferResult, ApiError> {
-        let caller = caller(ctx).await?;
+        let token = verified_token(ctx)?;
         let request = TransferRequest {
             from_account_id: parse_id(&input.from_account_id, "fromAccountId")?,
             to_account_id: parse_id(&input.to_account_id, "toAccountId")?,
@@ -279,7 +279,7 @@ impl LedgerMutation {
             currency: input.currency.into(),
             idempotency_key: input.idempotency_key,
         };
-        let outcome = ledger::transfer(pool(ctx), caller, &request).await?;
+        let outcome = ledger::transfer(pool(ctx), &token, &request).await?;
         metrics(ctx).count_transfer();
         Ok(TransferResult(outcome))
     }

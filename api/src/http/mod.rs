@@ -1,12 +1,13 @@
 //! HTTP routes: GraphQL, GraphiQL, health probes and metrics.
 
+mod documents;
 pub mod graphiql;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use async_graphql::ParseRequestError;
-use async_graphql::parser::types::{DocumentOperations, OperationDefinition, OperationType};
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationDefinition, OperationType};
 use async_graphql_axum::GraphQLRequest;
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
@@ -21,6 +22,7 @@ use tower_http::trace::TraceLayer;
 
 use service::db::Db;
 
+pub use self::documents::Documents;
 use crate::graphql::{self, RequestAuth};
 use crate::{AppState, Config};
 
@@ -86,7 +88,7 @@ async fn graphql_get(
     request: Request,
 ) -> Response {
     let mut request = request.into_inner();
-    let operation = Operation::of(&mut request);
+    let operation = Operation::of(&mut request, &state.documents);
     if operation.mutation {
         let body = serde_json::json!({ "errors": [{
             "message": "mutations are accepted only over POST",
@@ -105,18 +107,25 @@ struct Operation {
 }
 
 impl Operation {
-    /// Parses the request's document once: the parse is kept in the request for the executor to use.
-    fn of(request: &mut async_graphql::Request) -> Self {
-        let is_mutation = |op: &OperationDefinition| op.ty == OperationType::Mutation;
-        let operation_name = request.operation_name.clone();
-        let Ok(document) = request.parsed_query() else {
-            return Self { name: operation_name, mutation: false };
+    /// Parses the request's document, or finds it parsed already; the parse is handed to the request for the
+    /// executor to use.
+    fn of(request: &mut async_graphql::Request, documents: &Documents) -> Self {
+        let name = request.operation_name.clone();
+        let Some(document) = documents.parse(&request.query) else {
+            return Self { name, mutation: false };
         };
+        let operation = Self::selected(&document, name);
+        request.set_parsed_query(document);
+        operation
+    }
+
+    fn selected(document: &ExecutableDocument, name: Option<String>) -> Self {
+        let is_mutation = |op: &OperationDefinition| op.ty == OperationType::Mutation;
         // The parser keeps an anonymous operation as `Single`, named ones by name.
         match &document.operations {
             DocumentOperations::Single(op) => Self { name: None, mutation: is_mutation(&op.node) },
             DocumentOperations::Multiple(ops) => {
-                let selected = match &operation_name {
+                let selected = match &name {
                     Some(name) => ops.get_key_value(name.as_str()),
                     None if ops.len() == 1 => ops.iter().next(),
                     None => None,
@@ -124,7 +133,7 @@ impl Operation {
                 match selected {
                     Some((name, op)) => Self { name: Some(name.to_string()), mutation: is_mutation(&op.node) },
                     // No operation selected: execution will say so; over GET, refuse if any could mutate.
-                    None => Self { name: operation_name, mutation: ops.values().any(|op| is_mutation(&op.node)) },
+                    None => Self { name, mutation: ops.values().any(|op| is_mutation(&op.node)) },
                 }
             }
         }
@@ -142,7 +151,7 @@ async fn graphql(
     request: Request,
 ) -> Response {
     let mut request = request.into_inner();
-    let operation = Operation::of(&mut request);
+    let operation = Operation::of(&mut request, &state.documents);
     execute(state, client, &headers, request, operation).await
 }
 

@@ -20,7 +20,7 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 
 use super::{accounts_by_ids, with_retry};
-use crate::auth::Caller;
+use crate::auth::{self, VerifiedToken};
 use crate::domain::Amount;
 use crate::{Error, ResultExt, constraint};
 
@@ -48,10 +48,11 @@ pub struct TransferOutcome {
     pub to_entry: entry::Model,
 }
 
-/// Moves money from one of the caller's accounts to another account in the same currency.
+/// Moves money from one of the caller's accounts to another account in the same currency. The token's session is
+/// checked in the same transaction as the transfer: a logged-out, deleted or re-passworded caller moves nothing.
 pub async fn transfer(
     db: &DatabaseConnection,
-    caller: &Caller,
+    caller: &VerifiedToken,
     request: &TransferRequest,
 ) -> Result<TransferOutcome, Error> {
     if request.from_account_id == request.to_account_id {
@@ -87,13 +88,19 @@ enum Attempt {
     KeyUsed,
 }
 
-/// The transfer as one PostgreSQL statement. `prior` finds a key committed earlier; `locked` locks both accounts
-/// in id order and reads their newest versions; `allowed` has a row only when every rule holds, and each write
-/// happens only then. The final row reports what was found and what was written, so that a refusal can say why.
+/// The transfer as one PostgreSQL statement. `caller` is the session check (as in `auth::check_session`: live
+/// session, user not deleted, no password change since the token was issued); `prior` finds a key committed
+/// earlier; `locked` locks both accounts in id order and reads their newest versions; `allowed` has a row only when
+/// every rule holds, and each write happens only then. The final row reports what was found and what was written, so that a refusal can say why.
 /// A key committed by a racing request makes the `idempotency_keys` insert wait for it and then fail, which undoes
 /// the whole statement.
 const TRANSFER_SQL: &str = r#"
-WITH prior AS (
+WITH caller AS (
+    SELECT 1 FROM sessions s JOIN users u ON u.username = s.username
+    WHERE s.id = $8 AND s.username = $5 AND s.revoked_at IS NULL AND u.deleted_at IS NULL
+      AND u.password_changed_at < to_timestamp($9 + 1)
+),
+prior AS (
     SELECT 1 FROM idempotency_keys WHERE username = $5 AND key = $6
 ),
 locked AS (
@@ -103,7 +110,7 @@ locked AS (
 allowed AS (
     SELECT 1 FROM locked f JOIN locked t ON f.id = $1 AND t.id = $2
     WHERE f.owner = $5 AND f.currency = $4 AND t.currency = $4 AND f.balance >= $3
-      AND NOT EXISTS (SELECT 1 FROM prior)
+      AND EXISTS (SELECT 1 FROM caller) AND NOT EXISTS (SELECT 1 FROM prior)
 ),
 moved AS (
     UPDATE accounts SET balance = CASE WHEN id = $1 THEN balance - $3 ELSE balance + $3 END
@@ -126,6 +133,7 @@ keyed AS (
     SELECT $5, $6, $7, written.id FROM written WHERE $6 IS NOT NULL
 )
 SELECT
+    EXISTS (SELECT 1 FROM caller) AS authenticated,
     EXISTS (SELECT 1 FROM prior) AS key_used,
     f.owner AS from_owner, f.currency AS from_currency, f.balance AS from_balance, f.created_at AS from_created_at,
     t.currency AS to_currency, t.owner AS to_owner, t.created_at AS to_created_at,
@@ -145,7 +153,7 @@ LEFT JOIN entered et ON et.account_id = $2
 
 async fn in_one_statement(
     db: &DatabaseConnection,
-    caller: &Caller,
+    caller: &VerifiedToken,
     request: &TransferRequest,
     request_hash: &str,
 ) -> Result<Attempt, Error> {
@@ -158,9 +166,11 @@ async fn in_one_statement(
             request.to_account_id.into(),
             amount.into(),
             request.currency.to_value().into(),
-            caller.user.username.clone().into(),
+            caller.username.clone().into(),
             request.idempotency_key.clone().into(),
             request_hash.into(),
+            caller.session_id.clone().into(),
+            caller.issued_at.into(),
         ],
     );
     let row = match db.query_one_raw(statement).await {
@@ -173,6 +183,9 @@ async fn in_one_statement(
         }
     };
     let get = Columns(&row);
+    if !get.value::<bool>("authenticated")? {
+        return Err(Error::Unauthenticated);
+    }
     if get.value::<bool>("key_used")? {
         return Ok(Attempt::KeyUsed);
     }
@@ -181,7 +194,7 @@ async fn in_one_statement(
     let (Some(from_owner), from_balance) = (from_owner, get.value::<Option<i64>>("from_balance")?) else {
         return Err(Error::NotFound { what: "account" });
     };
-    if from_owner != caller.user.username {
+    if from_owner != caller.username {
         return Err(Error::Forbidden);
     }
     let Some(to_owner) = to_owner else {
@@ -250,11 +263,12 @@ impl Columns<'_> {
 /// with the same key waits on it until this one commits or rolls back.
 async fn in_one_transaction(
     db: &DatabaseConnection,
-    caller: &Caller,
+    token: &VerifiedToken,
     request: &TransferRequest,
     request_hash: &str,
 ) -> Result<Attempt, Error> {
     let txn = db.begin().await?;
+    let caller = auth::check_session(&txn, token).await?;
     if let Some(key) = &request.idempotency_key {
         let claimed = idempotency_key::ActiveModel {
             username: Set(caller.user.username.clone()),
@@ -341,12 +355,12 @@ async fn in_one_transaction(
 /// the key came with a different request.
 async fn replay(
     db: &DatabaseConnection,
-    caller: &Caller,
+    caller: &VerifiedToken,
     request: &TransferRequest,
     request_hash: &str,
 ) -> Result<TransferOutcome, Error> {
     let key = request.idempotency_key.clone().unwrap_or_default();
-    let stored = idempotency_key::Entity::find_by_id((caller.user.username.clone(), key))
+    let stored = idempotency_key::Entity::find_by_id((caller.username.clone(), key))
         .one(db)
         .await?
         .ok_or_else(|| Error::Internal("an idempotency key vanished".to_owned()))?;
