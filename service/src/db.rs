@@ -24,9 +24,6 @@ fn options(url: &str) -> ConnectOptions {
         .sqlx_logging(false)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
-        // A connection in steady use is known to be alive; pinging it before every statement would double the
-        // round trips. One that sat idle (perhaps through a database restart) is still checked.
-        .test_before_acquire_if_idle_for(Duration::from_secs(1))
         .map_sqlx_sqlite_opts(|sqlite| {
             sqlite
                 .create_if_missing(true)

@@ -1,12 +1,12 @@
-//! Password hashing with argon2id, off the async runtime, bounded in how many run at once and in memory.
+//! Password hashing with argon2id, on threads of its own: bounded in how many run at once, in memory, and in how
+//! much CPU they can take from other requests.
 
-use std::sync::{LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError, mpsc};
 
 use argon2::{Algorithm, Argon2, Block, Params, PasswordVerifier, Version};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use rand::RngCore;
-use tokio::sync::Semaphore;
 
 use crate::Error;
 use crate::domain::Password;
@@ -18,16 +18,51 @@ const LANES: u32 = 1;
 const SALT_LEN: usize = 16;
 const HASH_LEN: usize = 32;
 
-/// At most one hash per core but one at a time (and at least one): each holds 19 MiB and a core for tens of
-/// milliseconds, so a login flood queues here, and the core left over keeps answering every other request.
-static PERMITS: LazyLock<Semaphore> = LazyLock::new(|| {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    Semaphore::new(cores.saturating_sub(1).max(1))
-});
+/// argon2 runs on threads of its own: one per core but one (at least one), so that the core left over keeps
+/// answering every other request during a login flood. Each owns its 19 MiB work area, allocated once: handed back
+/// to the allocator after each hash, blocks that large tend to stay resident, and a few hundred logins left the
+/// server holding over 500 MB. They also run at a lower CPU priority (nice 10), so that the scheduler prefers
+/// the other requests' work whenever both want a core.
+static HASHERS: LazyLock<Hashers> = LazyLock::new(Hashers::start);
 
-/// argon2's 19 MiB work areas, one per permit, allocated once and reused. Handed back to the allocator after each
-/// hash, blocks that large tend to stay resident: a few hundred logins left the server holding over 500 MB.
-static WORK_AREAS: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+type Job = Box<dyn FnOnce(&mut [Block]) + Send>;
+
+struct Hashers(Mutex<mpsc::Sender<Job>>);
+
+impl Hashers {
+    fn start() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for i in 0..cores.saturating_sub(1).max(1) {
+            let receiver = receiver.clone();
+            let spawned = std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || {
+                lower_priority();
+                let blocks = Params::new(MEMORY_KIB, ITERATIONS, LANES, Some(HASH_LEN)).map_or(0, |p| p.block_count());
+                let mut area = vec![Block::default(); blocks];
+                // The lock is held only while waiting for a job, not while running it.
+                while let Ok(job) = receiver.lock().unwrap_or_else(PoisonError::into_inner).recv() {
+                    job(&mut area);
+                }
+            });
+            if let Err(err) = spawned {
+                tracing::error!(%err, "cannot start a password-hashing thread");
+            }
+        }
+        Self(Mutex::new(sender))
+    }
+}
+
+/// Best effort: where the process may not renice its threads, hashes run at normal priority.
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    if let Err(err) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10) {
+        tracing::debug!(%err, "password hashing runs at normal priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 /// A hash of a password nobody has, verified against when the user does not exist, so that an unknown username
 /// costs the same time as a wrong password and reveals nothing.
@@ -93,24 +128,20 @@ fn verify_in(area: &mut [Block], password: &[u8], phc: &str) -> bool {
     out.iter().zip(&expected).fold(0u8, |differ, (a, b)| differ | (a ^ b)) == 0
 }
 
-/// Runs `work` on the blocking pool with a permit and a work area, both returned when it is done.
+/// Runs `work` on a hashing thread, in its work area.
 async fn run_blocking<T: Send + 'static>(
     work: impl FnOnce(&mut [Block]) -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
-    let _permit = PERMITS.acquire().await.map_err(|err| Error::Internal(format!("password permits closed: {err}")))?;
-    let pooled = WORK_AREAS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
-    let mut area = pooled.unwrap_or_else(|| {
-        let blocks = Params::new(MEMORY_KIB, ITERATIONS, LANES, Some(HASH_LEN)).map_or(0, |p| p.block_count());
-        vec![Block::default(); blocks]
+    let (result, answer) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move |area| {
+        // A request that stopped waiting (timed out, or its client left) costs no hash.
+        if !result.is_closed() {
+            let _ = result.send(work(area));
+        }
     });
-    let (result, area) = tokio::task::spawn_blocking(move || {
-        let result = work(&mut area);
-        (result, area)
-    })
-    .await
-    .map_err(|err| Error::Internal(format!("password task failed: {err}")))?;
-    WORK_AREAS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(area);
-    result
+    let stopped = || Error::Internal("password hashing has stopped".to_owned());
+    HASHERS.0.lock().unwrap_or_else(PoisonError::into_inner).send(job).map_err(|_| stopped())?;
+    answer.await.map_err(|_| stopped())?
 }
 
 #[cfg(test)]
