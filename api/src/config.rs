@@ -17,6 +17,11 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://simple-bank.db?mode=rwc")]
     pub database_url: String,
 
+    /// PostgreSQL connections for writes, and as many again for query snapshots (SQLite always uses one).
+    /// Default: 8.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = service::db::DEFAULT_MAX_CONNECTIONS)]
+    pub database_max_connections: u32,
+
     /// Address to listen on. Default: 127.0.0.1:8000.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8000")]
     pub listen_addr: SocketAddr,

@@ -65,8 +65,8 @@ impl Application {
         if config.migrate {
             migration::migrate_up(&config.database_url).await?;
         }
-        let db = service::db::connect(&config.database_url).await?;
-        let snapshots = Snapshots::connect(&config.database_url, &db).await?;
+        let db = service::db::connect(&config.database_url, config.database_max_connections).await?;
+        let snapshots = Snapshots::connect(&config.database_url, config.database_max_connections, &db).await?;
         let state = AppState::new(db, snapshots, &config)?;
         let listener = TcpListener::bind(config.listen_addr).await?;
         Ok(Self { listener, state, config })

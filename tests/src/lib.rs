@@ -119,7 +119,7 @@ impl TestDatabase {
 
     /// A connection as the server uses it.
     pub async fn connection(&self) -> DatabaseConnection {
-        service::db::connect(&self.url).await.expect("connect")
+        service::db::connect(&self.url, service::db::DEFAULT_MAX_CONNECTIONS).await.expect("connect")
     }
 }
 
