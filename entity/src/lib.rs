@@ -4,7 +4,6 @@ pub mod account;
 pub mod deleted_email;
 pub mod email;
 pub mod entry;
-pub mod idempotency_key;
 pub mod session;
 pub mod transfer;
 pub mod user;

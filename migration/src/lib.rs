@@ -13,6 +13,7 @@ mod m20260101_000002_add_users;
 mod m20260101_000003_bank_constraints;
 mod m20260101_000004_user_auth;
 mod m20260101_000005_ledger;
+mod m20260101_000006_transfer_idempotency;
 mod sqlite;
 
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260101_000003_bank_constraints::Migration),
             Box::new(m20260101_000004_user_auth::Migration),
             Box::new(m20260101_000005_ledger::Migration),
+            Box::new(m20260101_000006_transfer_idempotency::Migration),
         ]
     }
 }

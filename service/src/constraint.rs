@@ -13,7 +13,7 @@ const SQLITE_UNIQUE: &[(&str, &str)] = &[
     ("emails.username, emails.email", "emails_username_email_key"),
     ("accounts.owner, accounts.currency", "owner_currency_key"),
     ("sessions.id", "sessions_pkey"),
-    ("idempotency_keys.username, idempotency_keys.key", "idempotency_keys_pkey"),
+    ("transfers.from_account_id, transfers.idempotency_key", "transfers_idempotency_key_key"),
 ];
 
 /// The name of the constraint `err` violated, if it is a constraint violation.

@@ -1,14 +1,15 @@
 //! The seed lesson's migration story: reversible, and atomic when it fails.
 
-use sea_orm::ConnectionTrait;
-use tests::{Backend, TestDatabase, migrate, on_both_backends, schema_of};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use serde_json::json;
+use tests::{Backend, TestDatabase, migrate, on_both_backends, schema_of, spawn_app};
 
 async fn down_one_and_up_one_reproduce_the_schema_exactly(backend: Backend) {
     let db = TestDatabase::migrated(backend).await;
     let conn = db.migration_connection().await;
     let before = schema_of(&conn).await;
 
-    for steps in 1..=5 {
+    for steps in 1..=6 {
         migrate(&db, false, Some(steps)).await.expect("down");
         assert_ne!(schema_of(&conn).await, before, "down {steps} changed nothing");
         migrate(&db, true, Some(steps)).await.expect("up");
@@ -67,8 +68,43 @@ async fn add_users_fails_naming_owners_that_are_not_users_and_changes_nothing(ba
     migrate(&db, true, None).await.expect("with the orphans gone, add_users applies");
 }
 
+async fn idempotency_keys_survive_moving_off_their_transfers_and_back(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let banker = app.banker("banker").await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let alice_usd = app.open_account(&alice, "USD").await;
+    let bob_usd = app.open_account(&bob, "USD").await;
+    app.deposit(&banker, &alice_usd, 1_000).await;
+    let transfer = "mutation($input: CreateTransferInput!) { createTransfer(input: $input) { transfer { id } } }";
+    let mut input = json!({ "input": {
+        "fromAccountId": alice_usd, "toAccountId": bob_usd, "amount": 100, "currency": "USD", "idempotencyKey": "order-1",
+    }});
+    let first = app.graphql(transfer, input.clone(), Some(&alice)).await.assert_ok().str("createTransfer/transfer/id");
+
+    migrate(&app.database, false, Some(1)).await.expect("down to idempotency_keys");
+    let conn = app.database.migration_connection().await;
+    let moved = rows(&conn, "SELECT username || ' ' || key || ' ' || transfer_id FROM idempotency_keys").await;
+    assert_eq!(moved, [format!("alice order-1 {first}")]);
+    migrate(&app.database, true, Some(1)).await.expect("up onto transfers");
+    assert_eq!(rows(&conn, "SELECT idempotency_key FROM transfers").await, ["order-1"]);
+
+    let retry = app.graphql(transfer, input.clone(), Some(&alice)).await.assert_ok().str("createTransfer/transfer/id");
+    assert_eq!(retry, first, "the retry replays the transfer made before the keys moved");
+    input["input"]["amount"] = json!(101);
+    let changed = app.graphql(transfer, input, Some(&alice)).await;
+    assert_eq!(changed.error_code(), Some("IDEMPOTENCY_KEY_REUSED"));
+}
+
+/// The first column of every row `sql` returns, as text.
+async fn rows(conn: &DatabaseConnection, sql: &str) -> Vec<String> {
+    let rows = conn.query_all_raw(Statement::from_string(conn.get_database_backend(), sql)).await.expect(sql);
+    rows.iter().map(|row| row.try_get_by_index::<String>(0).expect("text")).collect()
+}
+
 on_both_backends!(
     down_one_and_up_one_reproduce_the_schema_exactly,
     down_all_and_up_reproduce_the_schema_exactly,
     add_users_fails_naming_owners_that_are_not_users_and_changes_nothing,
+    idempotency_keys_survive_moving_off_their_transfers_and_back,
 );

@@ -228,7 +228,7 @@ pub struct CreateTransferInput {
     amount: Money,
     /// Both accounts must hold this currency.
     currency: CurrencyCode,
-    /// Retrying with the same key and input returns the first result and moves no money (kept at least 24 hours).
+    /// A retry with the same key and input returns the first result and moves no money; keys are per debited account.
     idempotency_key: Option<String>,
 }
 

@@ -1,4 +1,4 @@
-//! Transfers: two balance updates, two entries (−amount, +amount), the transfer row and its idempotency key, or
+//! Transfers: two balance updates, two entries (−amount, +amount) and the transfer row with its idempotency key, or
 //! nothing.
 //!
 //! Both accounts are locked in id order, so two opposite transfers (A→B and B→A) queue instead of deadlocking.
@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use entity::account::{self, Currency};
-use entity::{entry, idempotency_key, transfer};
+use entity::{entry, transfer};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveEnum, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
@@ -69,16 +69,16 @@ pub async fn transfer(
     let request_hash = request_hash(request);
     let outcome = with_retry(|| async {
         match db.get_database_backend() {
-            DbBackend::Postgres => in_one_statement(db, caller, request, &request_hash).await,
-            _ => in_one_transaction(db, caller, request, &request_hash).await,
+            DbBackend::Postgres => in_one_statement(db, caller, request, request_hash.as_deref()).await,
+            _ => in_one_transaction(db, caller, request, request_hash.as_deref()).await,
         }
     })
     .await?;
     match outcome {
         Attempt::Done(outcome) => Ok(*outcome),
-        // Committed by an earlier request with this key (or one racing this one, which the key's primary key made
-        // wait): answer as it was answered.
-        Attempt::KeyUsed => replay(db, caller, request, &request_hash).await,
+        // Committed by an earlier request with this key (or one racing this one, which the key's unique constraint
+        // made wait): answer as it was answered.
+        Attempt::KeyUsed => replay(db, caller, request, request_hash.as_deref()).await,
     }
 }
 
@@ -91,9 +91,9 @@ enum Attempt {
 /// The transfer as one PostgreSQL statement. `caller` is the session check (as in `auth::check_session`: live
 /// session, user not deleted, no password change since the token was issued); `prior` finds a key committed
 /// earlier; `locked` locks both accounts in id order and reads their newest versions; `allowed` has a row only when
-/// every rule holds, and each write happens only then. The final row reports what was found and what was written, so that a refusal can say why.
-/// A key committed by a racing request makes the `idempotency_keys` insert wait for it and then fail, which undoes
-/// the whole statement.
+/// every rule holds, and each write happens only then. The final row reports what was found and what was written,
+/// so that a refusal can say why. A key committed by a racing request makes the transfer's insert wait for it and
+/// then fail on `transfers_idempotency_key_key`, which undoes the whole statement.
 const TRANSFER_SQL: &str = r#"
 WITH caller AS (
     SELECT 1 FROM sessions s JOIN users u ON u.username = s.username
@@ -101,7 +101,7 @@ WITH caller AS (
       AND u.password_changed_at < to_timestamp($9 + 1)
 ),
 prior AS (
-    SELECT 1 FROM idempotency_keys WHERE username = $5 AND key = $6
+    SELECT 1 FROM transfers WHERE from_account_id = $1 AND idempotency_key = $6
 ),
 locked AS (
     SELECT id, owner, balance, currency, created_at FROM accounts
@@ -118,8 +118,8 @@ moved AS (
     RETURNING id, balance
 ),
 written AS (
-    INSERT INTO transfers (from_account_id, to_account_id, amount)
-    SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM allowed)
+    INSERT INTO transfers (from_account_id, to_account_id, amount, idempotency_key, request_hash)
+    SELECT $1, $2, $3, $6, $7 WHERE EXISTS (SELECT 1 FROM allowed)
     RETURNING id, created_at
 ),
 entered AS (
@@ -127,10 +127,6 @@ entered AS (
     SELECT side.account_id, side.amount, written.id
     FROM written, (VALUES ($1::bigint, -$3::bigint), ($2::bigint, $3::bigint)) AS side (account_id, amount)
     RETURNING id, account_id, created_at
-),
-keyed AS (
-    INSERT INTO idempotency_keys (username, key, request_hash, transfer_id)
-    SELECT $5, $6, $7, written.id FROM written WHERE $6 IS NOT NULL
 )
 SELECT
     EXISTS (SELECT 1 FROM caller) AS authenticated,
@@ -155,7 +151,7 @@ async fn in_one_statement(
     db: &DatabaseConnection,
     caller: &VerifiedToken,
     request: &TransferRequest,
-    request_hash: &str,
+    request_hash: Option<&str>,
 ) -> Result<Attempt, Error> {
     let amount = request.amount.minor_units();
     let statement = Statement::from_sql_and_values(
@@ -168,16 +164,14 @@ async fn in_one_statement(
             request.currency.to_value().into(),
             caller.username.clone().into(),
             request.idempotency_key.clone().into(),
-            request_hash.into(),
+            request_hash.map(str::to_owned).into(),
             caller.session_id.clone().into(),
             caller.issued_at.into(),
         ],
     );
     let row = match db.query_one_raw(statement).await {
         Ok(row) => row.ok_or_else(|| Error::Internal("a transfer statement returned no row".to_owned()))?,
-        Err(err) if constraint::violated(&err).as_deref() == Some("idempotency_keys_pkey") => {
-            return Ok(Attempt::KeyUsed);
-        }
+        Err(err) if constraint::violated(&err).as_deref() == Some(KEY_CONSTRAINT) => return Ok(Attempt::KeyUsed),
         Err(err) => {
             return Err(Error::from(err)).on_constraint("accounts_balance_nonnegative", || Error::InsufficientFunds);
         }
@@ -232,6 +226,8 @@ async fn in_one_statement(
             to_account_id: request.to_account_id,
             amount,
             created_at: time("transfer_created_at")?,
+            idempotency_key: request.idempotency_key.clone(),
+            request_hash: request_hash.map(str::to_owned),
         },
         from_account: account(
             request.from_account_id,
@@ -259,34 +255,25 @@ impl Columns<'_> {
     }
 }
 
-/// The transfer as statements in one transaction (SQLite). The key is claimed first, so that a concurrent request
-/// with the same key waits on it until this one commits or rolls back.
+/// The transfer as statements in one transaction (SQLite, where the one connection runs one transaction at a
+/// time).
 async fn in_one_transaction(
     db: &DatabaseConnection,
     token: &VerifiedToken,
     request: &TransferRequest,
-    request_hash: &str,
+    request_hash: Option<&str>,
 ) -> Result<Attempt, Error> {
     let txn = db.begin().await?;
     let caller = auth::check_session(&txn, token).await?;
-    if let Some(key) = &request.idempotency_key {
-        let claimed = idempotency_key::ActiveModel {
-            username: Set(caller.user.username.clone()),
-            key: Set(key.clone()),
-            request_hash: Set(request_hash.to_owned()),
-            transfer_id: Set(None),
-            ..Default::default()
-        }
-        .insert(&txn)
-        .await;
-        match claimed {
-            Ok(_) => {}
-            Err(err) if constraint::violated(&err).as_deref() == Some("idempotency_keys_pkey") => {
-                txn.rollback().await?;
-                return Ok(Attempt::KeyUsed);
-            }
-            Err(err) => return Err(err.into()),
-        }
+    if let Some(key) = &request.idempotency_key
+        && transfer::Entity::find()
+            .filter(transfer::Column::FromAccountId.eq(request.from_account_id))
+            .filter(transfer::Column::IdempotencyKey.eq(key))
+            .one(&txn)
+            .await?
+            .is_some()
+    {
+        return Ok(Attempt::KeyUsed);
     }
 
     let amount = request.amount.minor_units();
@@ -313,10 +300,17 @@ async fn in_one_transaction(
         from_account_id: Set(from.id),
         to_account_id: Set(to.id),
         amount: Set(amount),
+        idempotency_key: Set(request.idempotency_key.clone()),
+        request_hash: Set(request_hash.map(str::to_owned)),
         ..Default::default()
     }
     .insert(&txn)
-    .await?;
+    .await;
+    let transfer = match transfer {
+        Ok(transfer) => transfer,
+        Err(err) if constraint::violated(&err).as_deref() == Some(KEY_CONSTRAINT) => return Ok(Attempt::KeyUsed),
+        Err(err) => return Err(err.into()),
+    };
     let debit_or_credit =
         Expr::case(Expr::col(account::Column::Id).eq(from.id), Expr::col(account::Column::Balance).sub(amount))
             .finally(Expr::col(account::Column::Balance).add(amount));
@@ -339,14 +333,6 @@ async fn in_one_transaction(
     let to_account = moved.iter().find(|a| a.id == to.id).cloned().ok_or_else(missing)?;
     let from_entry = entries.iter().find(|e| e.account_id == from.id).cloned().ok_or_else(missing)?;
     let to_entry = entries.iter().find(|e| e.account_id == to.id).cloned().ok_or_else(missing)?;
-    if let Some(key) = &request.idempotency_key {
-        idempotency_key::Entity::update_many()
-            .col_expr(idempotency_key::Column::TransferId, Expr::value(transfer.id))
-            .filter(idempotency_key::Column::Username.eq(&caller.user.username))
-            .filter(idempotency_key::Column::Key.eq(key))
-            .exec(&txn)
-            .await?;
-    }
     txn.commit().await?;
     Ok(Attempt::Done(Box::new(TransferOutcome { transfer, from_account, to_account, from_entry, to_entry })))
 }
@@ -357,28 +343,29 @@ async fn replay(
     db: &DatabaseConnection,
     caller: &VerifiedToken,
     request: &TransferRequest,
-    request_hash: &str,
+    request_hash: Option<&str>,
 ) -> Result<TransferOutcome, Error> {
-    let key = request.idempotency_key.clone().unwrap_or_default();
-    let stored = idempotency_key::Entity::find_by_id((caller.username.clone(), key))
+    let transfer = transfer::Entity::find()
+        .filter(transfer::Column::FromAccountId.eq(request.from_account_id))
+        .filter(transfer::Column::IdempotencyKey.eq(request.idempotency_key.as_deref()))
         .one(db)
         .await?
         .ok_or_else(|| Error::Internal("an idempotency key vanished".to_owned()))?;
-    if stored.request_hash != request_hash {
+    let accounts = accounts_by_ids(db, &[transfer.from_account_id, transfer.to_account_id]).await?;
+    let missing = || Error::Internal(format!("transfer {} is incomplete", transfer.id));
+    let account = |id| accounts.iter().find(|a| a.id == id).cloned().ok_or_else(missing);
+    let from_account = account(transfer.from_account_id)?;
+    // The key belongs to whoever may debit the account; anyone else learns nothing about its transfer.
+    if from_account.owner != caller.username {
+        return Err(Error::Forbidden);
+    }
+    if transfer.request_hash.as_deref() != request_hash {
         return Err(Error::IdempotencyKeyReused);
     }
-    let transfer_id = stored
-        .transfer_id
-        .ok_or_else(|| Error::Internal("a committed idempotency key without its transfer".to_owned()))?;
-    let transfer =
-        transfer::Entity::find_by_id(transfer_id).one(db).await?.ok_or(Error::NotFound { what: "transfer" })?;
-    let entries = entry::Entity::find().filter(entry::Column::TransferId.eq(transfer_id)).all(db).await?;
-    let accounts = accounts_by_ids(db, &[transfer.from_account_id, transfer.to_account_id]).await?;
-    let missing = || Error::Internal(format!("transfer {transfer_id} is incomplete"));
-    let account = |id| accounts.iter().find(|a| a.id == id).cloned().ok_or_else(missing);
+    let entries = entry::Entity::find().filter(entry::Column::TransferId.eq(transfer.id)).all(db).await?;
     let entry = |id| entries.iter().find(|e| e.account_id == id).cloned().ok_or_else(missing);
     Ok(TransferOutcome {
-        from_account: account(transfer.from_account_id)?,
+        from_account,
         to_account: account(transfer.to_account_id)?,
         from_entry: entry(transfer.from_account_id)?,
         to_entry: entry(transfer.to_account_id)?,
@@ -386,7 +373,12 @@ async fn replay(
     })
 }
 
-fn request_hash(request: &TransferRequest) -> String {
+/// What a unique key in `transfers` breaks when a racing request committed the same key first.
+const KEY_CONSTRAINT: &str = "transfers_idempotency_key_key";
+
+/// A digest of what a keyed request asks for, kept with its transfer; `None` without a key.
+fn request_hash(request: &TransferRequest) -> Option<String> {
+    request.idempotency_key.as_ref()?;
     let canonical = format!(
         "{}|{}|{}|{:?}",
         request.from_account_id,
@@ -394,5 +386,5 @@ fn request_hash(request: &TransferRequest) -> String {
         request.amount.minor_units(),
         request.currency
     );
-    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+    Some(URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes())))
 }
