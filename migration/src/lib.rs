@@ -32,6 +32,15 @@ impl MigratorTrait for Migrator {
     }
 }
 
+/// Runs the SQL written for the connection's backend.
+async fn run_sql(manager: &SchemaManager<'_>, postgres: &str, sqlite: &str) -> Result<(), DbErr> {
+    let sql = match manager.get_database_backend() {
+        sea_orm_migration::sea_orm::DbBackend::Sqlite => sqlite,
+        _ => postgres,
+    };
+    manager.get_connection().execute_unprepared(sql).await.map(drop)
+}
+
 /// Opens the connection migrations must run on.
 ///
 /// On SQLite, foreign keys are switched off for this connection: SQLite cannot add a foreign key or a CHECK with

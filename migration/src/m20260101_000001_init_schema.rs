@@ -1,7 +1,6 @@
 //! The seed course's schema before users existed: accounts, entries and transfers, with the seed's indexes.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DbBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -80,12 +79,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let sql = match manager.get_database_backend() {
-            DbBackend::Sqlite => SQLITE_UP,
-            _ => POSTGRES_UP,
-        };
-        manager.get_connection().execute_unprepared(sql).await?;
-        Ok(())
+        crate::run_sql(manager, POSTGRES_UP, SQLITE_UP).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

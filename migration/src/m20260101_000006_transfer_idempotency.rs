@@ -11,7 +11,6 @@
 //! moves them back, and fails, changing nothing, if an owner has meanwhile used one key on two of their accounts.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DbBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -81,20 +80,10 @@ impl MigrationTrait for Migration {
     }
 
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let sql = match manager.get_database_backend() {
-            DbBackend::Sqlite => SQLITE_UP,
-            _ => POSTGRES_UP,
-        };
-        manager.get_connection().execute_unprepared(sql).await?;
-        Ok(())
+        crate::run_sql(manager, POSTGRES_UP, SQLITE_UP).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let sql = match manager.get_database_backend() {
-            DbBackend::Sqlite => SQLITE_DOWN,
-            _ => POSTGRES_DOWN,
-        };
-        manager.get_connection().execute_unprepared(sql).await?;
-        Ok(())
+        crate::run_sql(manager, POSTGRES_DOWN, SQLITE_DOWN).await
     }
 }
