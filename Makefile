@@ -22,7 +22,7 @@ lint:
 schema:
 	cargo run -q -p simple-bank -- export-schema > schema.graphql
 
-## The benchmark: the release server beside the raw-SQL limit, on a stock PostgreSQL and on SQLite (~95 s once built;
+## The benchmark: the release server beside the raw-SQL limit, on a stock PostgreSQL and on SQLite (~140 s once built;
 ## BENCH_ONLY=transfer runs only the loads whose names contain it).
 bench:
 	cargo build -q --release -p simple-bank -p bench

@@ -8,8 +8,9 @@
 //! 3. `me { accounts { balance } }` while 16 other clients hammer `login`.
 //!
 //! Beside them, the raw limit: the same transfer sent straight to PostgreSQL as one function call and as a naive
-//! 7-statement transaction, and the two read queries load 2 needs. Loads that are compared run in turns, three
-//! rounds of a 1 s warm-up and 3 s measured each, so that a shared machine's drift weighs on both sides alike.
+//! 7-statement transaction, and the two read queries load 2 needs. Loads that are compared run in turns, five
+//! rounds of a 1 s warm-up and 3 s measured each, so that a shared machine's drift weighs on both sides alike; a
+//! ratio is the median of the rounds' own ratios.
 //! Then loads 1–2 on SQLite. It prints a table (with the CPU time each request cost the server, the database and
 //! this client) and the ratios against the targets, writes `target/bench/results.json` and
 //! `target/bench/latency.svg`, and ends by checking the ledger's invariants in both databases.
