@@ -27,7 +27,7 @@ static HASHERS: LazyLock<Hashers> = LazyLock::new(Hashers::start);
 
 type Job = Box<dyn FnOnce(&mut [Block]) + Send>;
 
-struct Hashers(Mutex<mpsc::Sender<Job>>);
+struct Hashers(mpsc::Sender<Job>);
 
 impl Hashers {
     fn start() -> Self {
@@ -49,7 +49,7 @@ impl Hashers {
                 tracing::error!(%err, "cannot start a password-hashing thread");
             }
         }
-        Self(Mutex::new(sender))
+        Self(sender)
     }
 }
 
@@ -140,7 +140,7 @@ async fn run_blocking<T: Send + 'static>(
         }
     });
     let stopped = || Error::Internal("password hashing has stopped".to_owned());
-    HASHERS.0.lock().unwrap_or_else(PoisonError::into_inner).send(job).map_err(|_| stopped())?;
+    HASHERS.0.send(job).map_err(|_| stopped())?;
     answer.await.map_err(|_| stopped())?
 }
 
