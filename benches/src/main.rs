@@ -63,6 +63,8 @@ struct Measured {
     p50_ms: f64,
     p99_ms: f64,
     errors: BTreeMap<String, u64>,
+    /// Requests sent, warm-ups included.
+    requests: u64,
     rss_mb: Option<f64>,
     /// CPU time per request in the measured parts, in µs: the server (if any), PostgreSQL, this client.
     cpu_us: Option<Cpu>,
@@ -105,6 +107,7 @@ impl Measured {
             p50_ms: percentile(0.50),
             p99_ms: percentile(0.99),
             errors,
+            requests: sent,
             rss_mb: turns.iter().filter_map(|t| t.peak_rss).reduce(f64::max),
             cpu_us: (!latencies.is_empty()).then(|| cpu.per(latencies.len() as f64)),
             statements_per_request: statements.map(|n| n as f64 / sent.max(1) as f64),
@@ -754,7 +757,11 @@ fn report(results: &[Measured], pg_total: i64, sqlite_total: i64) -> String {
         ("server RSS ≤ 64 MB", at_most(rss, 64.0, "MB")),
         (
             "no errors on SQLite",
-            (!sqlite.is_empty()).then(|| (sqlite.iter().all(|m| m.errors.is_empty()), String::new())),
+            (!sqlite.is_empty()).then(|| {
+                let errors: u64 = sqlite.iter().flat_map(|m| m.errors.values()).sum();
+                let requests: u64 = sqlite.iter().map(|m| m.requests).sum();
+                (errors == 0, format!("{errors} errors in {requests} requests"))
+            }),
         ),
     ];
     let _ = writeln!(out, "\nratios and targets:");
@@ -780,7 +787,7 @@ fn write_outputs(root: &std::path::Path, results: &[Measured]) -> Result<()> {
                          "p50_ms": m.p50_ms, "p99_ms": m.p99_ms,
                          "rss_mb": m.rss_mb, "sql_statements_per_request": m.statements_per_request,
                          "cpu_us_per_request": m.cpu_us.map(|c| json!({ "server": c.server, "database": c.database, "client": c.client })),
-                         "errors": m.errors }))
+                         "requests": m.requests, "errors": m.errors }))
         .collect();
     std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&json)?)?;
     std::fs::write(dir.join("latency.svg"), svg(results))?;
