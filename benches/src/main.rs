@@ -24,14 +24,14 @@ use futures::future::BoxFuture;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use sea_orm::sqlx::postgres::PgPoolOptions;
+use sea_orm::sqlx::postgres::{PgConnection, PgPoolOptions};
 use sea_orm::sqlx::sqlite::SqlitePoolOptions;
-use sea_orm::sqlx::{self, Executor};
+use sea_orm::sqlx::{self, Connection, Executor};
 use serde_json::{Value, json};
 
 const CONCURRENCY: usize = 16;
@@ -180,34 +180,37 @@ async fn main() -> Result<()> {
     let accounts: Arc<Vec<i64>> =
         Arc::new(sqlx::query_scalar("SELECT id FROM accounts ORDER BY id").fetch_all(&pool).await?);
     println!("setup: {USERS} users with funded accounts in {:.1}s", started.elapsed().as_secs_f64());
+    let raw = Connections::open(&pg_url, CONCURRENCY).await?;
     let raw_transfer = |naive: bool| {
-        let (pool, accounts) = (pool.clone(), accounts.clone());
+        let (raw, accounts) = (raw.clone(), accounts.clone());
         move |rng: &mut rand::rngs::ThreadRng| {
             let (i, j) = pick_pair(&accounts, rng);
-            let (pool, from, to) = (pool.clone(), accounts[i], accounts[j]);
+            let (raw, from, to) = (raw.clone(), accounts[i], accounts[j]);
             async move {
+                let mut conn = raw.take()?;
                 if naive {
-                    naive_transfer(&pool, from, to).await
+                    naive_transfer(&mut conn, from, to).await
                 } else {
-                    sqlx::query("SELECT bench_transfer($1, $2, 1)").bind(from).bind(to).execute(&pool).await?;
+                    sqlx::query("SELECT bench_transfer($1, $2, 1)").bind(from).bind(to).execute(&mut *conn).await?;
                     Ok(())
                 }
             }
         }
     };
     let raw_users_page = |_: &mut rand::rngs::ThreadRng| {
-        let pool = pool.clone();
+        let raw = raw.clone();
         async move {
+            let mut conn = raw.take()?;
             // The columns the page shows, as the server must read them.
             let users: Vec<(String, String, Option<String>)> = sqlx::query_as(
                 "SELECT username, full_name, email FROM users WHERE deleted_at IS NULL ORDER BY username LIMIT 21",
             )
-            .fetch_all(&pool)
+            .fetch_all(&mut *conn)
             .await?;
             let users: Vec<String> = users.into_iter().map(|(username, ..)| username).collect();
             sqlx::query("SELECT id, owner, balance, currency FROM accounts WHERE owner = ANY($1) ORDER BY id")
                 .bind(&users)
-                .fetch_all(&pool)
+                .fetch_all(&mut *conn)
                 .await?;
             Ok(())
         }
@@ -629,8 +632,53 @@ BEGIN
 END $$;
 "#;
 
-async fn naive_transfer(pool: &sqlx::PgPool, from: i64, to: i64) -> Result<()> {
-    let mut tx = pool.begin().await?;
+/// The raw loads' connections, one per client. sqlx's pool pings a connection when it is taken out and again when it
+/// is put back, two round trips that the server's pool pays but the database's limit must not.
+#[derive(Clone)]
+struct Connections(Arc<Mutex<Vec<PgConnection>>>);
+
+/// A connection taken from [`Connections`]; it goes back when dropped.
+struct Taken {
+    conn: Option<PgConnection>,
+    home: Arc<Mutex<Vec<PgConnection>>>,
+}
+
+impl Connections {
+    async fn open(url: &str, n: usize) -> Result<Self> {
+        let conns = futures::future::try_join_all((0..n).map(|_| PgConnection::connect(url))).await?;
+        Ok(Self(Arc::new(Mutex::new(conns))))
+    }
+
+    fn take(&self) -> Result<Taken> {
+        let conn =
+            self.0.lock().unwrap_or_else(PoisonError::into_inner).pop().ok_or("more clients than connections")?;
+        Ok(Taken { conn: Some(conn), home: self.0.clone() })
+    }
+}
+
+impl std::ops::Deref for Taken {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        self.conn.as_ref().expect("taken until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Taken {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.conn.as_mut().expect("taken until dropped")
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.home.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+        }
+    }
+}
+
+async fn naive_transfer(conn: &mut PgConnection, from: i64, to: i64) -> Result<()> {
+    let mut tx = conn.begin().await?;
     sqlx::query("SELECT id FROM accounts WHERE id IN ($1, $2) ORDER BY id FOR UPDATE")
         .bind(from)
         .bind(to)
