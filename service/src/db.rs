@@ -30,6 +30,11 @@ fn options(url: &str, max_connections: u32) -> ConnectOptions {
         .sqlx_logging(false)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
+        // sqlx pings a connection when it leaves the pool and again when it returns: two round trips besides the
+        // request's own. A connection used within the last half second is alive (HikariCP's rule); one that died
+        // meanwhile (PostgreSQL restarted) fails one request with SERVICE_UNAVAILABLE, and the ping on its
+        // return takes it out of the pool.
+        .test_before_acquire_if_idle_for(Duration::from_millis(500))
         .map_sqlx_sqlite_opts(|sqlite| {
             sqlite
                 .create_if_missing(true)
