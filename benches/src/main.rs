@@ -21,7 +21,12 @@ use std::future::Future;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use std::net::TcpListener;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper_util::rt::TokioIo;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -180,7 +185,8 @@ async fn main() -> Result<()> {
     let accounts: Arc<Vec<i64>> =
         Arc::new(sqlx::query_scalar("SELECT id FROM accounts ORDER BY id").fetch_all(&pool).await?);
     println!("setup: {USERS} users with funded accounts in {:.1}s", started.elapsed().as_secs_f64());
-    let raw = Connections::open(&pg_url, CONCURRENCY).await?;
+    let raw = Dedicated::postgres(&pg_url, CONCURRENCY).await?;
+    let clients = server.clients(CONCURRENCY).await?;
     let raw_transfer = |naive: bool| {
         let (raw, accounts) = (raw.clone(), accounts.clone());
         move |rng: &mut rand::rngs::ThreadRng| {
@@ -217,7 +223,7 @@ async fn main() -> Result<()> {
     };
     let mut results = in_turns(
         vec![
-            Load::new("server: transfer", Some(&server), |rng| bank.transfer(&server, rng)),
+            Load::new("server: transfer", Some(&server), |rng| bank.transfer(&clients, rng)),
             Load::new("raw: transfer, one function call", None, raw_transfer(false)),
             Load::new("raw: transfer, 7-statement transaction", None, raw_transfer(true)),
         ],
@@ -228,7 +234,7 @@ async fn main() -> Result<()> {
     results.extend(
         in_turns(
             vec![
-                Load::new("server: 20 users with accounts", Some(&server), |_| bank.users_page(&server)),
+                Load::new("server: 20 users with accounts", Some(&server), |_| bank.users_page(&clients)),
                 Load::new("raw: 20 users with accounts (2 queries)", None, raw_users_page),
             ],
             ROUNDS,
@@ -238,9 +244,9 @@ async fn main() -> Result<()> {
     );
     if "server: me during a login flood".contains(only.as_str()) {
         let flood = Arc::new(AtomicU64::new(0));
-        let flooding = bank.flood_logins(&server, flood.clone());
+        let flooding = bank.flood_logins(server.clients(CONCURRENCY).await?, flood.clone());
         let started = Instant::now();
-        let me = Load::new("server: me during a login flood", Some(&server), |rng| bank.me(&server, rng));
+        let me = Load::new("server: me during a login flood", Some(&server), |rng| bank.me(&clients, rng));
         let mut me = in_turns(vec![me], ROUNDS, "").await.remove(0);
         flooding.abort();
         let logins = flood.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
@@ -255,11 +261,12 @@ async fn main() -> Result<()> {
     let sqlite_url = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
     let server = Server::start(&binary, &sqlite_url)?;
     let bank = Bank::open(&server, 50).await?;
+    let clients = server.clients(CONCURRENCY).await?;
     results.extend(
         in_turns(
             vec![
-                Load::new("sqlite server: transfer", Some(&server), |rng| bank.transfer(&server, rng)),
-                Load::new("sqlite server: 20 users with accounts", Some(&server), |_| bank.users_page(&server)),
+                Load::new("sqlite server: transfer", Some(&server), |rng| bank.transfer(&clients, rng)),
+                Load::new("sqlite server: 20 users with accounts", Some(&server), |_| bank.users_page(&clients)),
             ],
             1,
             &only,
@@ -281,23 +288,38 @@ struct Server {
     child: Child,
     binary: PathBuf,
     database_url: String,
+    address: SocketAddr,
     base: String,
+    /// For setting up and looking on; the measured loads have connections of their own ([`Server::clients`]).
     http: reqwest::Client,
 }
 
 impl Server {
     fn start(binary: &PathBuf, database_url: &str) -> Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let address = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let child = Command::new(binary)
             .env("DATABASE_URL", database_url)
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("LISTEN_ADDR", address.to_string())
             .env("JWT_SECRET", SECRET)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()?;
         let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
         let (binary, database_url) = (binary.clone(), database_url.to_owned());
-        Ok(Self { child, binary, database_url, base: format!("http://127.0.0.1:{port}"), http })
+        Ok(Self { child, binary, database_url, address, base: format!("http://{address}"), http })
+    }
+
+    /// `n` keep-alive HTTP/1.1 connections for a load's clients, one each.
+    async fn clients(&self, n: usize) -> Result<Dedicated<Client>> {
+        let mut clients = Vec::with_capacity(n);
+        for _ in 0..n {
+            let stream = tokio::net::TcpStream::connect(self.address).await?;
+            stream.set_nodelay(true)?;
+            let (client, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            clients.push(client);
+        }
+        Ok(Dedicated::new(clients))
     }
 
     async fn wait_ready(&self) -> Result<()> {
@@ -408,68 +430,77 @@ impl Bank {
 
     fn transfer(
         self: &Arc<Self>,
-        server: &Server,
+        clients: &Dedicated<Client>,
         rng: &mut rand::rngs::ThreadRng,
     ) -> impl Future<Output = Result<()>> + Send + use<> {
         let (from, to) = pick_pair(&self.accounts, rng);
-        let (bank, http, base) = (self.clone(), server.http.clone(), server.base.clone());
+        let (bank, clients) = (self.clone(), clients.clone());
         async move {
             // Every transfer carries a fresh idempotency key, as a careful client's would.
             let key = format!("bench-{:016x}", rand::random::<u64>());
             let input = json!({ "input": { "fromAccountId": bank.accounts[from], "toAccountId": bank.accounts[to],
                                            "amount": "1", "currency": "USD", "idempotencyKey": key } });
-            post(&http, &base, TRANSFER, input, Some(&bank.tokens[from])).await
+            post(&clients, TRANSFER, input, Some(&bank.tokens[from])).await
         }
     }
 
-    fn users_page(self: &Arc<Self>, server: &Server) -> impl Future<Output = Result<()>> + Send + use<> {
-        let (bank, http, base) = (self.clone(), server.http.clone(), server.base.clone());
-        async move { post(&http, &base, USERS_QUERY, json!({}), Some(&bank.banker)).await }
+    fn users_page(self: &Arc<Self>, clients: &Dedicated<Client>) -> impl Future<Output = Result<()>> + Send + use<> {
+        let (bank, clients) = (self.clone(), clients.clone());
+        async move { post(&clients, USERS_QUERY, json!({}), Some(&bank.banker)).await }
     }
 
     fn me(
         self: &Arc<Self>,
-        server: &Server,
+        clients: &Dedicated<Client>,
         rng: &mut rand::rngs::ThreadRng,
     ) -> impl Future<Output = Result<()>> + Send + use<> {
         let who = rng.random_range(0..self.tokens.len());
-        let (bank, http, base) = (self.clone(), server.http.clone(), server.base.clone());
-        async move { post(&http, &base, ME, json!({}), Some(&bank.tokens[who])).await }
+        let (bank, clients) = (self.clone(), clients.clone());
+        async move { post(&clients, ME, json!({}), Some(&bank.tokens[who])).await }
     }
 
     /// 16 clients logging in as fast as they can (valid passwords, so throttling does not stop them).
-    fn flood_logins(self: &Arc<Self>, server: &Server, count: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
-        let (http, base) = (server.http.clone(), server.base.clone());
+    fn flood_logins(
+        self: &Arc<Self>,
+        clients: Dedicated<Client>,
+        count: Arc<AtomicU64>,
+    ) -> tokio::task::JoinHandle<()> {
         let users = self.tokens.len();
         tokio::spawn(async move {
-            let clients = (0..CONCURRENCY).map(|c| {
-                let (http, base, count) = (http.clone(), base.clone(), count.clone());
+            let flooders = (0..CONCURRENCY).map(|c| {
+                let (clients, count) = (clients.clone(), count.clone());
                 async move {
                     let mut n = c;
                     loop {
                         let name = format!("user_{:03}", n % users);
                         let input = json!({ "i": { "username": name, "password": PASSWORD } });
                         let query = "mutation($i: LoginInput!) { login(input: $i) { accessToken } }";
-                        if post(&http, &base, query, input, None).await.is_ok() {
+                        if post(&clients, query, input, None).await.is_ok() {
                             count.fetch_add(1, Ordering::Relaxed);
                         }
                         n += CONCURRENCY;
                     }
                 }
             });
-            futures::future::join_all(clients).await;
+            futures::future::join_all(flooders).await;
         })
     }
 }
 
-async fn post(http: &reqwest::Client, base: &str, query: &str, variables: Value, token: Option<&str>) -> Result<()> {
-    let mut request = http.post(format!("{base}/graphql")).json(&json!({ "query": query, "variables": variables }));
+/// A measured request: the load generator shares the cores with the server, so it does no more work than it must.
+async fn post(clients: &Dedicated<Client>, query: &str, variables: Value, token: Option<&str>) -> Result<()> {
+    let mut request =
+        hyper::Request::post("/graphql").header(HOST, "127.0.0.1").header(CONTENT_TYPE, "application/json");
     if let Some(token) = token {
-        request = request.bearer_auth(token);
+        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
     }
-    // Parsed only when it carries errors: the load generator shares the cores with the server, so it does no more
-    // work than it must.
-    let body = request.send().await?.bytes().await?;
+    let request = request
+        .body(Full::new(Bytes::from(serde_json::to_vec(&json!({ "query": query, "variables": variables }))?)))?;
+    let mut client = clients.take()?;
+    client.ready().await?;
+    let body = client.send_request(request).await?.into_body().collect().await?.to_bytes();
+    drop(client);
+    // Parsed only when it carries errors.
     if !body.windows(9).any(|w| w == br#""errors":"#) {
         return Ok(());
     }
@@ -632,44 +663,58 @@ BEGIN
 END $$;
 "#;
 
-/// The raw loads' connections, one per client. sqlx's pool pings a connection when it is taken out and again when it
-/// is put back, two round trips that the server's pool pays but the database's limit must not.
-#[derive(Clone)]
-struct Connections(Arc<Mutex<Vec<PgConnection>>>);
+/// An HTTP/1.1 connection to the server.
+type Client = SendRequest<Full<Bytes>>;
 
-/// A connection taken from [`Connections`]; it goes back when dropped.
-struct Taken {
-    conn: Option<PgConnection>,
-    home: Arc<Mutex<Vec<PgConnection>>>,
+/// A measured load's connections, one per client, on both sides. sqlx's pool pings a connection when it is taken
+/// out and again when it is put back, two round trips the database's limit must not pay; reqwest's pool does
+/// bookkeeping for every request that the load generator need not add to the server's side.
+struct Dedicated<C>(Arc<Mutex<Vec<C>>>);
+
+impl<C> Clone for Dedicated<C> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
 }
 
-impl Connections {
-    async fn open(url: &str, n: usize) -> Result<Self> {
-        let conns = futures::future::try_join_all((0..n).map(|_| PgConnection::connect(url))).await?;
-        Ok(Self(Arc::new(Mutex::new(conns))))
+/// A connection taken from [`Dedicated`]; it goes back when dropped.
+struct Taken<C> {
+    conn: Option<C>,
+    home: Arc<Mutex<Vec<C>>>,
+}
+
+impl<C> Dedicated<C> {
+    fn new(conns: Vec<C>) -> Self {
+        Self(Arc::new(Mutex::new(conns)))
     }
 
-    fn take(&self) -> Result<Taken> {
+    fn take(&self) -> Result<Taken<C>> {
         let conn =
             self.0.lock().unwrap_or_else(PoisonError::into_inner).pop().ok_or("more clients than connections")?;
         Ok(Taken { conn: Some(conn), home: self.0.clone() })
     }
 }
 
-impl std::ops::Deref for Taken {
-    type Target = PgConnection;
-    fn deref(&self) -> &PgConnection {
+impl Dedicated<PgConnection> {
+    async fn postgres(url: &str, n: usize) -> Result<Self> {
+        Ok(Self::new(futures::future::try_join_all((0..n).map(|_| PgConnection::connect(url))).await?))
+    }
+}
+
+impl<C> std::ops::Deref for Taken<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
         self.conn.as_ref().expect("taken until dropped")
     }
 }
 
-impl std::ops::DerefMut for Taken {
-    fn deref_mut(&mut self) -> &mut PgConnection {
+impl<C> std::ops::DerefMut for Taken<C> {
+    fn deref_mut(&mut self) -> &mut C {
         self.conn.as_mut().expect("taken until dropped")
     }
 }
 
-impl Drop for Taken {
+impl<C> Drop for Taken<C> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             self.home.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
