@@ -14,7 +14,7 @@ fn transfer_input(from: &str, to: &str, amount: impl Into<Value>, currency: &str
 }
 
 /// A bank with a banker and two depositors holding funded USD accounts: (banker, alice, alice's, bob, bob's).
-async fn bank(app: &TestApp) -> (String, String, String, String, String) {
+pub(crate) async fn bank(app: &TestApp) -> (String, String, String, String, String) {
     let banker = app.banker("banker").await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;

@@ -70,12 +70,7 @@ async fn add_users_fails_naming_owners_that_are_not_users_and_changes_nothing(ba
 
 async fn idempotency_keys_survive_moving_off_their_transfers_and_back(backend: Backend) {
     let app = spawn_app(backend).await;
-    let banker = app.banker("banker").await;
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
-    let alice_usd = app.open_account(&alice, "USD").await;
-    let bob_usd = app.open_account(&bob, "USD").await;
-    app.deposit(&banker, &alice_usd, 1_000).await;
+    let (_, alice, alice_usd, _, bob_usd) = crate::ledger::bank(&app).await;
     let transfer = "mutation($input: CreateTransferInput!) { createTransfer(input: $input) { transfer { id } } }";
     let mut input = json!({ "input": {
         "fromAccountId": alice_usd, "toAccountId": bob_usd, "amount": 100, "currency": "USD", "idempotencyKey": "order-1",
