@@ -43,6 +43,18 @@ pub enum Error {
     /// `IDEMPOTENCY_KEY_REUSED`: the key was used before with a different request.
     #[error("this idempotency key was used for a different request")]
     IdempotencyKeyReused,
+    /// `IDEMPOTENCY_KEY_IN_USE`: a request with this key is still in flight; retry it to get that request's result.
+    #[error("a request with this idempotency key is still in progress; retry shortly")]
+    IdempotencyKeyInUse,
+    /// `ACCOUNT_CLOSED`: the account was closed (its owner was deleted); money no longer moves into or out of it.
+    #[error("the account is closed")]
+    AccountClosed,
+    /// `ACCOUNT_NOT_EMPTY`: a user whose accounts still hold money cannot be deleted; move the money out first.
+    #[error("the user's accounts still hold money")]
+    AccountNotEmpty,
+    /// `BALANCE_OUT_OF_RANGE`: the balance would leave the range of `Money` (a signed 64-bit count of minor units).
+    #[error("the balance would leave the range of Money")]
+    BalanceOutOfRange,
     /// `RATE_LIMITED`: too many login attempts; `retryAfter` says how many seconds to wait.
     #[error("too many login attempts; try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
@@ -70,6 +82,10 @@ impl Error {
             Error::SameAccount => "SAME_ACCOUNT",
             Error::InsufficientFunds => "INSUFFICIENT_FUNDS",
             Error::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Error::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
+            Error::AccountClosed => "ACCOUNT_CLOSED",
+            Error::AccountNotEmpty => "ACCOUNT_NOT_EMPTY",
+            Error::BalanceOutOfRange => "BALANCE_OUT_OF_RANGE",
             Error::RateLimited { .. } => "RATE_LIMITED",
             Error::Database(err) if is_unavailable(err) => "SERVICE_UNAVAILABLE",
             Error::Database(_) | Error::Internal(_) => "INTERNAL_SERVER_ERROR",
