@@ -2,8 +2,14 @@
 
 mod auth;
 mod constraints;
+mod credentials;
+mod demand_control;
+mod edge_inputs;
+mod field_authorization;
+mod generative;
 mod http;
 mod ledger;
+mod ledger_hardening;
 mod migrations;
 mod schema_file;
 mod users;
