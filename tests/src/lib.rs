@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 mod bank;
+pub mod generate;
 mod pg_server;
 
 pub use bank::{Bank, Holder};
