@@ -194,6 +194,26 @@ fn tally(op: &Operation, outcome: &Outcome, codes: &mut BTreeMap<String, usize>)
         .count()
 }
 
+/// How often each (code, deliberate mistake, message) came back, most frequent first: for tuning the generator
+/// (`FUZZ_VERBOSE=1`), since an error nobody meant says the generator wrote something it did not intend.
+fn print_error_histogram(operations: &[Operation], outcomes: &[Outcome]) {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for outcome in outcomes {
+        let Ok(body) = serde_json::from_str::<Value>(&outcome.body) else { continue };
+        for error in body.get("errors").and_then(Value::as_array).into_iter().flatten() {
+            let code = error.pointer("/extensions/code").and_then(Value::as_str).unwrap_or("(none)");
+            let message = error.get("message").and_then(Value::as_str).unwrap_or("");
+            let mistake = operations[outcome.index].mistake;
+            *seen.entry(format!("{code} {mistake:?} {}", clip(message, 80))).or_default() += 1;
+        }
+    }
+    let mut list: Vec<_> = seen.into_iter().collect();
+    list.sort_by(|a, b| b.1.cmp(&a.1));
+    for (key, n) in list {
+        eprintln!("{n:6} {key}");
+    }
+}
+
 fn clip(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((cut, _)) => format!("{}… ({} bytes in all)", &text[..cut], text.len()),
@@ -211,7 +231,11 @@ fn describe(index: usize, op: &Operation, outcome: Option<&Outcome>) -> String {
     );
     if let Some(outcome) = outcome {
         let status = outcome.status.map_or("no status".to_owned(), |s| format!("HTTP {s}"));
-        text.push_str(&format!("      answer: {status}, {}\n", clip(&outcome.body, 1_000)));
+        let errors = serde_json::from_str::<Value>(&outcome.body).ok().and_then(|body| body.get("errors").cloned());
+        if let Some(errors) = errors {
+            text.push_str(&format!("      errors: {}\n", clip(&errors.to_string(), 1_500)));
+        }
+        text.push_str(&format!("      answer: {status}, {}\n", clip(&outcome.body, 600)));
     }
     text
 }
@@ -254,6 +278,9 @@ async fn generated_operations_get_no_internal_error_and_leave_the_server_healthy
         slowest.push((outcome.elapsed, outcome.index));
     }
     slowest.sort_by(|a, b| b.cmp(a));
+    if std::env::var_os("FUZZ_VERBOSE").is_some() {
+        print_error_histogram(&operations, &outcomes);
+    }
 
     // Afterwards: alive, every protected caller still served, the ledger whole, and money actually moved.
     let mut after = Vec::new();
@@ -307,8 +334,10 @@ async fn generated_operations_get_no_internal_error_and_leave_the_server_healthy
         report.push_str(&format!("\n* {problem}\n"));
     }
     for (class, indices) in &by_class {
-        report.push_str(&format!("\n* {class}: {} operations; the first:\n", indices.len()));
-        for &index in indices.iter().take(EXAMPLES) {
+        report.push_str(&format!("\n* {class}: {} operations; the shortest:\n", indices.len()));
+        let mut shortest = indices.clone();
+        shortest.sort_by_key(|&i| (operations[i].query.len() + operations[i].variables.to_string().len(), i));
+        for &index in shortest.iter().take(EXAMPLES) {
             report.push_str(&describe(index, &operations[index], Some(&outcomes[positions[index]])));
         }
     }
@@ -335,7 +364,7 @@ fn the_generator_covers_every_field_of_the_schema_with_well_formed_operations_fr
     let mut first = Generator::new(&schema, &world, 7);
     let mut again = Generator::new(&schema, &world, 7);
     let mut kinds = Vec::new();
-    for _ in 0..5_000 {
+    for _ in 0..3_000 {
         let op = first.operation();
         assert_eq!(op.query, again.operation().query, "the same seed writes the same operations");
         if op.mistake != Some(Mistake::BadSyntax) {

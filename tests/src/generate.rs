@@ -577,9 +577,9 @@ impl<'a> Generator<'a> {
                     _ => {
                         // Every variable's value replaced by one of another kind.
                         let mut map = Map::new();
-                        for (name, _) in &self.variables {
+                        for (name, _) in self.variables.clone() {
                             let wrong = [Value::Bool(true), Value::from(-1), Value::from(1e308), serde_json::json!([{}])];
-                            map.insert(name.clone(), self.pick(&wrong).unwrap_or(Value::Null));
+                            map.insert(name, self.pick(&wrong).unwrap_or(Value::Null));
                         }
                         Value::Object(map)
                     }
@@ -598,33 +598,37 @@ impl<'a> Generator<'a> {
     fn actor(&mut self) -> Actor {
         let roll = self.rng.random_range(0..100);
         match roll {
-            0..25 => Actor::Banker,
-            25..70 if self.world.depositors > 0 => Actor::Depositor(self.rng.random_range(0..self.world.depositors)),
-            70..85 if self.world.spares > 0 => Actor::Spare(self.rng.random_range(0..self.world.spares)),
+            0..30 => Actor::Banker,
+            30..80 if self.world.depositors > 0 => Actor::Depositor(self.rng.random_range(0..self.world.depositors)),
+            80..88 if self.world.spares > 0 => Actor::Spare(self.rng.random_range(0..self.world.spares)),
             _ => Actor::Anonymous,
         }
     }
 
     /// A root field to select: password-hashing fields rarely (and at most one per operation), self-harming ones
-    /// only for callers the run may lose.
+    /// only for callers the run may lose, and the fields that move money often for the callers who can (deposits
+    /// for the banker, transfers for depositors), so the ledger really moves.
     fn root_field(&mut self, root_type: &str, hashed: bool) -> Option<Field> {
-        let protected = matches!(self.actor, Actor::Banker | Actor::Depositor(_));
-        let candidates: Vec<Field> = self
-            .schema
+        let actor = self.actor;
+        let protected = matches!(actor, Actor::Banker | Actor::Depositor(_));
+        let schema = self.schema;
+        let candidates: Vec<(Field, u32)> = schema
             .fields(root_type)
             .iter()
             .filter(|f| !(protected && SELF_HARMING.contains(&f.name.as_str())))
-            .cloned()
+            .map(|f| {
+                let weight = if f.args.iter().any(|a| schema.hashes_password(&a.ty, 0)) {
+                    if hashed { 0 } else { 1 }
+                } else {
+                    match (f.name.as_str(), actor) {
+                        ("deposit", Actor::Banker) | ("createTransfer", Actor::Depositor(_)) => 60,
+                        _ => 12,
+                    }
+                };
+                (f.clone(), weight)
+            })
             .collect();
-        for _ in 0..8 {
-            let field = self.pick(&candidates)?;
-            let hashes = field.args.iter().any(|a| self.schema.hashes_password(&a.ty, 0));
-            if hashes && (hashed || !self.chance(0.06)) {
-                continue;
-            }
-            return Some(field);
-        }
-        candidates.into_iter().find(|f| !f.args.iter().any(|a| self.schema.hashes_password(&a.ty, 0)))
+        candidates.choose_weighted(&mut self.rng, |(_, weight)| *weight).ok().map(|(field, _)| field.clone())
     }
 
     /// Writes `field(args) { selection }` (without its alias).
@@ -638,7 +642,8 @@ impl<'a> Generator<'a> {
                 continue;
             }
             let default_too_big = arg.name == "first" && self.multiplier.saturating_mul(20) > NODE_BUDGET;
-            if arg.ty.nullable && !default_too_big && !self.chance(0.6) {
+            let include = if arg.name == "after" { 0.25 } else { 0.6 };
+            if arg.ty.nullable && !default_too_big && !self.chance(include) {
                 if arg.name == "first" {
                     self.multiplier = self.multiplier.saturating_mul(20);
                 }
@@ -685,12 +690,19 @@ impl<'a> Generator<'a> {
         let deep_enough = depth >= MAX_DEPTH || self.multiplier >= NODE_BUDGET;
         let count = self.rng.random_range(1..=4);
         let mut written = 0;
+        let mut keys: Vec<String> = Vec::new();
         for i in 0..count {
             let choices = if deep_enough { &leaves } else { &fields };
             let Some(field) = self.pick(choices) else { break };
-            // Spell the same selection in one of the ways GraphQL allows.
+            // Spell the same selection in one of the ways GraphQL allows. Each response key is used once, so two
+            // selections of a field with different arguments never have to merge.
             let style = self.rng.random_range(0..100);
-            let alias = if self.chance(0.2) { Some(format!("a{i}_{}", field.name)) } else { None };
+            let alias = if keys.contains(&field.name) || self.chance(0.2) {
+                Some(format!("a{i}_{}", field.name))
+            } else {
+                None
+            };
+            keys.push(alias.clone().unwrap_or_else(|| field.name.clone()));
             let mut text = String::new();
             if let Some(alias) = &alias {
                 let _ = write!(text, "{alias}: ");
@@ -848,7 +860,7 @@ impl<'a> Generator<'a> {
             return if self.chance(0.5) { Lit::Str(amount) } else { Lit::Number(amount) };
         }
         let text = self.pick(MONEY_EXTREMES).unwrap_or("0").to_owned();
-        let numeric = text.parse::<f64>().is_ok() && !text.contains(['x', '_', ' ', '+', 'N', 'I']);
+        let numeric = text.parse::<f64>().is_ok_and(f64::is_finite) && !text.contains(['x', '_', ' ', '+', 'N', 'I']);
         if numeric && self.chance(0.5) { Lit::Number(text) } else { Lit::Str(text) }
     }
 
