@@ -3,7 +3,7 @@
 DATABASE_URL ?= sqlite://simple-bank.db?mode=rwc
 export DATABASE_URL
 
-.PHONY: run test lint schema erd audit graphiql client bench migrateup migratedown migrateup1 migratedown1 migratestatus
+.PHONY: run test fuzz lint schema erd audit graphiql client bench migrateup migratedown migrateup1 migratedown1 migratestatus
 
 ## Serve the API on 127.0.0.1:8000 (SQLite by default; GraphiQL at /).
 run:
@@ -12,6 +12,14 @@ run:
 ## Every test, on SQLite and on PostgreSQL (a throwaway server unless TEST_DATABASE_URL is set).
 test:
 	scripts/with-postgres cargo nextest run --workspace --no-fail-fast
+
+## Generative testing beyond CI's run: N operations from seed SEED, on SQLite and PostgreSQL (the test in
+## tests/integration/generative.rs; CI runs 10000 from seed 14 within `make test`), e.g. `make fuzz SEED=7 N=50000`.
+SEED ?= 14
+N ?= 10000
+fuzz:
+	FUZZ_SEED=$(SEED) FUZZ_OPERATIONS=$(N) scripts/with-postgres cargo nextest run -p tests --test integration \
+		--no-fail-fast --success-output final --slow-timeout 60s generative::
 
 ## What CI checks besides the tests.
 lint:

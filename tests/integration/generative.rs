@@ -5,7 +5,8 @@
 //!
 //! The hand-written tests check what we thought of; this one finds what nobody did (a NUL byte in a username on
 //! PostgreSQL, a deposit of 2^63−1). CI runs it with a fixed seed; `make fuzz SEED=… N=…` runs more, reading
-//! `FUZZ_SEED`, `FUZZ_OPERATIONS` and `FUZZ_IN_FLIGHT`. A failure prints the seed and, for each class of failure,
+//! `FUZZ_SEED`, `FUZZ_OPERATIONS` and `FUZZ_IN_FLIGHT`; `FUZZ_ONLY=i,j` replays single operations of a seed's
+//! sequence and `FUZZ_VERBOSE=1` prints how often each error came back. A failure prints the seed and, for each class of failure,
 //! the first operations that showed it, with their variables and the response, so they can be replayed.
 
 use std::collections::BTreeMap;
@@ -251,7 +252,17 @@ async fn generated_operations_get_no_internal_error_and_leave_the_server_healthy
     let (world, callers) = open_bank(&app).await;
     let schema = Schema::parse(&api::graphql::sdl());
     let mut generator = Generator::new(&schema, &world, seed);
-    let operations: Vec<Operation> = (0..count).map(|_| generator.operation()).collect();
+    let mut operations: Vec<Operation> = (0..count).map(|_| generator.operation()).collect();
+    // FUZZ_ONLY=12,345: replay just those operations of the seed's sequence (printed in full), after the same setup.
+    let only: Option<Vec<usize>> =
+        std::env::var("FUZZ_ONLY").ok().map(|list| list.split(',').filter_map(|i| i.trim().parse().ok()).collect());
+    if let Some(only) = &only {
+        operations = only.iter().filter_map(|&i| operations.get(i).cloned()).collect();
+        for (op, index) in operations.iter().zip(only) {
+            eprintln!("operation #{index}, as {:?}:\n{}\nvariables: {}\n", op.actor, op.query, op.variables);
+        }
+    }
+    let count = operations.len();
 
     let started = Instant::now();
     let app_ref = &app;
@@ -308,7 +319,7 @@ async fn generated_operations_get_no_internal_error_and_leave_the_server_healthy
             None
         }
     };
-    if moved == 0 {
+    if moved == 0 && only.is_none() {
         after.push("no generated deposit or transfer succeeded: the run never moved money".to_owned());
     }
 
