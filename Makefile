@@ -19,7 +19,7 @@ SEED ?= 14
 N ?= 10000
 fuzz:
 	FUZZ_SEED=$(SEED) FUZZ_OPERATIONS=$(N) scripts/with-postgres cargo nextest run -p tests --test integration \
-		--no-fail-fast --success-output final --slow-timeout 60s generative::
+		--no-fail-fast --success-output final generative::
 
 ## What CI checks besides the tests.
 lint:

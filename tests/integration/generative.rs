@@ -110,7 +110,8 @@ async fn open_bank(app: &TestApp) -> (World, Callers) {
             Some(&banker),
         )
         .await;
-    for path in ["users/pageInfo/endCursor", "account/entries/pageInfo/endCursor", "account/transfers/pageInfo/endCursor"]
+    for path in
+        ["users/pageInfo/endCursor", "account/entries/pageInfo/endCursor", "account/transfers/pageInfo/endCursor"]
     {
         world.cursors.push(response.str(path));
     }
@@ -127,8 +128,10 @@ struct Outcome {
 
 async fn send(app: &TestApp, index: usize, op: &Operation, token: Option<&str>) -> Outcome {
     let started = Instant::now();
-    let mut request =
-        app.client.post(format!("{}/graphql", app.address)).json(&json!({ "query": op.query, "variables": op.variables }));
+    let mut request = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .json(&json!({ "query": op.query, "variables": op.variables }));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -209,7 +212,7 @@ fn print_error_histogram(operations: &[Operation], outcomes: &[Outcome]) {
         }
     }
     let mut list: Vec<_> = seen.into_iter().collect();
-    list.sort_by(|a, b| b.1.cmp(&a.1));
+    list.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     for (key, n) in list {
         eprintln!("{n:6} {key}");
     }
@@ -378,10 +381,10 @@ fn the_generator_covers_every_field_of_the_schema_with_well_formed_operations_fr
     for _ in 0..3_000 {
         let op = first.operation();
         assert_eq!(op.query, again.operation().query, "the same seed writes the same operations");
-        if op.mistake != Some(Mistake::BadSyntax) {
-            if let Err(err) = async_graphql::parser::parse_query(&op.query) {
-                panic!("a generated operation does not parse ({err}):\n{}", op.query);
-            }
+        if op.mistake != Some(Mistake::BadSyntax)
+            && let Err(err) = async_graphql::parser::parse_query(&op.query)
+        {
+            panic!("a generated operation does not parse ({err}):\n{}", op.query);
         }
         if op.actor == Actor::Banker || matches!(op.actor, Actor::Depositor(_)) {
             for field in tests::generate::SELF_HARMING {

@@ -27,7 +27,7 @@ pub const SELF_HARMING: &[&str] = &["deleteUser", "updateUser"];
 
 /// The most list nodes a generated valid operation may ask for (page sizes multiplied through nested lists), so a
 /// single operation stays cheap enough for thousands to run in minutes. Out-of-range page sizes are still generated.
-const NODE_BUDGET: u64 = 2_000;
+const NODE_BUDGET: u64 = 1_000;
 /// How deep selections nest below a root field.
 const MAX_DEPTH: usize = 6;
 
@@ -73,9 +73,12 @@ impl Schema {
                     mutation = schema.node.mutation.as_ref().map(|name| name.node.to_string());
                 }
                 TypeSystemDefinition::Type(ty) => {
-                    let args = |list: &[async_graphql::Positioned<async_graphql::parser::types::InputValueDefinition>]| {
-                        list.iter().map(|a| Arg { name: a.node.name.node.to_string(), ty: a.node.ty.node.clone() }).collect()
-                    };
+                    let args =
+                        |list: &[async_graphql::Positioned<async_graphql::parser::types::InputValueDefinition>]| {
+                            list.iter()
+                                .map(|a| Arg { name: a.node.name.node.to_string(), ty: a.node.ty.node.clone() })
+                                .collect()
+                        };
                     let kind = match &ty.node.kind {
                         TypeKind::Object(object) => Kind::Object(
                             object
@@ -100,7 +103,9 @@ impl Schema {
                                 .collect(),
                         ),
                         TypeKind::InputObject(input) => Kind::Input(args(&input.fields)),
-                        TypeKind::Enum(e) => Kind::Enum(e.values.iter().map(|v| v.node.value.node.to_string()).collect()),
+                        TypeKind::Enum(e) => {
+                            Kind::Enum(e.values.iter().map(|v| v.node.value.node.to_string()).collect())
+                        }
                         TypeKind::Scalar | TypeKind::Union(_) => Kind::Scalar,
                     };
                     types.insert(ty.node.name.node.to_string(), kind);
@@ -578,7 +583,8 @@ impl<'a> Generator<'a> {
                         // Every variable's value replaced by one of another kind.
                         let mut map = Map::new();
                         for (name, _) in self.variables.clone() {
-                            let wrong = [Value::Bool(true), Value::from(-1), Value::from(1e308), serde_json::json!([{}])];
+                            let wrong =
+                                [Value::Bool(true), Value::from(-1), Value::from(1e308), serde_json::json!([{}])];
                             map.insert(name, self.pick(&wrong).unwrap_or(Value::Null));
                         }
                         Value::Object(map)
@@ -649,7 +655,7 @@ impl<'a> Generator<'a> {
                 }
                 continue;
             }
-            let value = self.argument(parent, &field.name, arg);
+            let value = self.argument(&field.name, arg);
             args.push(format!("{}: {}", arg.name, value));
         }
         if self.mistake_now(Mistake::UnknownArgument) {
@@ -688,7 +694,7 @@ impl<'a> Generator<'a> {
         let fields: Vec<Field> = self.schema.fields(type_name).to_vec();
         let leaves: Vec<Field> = fields.iter().filter(|f| self.is_leaf(f)).cloned().collect();
         let deep_enough = depth >= MAX_DEPTH || self.multiplier >= NODE_BUDGET;
-        let count = self.rng.random_range(1..=4);
+        let count = self.rng.random_range(1..=3);
         let mut written = 0;
         let mut keys: Vec<String> = Vec::new();
         for i in 0..count {
@@ -737,8 +743,8 @@ impl<'a> Generator<'a> {
     }
 
     /// An argument's value, inline or as a variable.
-    fn argument(&mut self, parent: &str, field: &str, arg: &Arg) -> String {
-        let mut value = self.value(parent, field, &arg.name, &arg.ty, 0);
+    fn argument(&mut self, field: &str, arg: &Arg) -> String {
+        let mut value = self.value(field, &arg.name, &arg.ty, 0);
         let wrong = self.mistake_now(Mistake::WrongType);
         if wrong {
             value = self.wrong_value(&arg.ty);
@@ -782,17 +788,19 @@ impl<'a> Generator<'a> {
     }
 
     /// A value for `name` of type `ty`: mostly one that makes sense, sometimes an extreme.
-    fn value(&mut self, parent: &str, field: &str, name: &str, ty: &Type, depth: usize) -> Lit {
+    fn value(&mut self, field: &str, name: &str, ty: &Type, depth: usize) -> Lit {
         if ty.nullable && self.chance(0.04) {
             return Lit::Null;
         }
         if let BaseType::List(inner) = &ty.base {
             let n = self.rng.random_range(0..4);
-            return Lit::List((0..n).map(|_| self.value(parent, field, name, inner, depth + 1)).collect());
+            return Lit::List((0..n).map(|_| self.value(field, name, inner, depth + 1)).collect());
         }
         match named(ty) {
             "Int" if name == "first" => self.page_size(),
-            "Int" => Lit::Number(self.pick(&["0", "1", "-1", "2147483647", "-2147483648", "2147483648"]).unwrap_or("0").to_owned()),
+            "Int" => Lit::Number(
+                self.pick(&["0", "1", "-1", "2147483647", "-2147483648", "2147483648"]).unwrap_or("0").to_owned(),
+            ),
             "Float" => Lit::Number(self.pick(&["0.0", "-1.5", "1e308", "1e309", "3"]).unwrap_or("0.0").to_owned()),
             "Boolean" => Lit::Bool(self.chance(0.5)),
             "Money" => self.money(),
@@ -828,7 +836,7 @@ impl<'a> Generator<'a> {
                                 self.chance(0.5)
                             };
                         if include {
-                            out.push((f.name.clone(), self.value(parent, field, &f.name, &f.ty, depth + 1)));
+                            out.push((f.name.clone(), self.value(field, &f.name, &f.ty, depth + 1)));
                         }
                     }
                     Lit::Object(out)
@@ -875,7 +883,8 @@ impl<'a> Generator<'a> {
         let id = match roll {
             0..70 if name == "fromAccountId" && !own.is_empty() => self.pick(&own),
             0..80 if !known.is_empty() => self.pick(known),
-            80..90 => self.pick(&["0", "-1", "9223372036854775807", "9223372036854775808", "1e3", "01", " 1"])
+            80..90 => self
+                .pick(&["0", "-1", "9223372036854775807", "9223372036854775808", "1e3", "01", " 1"])
                 .map(str::to_owned),
             _ => Some(self.pool_string()),
         };
