@@ -65,9 +65,9 @@ pub struct Config {
     pub max_query_depth: usize,
 
     /// Highest worst-case node count an operation may have: every selected field counts one, and a list multiplies
-    /// its selection by its page size (`first`, default 20) or its known bound. Default: 100000 (GraphiQL's
-    /// introspection query costs about 57000, the bank's own operations under 1000).
-    #[arg(long, env = "MAX_QUERY_COST", default_value_t = 100_000)]
+    /// its selection by its page size (`first`, default 20) or its known bound. Default: 4000 (GraphiQL's
+    /// introspection costs about 2400, a page of 20 users with 20 entries of each account about 2600).
+    #[arg(long, env = "MAX_QUERY_COST", default_value_t = 4000)]
     pub max_query_cost: u64,
 
     /// Answer introspection queries (GraphiQL and code generators need them). Default: true.

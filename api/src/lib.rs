@@ -49,7 +49,7 @@ impl AppState {
         if graphiql_assets.is_none() {
             tracing::info!(dir = %assets, "GraphiQL's builds are absent (cd web/graphiql && npm ci && npm run build): GraphiQL loads them from a CDN");
         }
-        let documents = Arc::new(http::Documents::new(Arc::new(graphql::cost_model().await?)));
+        let documents = Arc::new(http::Documents::new(Arc::new(graphql::cost_model().await?), config.max_query_cost));
         let max_query_cost = config.max_query_cost;
         Ok(Self { db, snapshots, tokens, schema, metrics, graphiql_assets, documents, max_query_cost })
     }

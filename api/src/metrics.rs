@@ -86,7 +86,9 @@ impl Metrics {
             let requests = self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut rows: Vec<_> = requests
                 .iter()
-                .flat_map(|(operation, kinds)| kinds.iter().map(move |(kind, histogram)| ((operation, kind), histogram)))
+                .flat_map(|(operation, kinds)| {
+                    kinds.iter().map(move |(kind, histogram)| ((operation, kind), histogram))
+                })
                 .collect();
             rows.sort_by(|a, b| a.0.cmp(&b.0));
             for ((operation, kind), histogram) in rows {

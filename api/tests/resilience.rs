@@ -20,11 +20,14 @@ struct ServerProcess(Child);
 impl ServerProcess {
     /// Starts the binary on `database` and waits (at most 30 s) until it answers.
     async fn start(database: &Arc<TestDatabase>) -> (Self, TestApp) {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        // Both bound at once, so that they differ.
+        let listeners = [TcpListener::bind("127.0.0.1:0"), TcpListener::bind("127.0.0.1:0")];
+        let [port, metrics_port] = listeners.map(|l| l.and_then(|l| l.local_addr()).expect("a free port").port());
         let child = Command::new(env!("CARGO_BIN_EXE_simple-bank"))
             .env_clear()
             .env("DATABASE_URL", &database.url)
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
             .env("JWT_SECRET", JWT_SECRET)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -32,7 +35,9 @@ impl ServerProcess {
             .spawn()
             .expect("the server binary starts");
         let server = Self(child);
-        let app = TestApp::at(format!("http://127.0.0.1:{port}"), database.clone()).await;
+        let app = TestApp::at(format!("http://127.0.0.1:{port}"), database.clone())
+            .await
+            .with_metrics_at(format!("http://127.0.0.1:{metrics_port}"));
         let deadline = Instant::now() + Duration::from_secs(30);
         while !app.is_alive().await {
             assert!(Instant::now() < deadline, "the server did not start within 30 s");

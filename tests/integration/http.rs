@@ -53,8 +53,7 @@ async fn metrics_count_requests_by_operation_errors_by_code_transfers_and_pool_u
     .await
     .assert_ok();
 
-    let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.expect("an answer");
-    let text = metrics.text().await.expect("text");
+    let text = app.metrics().await;
 
     for line in [
         r#"graphql_requests_total{operation="Me",kind="query"} 2"#,

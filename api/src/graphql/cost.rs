@@ -4,12 +4,13 @@
 //! operation's cost is its worst-case node count (GitHub's node limit, IBM's cost directives): every selected
 //! field counts one, `__typename` and each alias included, and a list multiplies the cost of its selection by how
 //! long it can be, so nested lists multiply. A connection's `edges` and `nodes` are as long as its page size
-//! (`first`/`last`, else the default page size); a list the schema bounds ([`KNOWN_BOUNDS`]) is as long as that
-//! bound; any other list is assumed a full page. Fragments are expanded where they are spread.
+//! (`first`/`last`, else the default page size); a list whose bound the schema cannot show ([`KNOWN_BOUNDS`]) is as
+//! long as that bound; any other list is assumed a full page. Fragments are expanded where they are spread.
 //!
 //! The walk learns the schema's shapes (which fields are lists, which take a page size) from the schema's own
-//! introspection, once at start, so a new field is covered without being listed anywhere; only bounds the schema
-//! cannot express are written down here.
+//! introspection, once at start, so a new field is covered without being listed anywhere. Introspection itself is
+//! counted exactly against that same answer (its lists are as long as this schema makes them, and differ from type
+//! to type), up to the limit: past it, counting stops, since the operation is refused anyway.
 //!
 //! The same analysis counts the root fields that hash a password ([`Walk::hashes`]): hashing is deliberately
 //! slow, so one request may ask for one hash, not hundreds.
@@ -20,26 +21,18 @@
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 
-use async_graphql::parser::types::{ExecutableDocument, Field, OperationDefinition, OperationType, Selection, SelectionSet};
+use async_graphql::parser::types::{
+    ExecutableDocument, Field, OperationDefinition, OperationType, Selection, SelectionSet,
+};
 use async_graphql::{ErrorExtensions, ServerError, Value, Variables};
 use serde::Deserialize;
 
 use super::{BankSchema, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 
-/// How long the lists are whose length the schema's types do not show.
-const KNOWN_BOUNDS: &[(&str, &str, Bound)] = &[
-    // One account per currency (a unique index in the database), so at most as many as the bank has currencies.
-    ("User", "accounts", Bound::EnumValues("Currency")),
-    // Introspection's lists are as long as this schema makes them.
-    ("__Schema", "types", Bound::Types),
-    ("__Schema", "directives", Bound::Directives),
-    ("__Type", "fields", Bound::MostFields),
-    ("__Type", "inputFields", Bound::MostInputFields),
-    ("__Type", "enumValues", Bound::MostEnumValues),
-    ("__Type", "interfaces", Bound::MostInterfaces),
-    ("__Type", "possibleTypes", Bound::MostPossibleTypes),
-    ("__Field", "args", Bound::MostArguments),
-    ("__Directive", "args", Bound::MostArguments),
+/// Lists whose length the schema's types do not show, each bounded by the number of values of an enum.
+const KNOWN_BOUNDS: &[(&str, &str, &str)] = &[
+    // One account per currency (a unique index in the database).
+    ("User", "accounts", "Currency"),
 ];
 
 /// The `updateUser` input fields that make it hash: a new password, or the current one to check.
@@ -49,25 +42,14 @@ const PASSWORD_INPUTS: [&str; 2] = ["password", "currentPassword"];
 /// (the depth limit is 16); a long chain of fragments could otherwise exhaust the stack. Deeper is over any limit.
 const MAX_WALK_DEPTH: usize = 256;
 
-#[derive(Clone, Copy)]
-enum Bound {
-    /// The number of values of an enum.
-    EnumValues(&'static str),
-    Types,
-    Directives,
-    MostFields,
-    MostInputFields,
-    MostEnumValues,
-    MostInterfaces,
-    MostPossibleTypes,
-    MostArguments,
-}
-
-/// The schema as the walk sees it: for each output type, its fields' shapes.
+/// The schema as the walk sees it: for each output type, its fields' shapes; and the introspection answer itself.
 pub struct Model {
     types: HashMap<String, HashMap<String, FieldShape>>,
     query: String,
     mutation: Option<String>,
+    schema: Introspected,
+    /// Index in `schema.types` by name.
+    by_name: HashMap<String, usize>,
 }
 
 struct FieldShape {
@@ -82,9 +64,11 @@ struct FieldShape {
 }
 
 /// The schema's shapes, as its introspection answers them.
-const INTROSPECTION: &str = "{ __schema { queryType { name } mutationType { name } directives { args { name } }
-    types { name fields(includeDeprecated: true) { name args { name } type { ...Ref } } inputFields { name }
+const INTROSPECTION: &str = "{ __schema { queryType { name } mutationType { name } subscriptionType { name }
+    directives { args { ...Value } }
+    types { name fields(includeDeprecated: true) { name args { ...Value } type { ...Ref } } inputFields { ...Value }
             enumValues(includeDeprecated: true) { name } interfaces { name } possibleTypes { name } } } }
+    fragment Value on __InputValue { name type { ...Ref } }
     fragment Ref on __Type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } }";
 
 #[derive(Deserialize)]
@@ -92,7 +76,8 @@ const INTROSPECTION: &str = "{ __schema { queryType { name } mutationType { name
 struct Introspected {
     query_type: Named,
     mutation_type: Option<Named>,
-    directives: Vec<Directive>,
+    subscription_type: Option<Named>,
+    directives: Vec<DirectiveInfo>,
     types: Vec<TypeInfo>,
 }
 
@@ -102,8 +87,8 @@ struct Named {
 }
 
 #[derive(Deserialize)]
-struct Directive {
-    args: Vec<Named>,
+struct DirectiveInfo {
+    args: Vec<ValueInfo>,
 }
 
 #[derive(Deserialize)]
@@ -111,7 +96,7 @@ struct Directive {
 struct TypeInfo {
     name: String,
     fields: Option<Vec<FieldInfo>>,
-    input_fields: Option<Vec<Named>>,
+    input_fields: Option<Vec<ValueInfo>>,
     enum_values: Option<Vec<Named>>,
     interfaces: Option<Vec<Named>>,
     possible_types: Option<Vec<Named>>,
@@ -120,7 +105,15 @@ struct TypeInfo {
 #[derive(Deserialize)]
 struct FieldInfo {
     name: String,
-    args: Vec<Named>,
+    args: Vec<ValueInfo>,
+    #[serde(rename = "type")]
+    ty: TypeRef,
+}
+
+/// An argument or an input field.
+#[derive(Deserialize)]
+struct ValueInfo {
+    name: String,
     #[serde(rename = "type")]
     ty: TypeRef,
 }
@@ -133,6 +126,12 @@ struct TypeRef {
     of_type: Option<Box<TypeRef>>,
 }
 
+impl TypeRef {
+    fn is_wrapper(&self) -> bool {
+        self.kind == "LIST" || self.kind == "NON_NULL"
+    }
+}
+
 impl Model {
     /// Reads the shapes of `schema` from its introspection (which must be enabled on it).
     pub async fn of(schema: &BankSchema) -> anyhow::Result<Self> {
@@ -141,32 +140,15 @@ impl Model {
             anyhow::bail!("the schema's introspection failed: {}", error.message);
         }
         let mut data = response.data.into_json()?;
-        let introspected: Introspected = serde_json::from_value(data["__schema"].take())?;
-        Ok(Self::from_introspection(&introspected))
+        Ok(Self::from_introspection(serde_json::from_value(data["__schema"].take())?))
     }
 
-    fn from_introspection(schema: &Introspected) -> Self {
-        fn len<T>(list: &Option<Vec<T>>) -> usize {
-            list.as_ref().map_or(0, Vec::len)
-        }
-        let most = |count: fn(&TypeInfo) -> usize| schema.types.iter().map(count).max().unwrap_or(0) as u64;
-        let bound_of = |bound: Bound| match bound {
-            Bound::EnumValues(name) => {
-                schema.types.iter().find(|ty| ty.name == name).map_or(0, |ty| len(&ty.enum_values)) as u64
-            }
-            Bound::Types => schema.types.len() as u64,
-            Bound::Directives => schema.directives.len() as u64,
-            Bound::MostFields => most(|ty| len(&ty.fields)),
-            Bound::MostInputFields => most(|ty| len(&ty.input_fields)),
-            Bound::MostEnumValues => most(|ty| len(&ty.enum_values)),
-            Bound::MostInterfaces => most(|ty| len(&ty.interfaces)),
-            Bound::MostPossibleTypes => most(|ty| len(&ty.possible_types)),
-            Bound::MostArguments => {
-                let fields = schema.types.iter().flat_map(|ty| ty.fields.iter().flatten()).map(|f| f.args.len());
-                fields.chain(schema.directives.iter().map(|d| d.args.len())).max().unwrap_or(0) as u64
-            }
+    fn from_introspection(schema: Introspected) -> Self {
+        let enum_len = |name: &str| {
+            let values = schema.types.iter().find(|ty| ty.name == name).and_then(|ty| ty.enum_values.as_ref());
+            values.map_or(0, Vec::len) as u64
         };
-        let types = schema
+        let mut types: HashMap<String, HashMap<String, FieldShape>> = schema
             .types
             .iter()
             .filter_map(|ty| Some((ty, ty.fields.as_ref()?)))
@@ -176,23 +158,25 @@ impl Model {
                     let bound = KNOWN_BOUNDS
                         .iter()
                         .find(|(on, name, _)| *on == ty.name && *name == field.name)
-                        .map(|(_, _, bound)| bound_of(*bound));
+                        .map(|(_, _, enumeration)| enum_len(enumeration));
                     let paged = field.args.iter().any(|arg| arg.name == "first" || arg.name == "last");
                     (field.name.clone(), FieldShape { ty: named, lists, paged, bound })
                 });
                 (ty.name.clone(), fields.collect())
             })
             .collect();
-        let mut types: HashMap<String, HashMap<String, FieldShape>> = types;
         // Introspection's entry points are the query type's fields too, though introspection does not list them.
         let query = types.entry(schema.query_type.name.clone()).or_default();
         for (name, ty) in [("__schema", "__Schema"), ("__type", "__Type")] {
             query.insert(name.into(), FieldShape { ty: ty.into(), lists: 0, paged: false, bound: None });
         }
+        let by_name = schema.types.iter().enumerate().map(|(i, ty)| (ty.name.clone(), i)).collect();
         Self {
             types,
             query: schema.query_type.name.clone(),
             mutation: schema.mutation_type.as_ref().map(|ty| ty.name.clone()),
+            schema,
+            by_name,
         }
     }
 
@@ -202,12 +186,26 @@ impl Model {
         if name == "__typename" { Some(&TYPENAME) } else { self.types.get(ty)?.get(name) }
     }
 
-    /// Analyses `operation` as far as it can without the request's variables: once per parsed document.
-    pub fn plan(&self, document: &ExecutableDocument, operation: &OperationDefinition) -> Plan {
-        let mut walk = Walk::new(self, document, operation, None);
+    fn named(&self, name: &str) -> Option<&TypeInfo> {
+        self.by_name.get(name).map(|i| &self.schema.types[*i])
+    }
+
+    /// The `__Type` a type reference introspects as: a wrapper, or the named type.
+    fn type_of<'m>(&'m self, ty: &'m TypeRef) -> Option<Meta<'m>> {
+        if ty.is_wrapper() {
+            Some(Meta::Wrapper(ty))
+        } else {
+            ty.name.as_deref().and_then(|name| self.named(name)).map(Meta::Type)
+        }
+    }
+
+    /// Analyses `operation` as far as it can without the request's variables: once per parsed document. Counting
+    /// stops past `limit`.
+    pub fn plan(&self, document: &ExecutableDocument, operation: &OperationDefinition, limit: u64) -> Plan {
+        let mut walk = Walk::new(self, document, operation, None, limit);
         let cost = walk.cost();
         let cost = if walk.consulted_variables { None } else { Some(cost) };
-        let mut walk = Walk::new(self, document, operation, None);
+        let mut walk = Walk::new(self, document, operation, None, limit);
         let hashing = walk.hashing_fields();
         let hashing = if walk.consulted_variables { None } else { Some(hashing) };
         Plan { cost, hashing }
@@ -220,11 +218,69 @@ impl Model {
         document: &ExecutableDocument,
         operation: &OperationDefinition,
         variables: &Variables,
+        limit: u64,
     ) -> Demand {
-        let walk = || Walk::new(self, document, operation, Some(variables));
+        let walk = || Walk::new(self, document, operation, Some(variables), limit);
         Demand {
             cost: plan.cost.unwrap_or_else(|| walk().cost()),
             hashing_fields: plan.hashing.unwrap_or_else(|| walk().hashing_fields()),
+        }
+    }
+}
+
+/// Something introspection answers about, as a walk of an introspection selection meets it.
+#[derive(Clone, Copy)]
+enum Meta<'m> {
+    Schema,
+    Type(&'m TypeInfo),
+    /// A list or non-null `__Type`.
+    Wrapper(&'m TypeRef),
+    Field(&'m FieldInfo),
+    Value(&'m ValueInfo),
+    Directive(&'m DirectiveInfo),
+    /// An `__EnumValue`: scalars only.
+    Leaf,
+}
+
+/// What one field of an introspection object answers with.
+enum Answer<'m> {
+    /// A scalar, an enum or null: nothing to select from.
+    Scalar,
+    One(Meta<'m>),
+    Many(Vec<Meta<'m>>),
+}
+
+impl Model {
+    fn answer<'m>(&'m self, meta: Meta<'m>, field: &str) -> Answer<'m> {
+        let one = |meta: Option<Meta<'m>>| meta.map_or(Answer::Scalar, Answer::One);
+        let named = |names: &'m Option<Vec<Named>>| {
+            Answer::Many(names.iter().flatten().filter_map(|n| self.named(&n.name)).map(Meta::Type).collect())
+        };
+        let values = |values: &'m [ValueInfo]| Answer::Many(values.iter().map(Meta::Value).collect());
+        let schema = &self.schema;
+        match (meta, field) {
+            (Meta::Schema, "types") => Answer::Many(schema.types.iter().map(Meta::Type).collect()),
+            (Meta::Schema, "directives") => Answer::Many(schema.directives.iter().map(Meta::Directive).collect()),
+            (Meta::Schema, "queryType") => one(self.named(&schema.query_type.name).map(Meta::Type)),
+            (Meta::Schema, "mutationType") => {
+                one(schema.mutation_type.as_ref().and_then(|t| self.named(&t.name)).map(Meta::Type))
+            }
+            (Meta::Schema, "subscriptionType") => {
+                one(schema.subscription_type.as_ref().and_then(|t| self.named(&t.name)).map(Meta::Type))
+            }
+            (Meta::Type(ty), "fields") => Answer::Many(ty.fields.iter().flatten().map(Meta::Field).collect()),
+            (Meta::Type(ty), "inputFields") => values(ty.input_fields.as_deref().unwrap_or_default()),
+            (Meta::Type(ty), "enumValues") => {
+                Answer::Many(ty.enum_values.iter().flatten().map(|_| Meta::Leaf).collect())
+            }
+            (Meta::Type(ty), "interfaces") => named(&ty.interfaces),
+            (Meta::Type(ty), "possibleTypes") => named(&ty.possible_types),
+            (Meta::Wrapper(ty), "ofType") => one(ty.of_type.as_deref().and_then(|inner| self.type_of(inner))),
+            (Meta::Field(field), "args") => values(&field.args),
+            (Meta::Field(field), "type") => one(self.type_of(&field.ty)),
+            (Meta::Value(value), "type") => one(self.type_of(&value.ty)),
+            (Meta::Directive(directive), "args") => values(&directive.args),
+            _ => Answer::Scalar,
         }
     }
 }
@@ -326,6 +382,8 @@ struct Walk<'a> {
     /// Fragments being walked, to stop at a cycle (which validation refuses later).
     entered: HashSet<&'a str>,
     depth: usize,
+    /// Introspection fields still to be counted one by one before the operation is known to be over the limit.
+    budget: u64,
 }
 
 impl<'a> Walk<'a> {
@@ -334,6 +392,7 @@ impl<'a> Walk<'a> {
         document: &'a ExecutableDocument,
         operation: &'a OperationDefinition,
         variables: Option<&'a Variables>,
+        limit: u64,
     ) -> Self {
         Self {
             model,
@@ -344,6 +403,7 @@ impl<'a> Walk<'a> {
             fragments: HashMap::new(),
             entered: HashSet::new(),
             depth: 0,
+            budget: limit.saturating_add(1),
         }
     }
 
@@ -383,6 +443,20 @@ impl<'a> Walk<'a> {
 
     fn field(&mut self, parent: Option<&'a str>, field: &'a Field, page: Option<u64>) -> u64 {
         let model = self.model;
+        if parent == Some(model.query.as_str()) {
+            match field.name.node.as_str() {
+                "__schema" => return 1u64.saturating_add(self.introspection(Meta::Schema, &field.selection_set.node)),
+                "__type" => {
+                    let Some(name) = field.get_argument("name") else { return 1 };
+                    let name =
+                        name.node.clone().into_const_with(|variable| Ok::<_, Infallible>(self.variable(&variable)));
+                    let Ok(Value::String(name)) = name else { return 1 };
+                    let Some(ty) = model.named(&name) else { return 1 };
+                    return 1u64.saturating_add(self.introspection(Meta::Type(ty), &field.selection_set.node));
+                }
+                _ => {}
+            }
+        }
         let Some(shape) = parent.and_then(|ty| model.field(ty, &field.name.node)) else {
             return 1u64.saturating_add(self.selection_set(None, &field.selection_set.node, None));
         };
@@ -393,6 +467,49 @@ impl<'a> Walk<'a> {
         let inherited = if shape.lists == 0 { own_page } else { None };
         let each = self.selection_set(Some(shape.ty.as_str()), &field.selection_set.node, inherited);
         1u64.saturating_add(multiplier.saturating_mul(each))
+    }
+
+    /// `set` on what introspection answers about, counted node by node, until the budget is spent.
+    fn introspection(&mut self, meta: Meta<'a>, set: &'a SelectionSet) -> u64 {
+        if self.depth >= MAX_WALK_DEPTH {
+            return u64::MAX;
+        }
+        self.depth += 1;
+        let mut cost = 0u64;
+        for selection in &set.items {
+            if self.budget == 0 {
+                break;
+            }
+            let item = match &selection.node {
+                Selection::Field(field) => {
+                    self.budget -= 1;
+                    let (name, below) = (&field.node.name.node, &field.node.selection_set.node);
+                    let nested = match self.model.answer(meta, name) {
+                        Answer::Scalar => 0,
+                        Answer::One(meta) => self.introspection(meta, below),
+                        Answer::Many(metas) => metas
+                            .into_iter()
+                            .fold(0u64, |sum, meta| sum.saturating_add(self.introspection(meta, below))),
+                    };
+                    1u64.saturating_add(nested)
+                }
+                Selection::InlineFragment(fragment) => self.introspection(meta, &fragment.node.selection_set.node),
+                Selection::FragmentSpread(spread) => {
+                    let name = spread.node.fragment_name.node.as_str();
+                    match self.document.fragments.get(name) {
+                        Some(fragment) if self.entered.insert(name) => {
+                            let cost = self.introspection(meta, &fragment.node.selection_set.node);
+                            self.entered.remove(name);
+                            cost
+                        }
+                        _ => 0,
+                    }
+                }
+            };
+            cost = cost.saturating_add(item);
+        }
+        self.depth -= 1;
+        cost
     }
 
     fn fragment(&mut self, name: &'a str, page: Option<u64>) -> u64 {
@@ -478,7 +595,8 @@ impl<'a> Walk<'a> {
             "createUser" | "login" => true,
             "updateUser" => {
                 let Some(input) = field.get_argument("input") else { return false };
-                let input = input.node.clone().into_const_with(|variable| Ok::<_, Infallible>(self.variable(&variable)));
+                let input =
+                    input.node.clone().into_const_with(|variable| Ok::<_, Infallible>(self.variable(&variable)));
                 match input {
                     Ok(Value::Object(input)) => {
                         PASSWORD_INPUTS.iter().any(|name| input.get(*name).is_some_and(|value| *value != Value::Null))
@@ -499,6 +617,9 @@ mod tests {
 
     use super::*;
 
+    /// High enough to count every test's operation in full.
+    const LIMIT: u64 = 1 << 40;
+
     async fn model() -> Model {
         crate::graphql::cost_model().await.expect("the schema's shapes")
     }
@@ -508,9 +629,9 @@ mod tests {
         let model = model().await;
         let document = parse_query(query).expect("a document");
         let operation = &document.operations.iter().next().expect("an operation").1.node;
-        let plan = model.plan(&document, operation);
+        let plan = model.plan(&document, operation, LIMIT);
         let variables = Variables::from_json(variables);
-        (model.demand(&plan, &document, operation, &variables), plan.cost.is_some())
+        (model.demand(&plan, &document, operation, &variables, LIMIT), plan.cost.is_some())
     }
 
     async fn cost(query: &str) -> u64 {
@@ -536,7 +657,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_multiplies_its_edges_and_nodes_by_its_page_size_and_its_page_info_not() {
-        let query = "{ users(first: 5) { pageInfo { hasNextPage } edges { cursor node { username } } nodes { username } } }";
+        let query =
+            "{ users(first: 5) { pageInfo { hasNextPage } edges { cursor node { username } } nodes { username } } }";
         // users, pageInfo and hasNextPage; edges and 5 × (cursor, node, username); nodes and 5 × username.
         assert_eq!(cost(query).await, 3 + (1 + 5 * 3) + (1 + 5));
     }
@@ -583,12 +705,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn introspection_lists_are_as_long_as_the_schema_makes_them() {
+    async fn introspection_is_counted_node_by_node_against_this_schema_until_past_the_limit() {
         let model = model().await;
-        let types = model.field("__Schema", "types").and_then(|f| f.bound).expect("a bound");
+        let types = model.schema.types.len() as u64;
         assert!(types > 20, "{types}");
         assert_eq!(cost("{ __schema { types { name } } }").await, 2 + types);
-        assert_eq!(cost("{ __type(name: \"User\") { name } }").await, 2);
+        assert_eq!(cost("{ __type(name: \"Role\") { name enumValues { name } } }").await, 1 + 1 + 1 + 2);
+        assert_eq!(cost("{ __type(name: \"NoSuchType\") { name } }").await, 1);
+        // LoginInput's two fields are both `String!`: a non-null wrapper whose `ofType` is String, whose is null.
+        let wrapped =
+            "{ __type(name: \"LoginInput\") { inputFields { name type { kind ofType { kind ofType { kind } } } } } }";
+        assert_eq!(cost(wrapped).await, 2 + 2 * (1 + (1 + 1 + (1 + 1 + 1))));
+
+        let document = parse_query("{ __schema { types { name } } }").expect("a document");
+        let operation = &document.operations.iter().next().expect("an operation").1.node;
+        let capped = model.plan(&document, operation, 10).cost.expect("settled");
+        assert!(capped > 10 && capped < 2 + types, "{capped}");
     }
 
     #[tokio::test]
@@ -597,7 +729,10 @@ mod tests {
         assert_eq!(cost("{ nothing { at { all } } }").await, 3);
         let mut chain = String::from("query { ...F0 }");
         for i in 0..70 {
-            chain.push_str(&format!(" fragment F{i} on Query {{ a: __typename ...F{j} b: me {{ ...F{j} }} }}", j = i + 1));
+            chain.push_str(&format!(
+                " fragment F{i} on Query {{ a: __typename ...F{j} b: me {{ ...F{j} }} }}",
+                j = i + 1
+            ));
         }
         chain.push_str(" fragment F70 on Query { __typename }");
         assert_eq!(cost(&chain).await, u64::MAX, "2^70 nodes, counted in linear time");

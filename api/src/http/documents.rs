@@ -20,6 +20,8 @@ const MAX_KEPT_LEN: usize = 8 * 1024;
 
 pub struct Documents {
     model: Arc<Model>,
+    /// `MAX_QUERY_COST`: counting stops past it.
+    max_cost: u64,
     kept: Mutex<HashMap<String, Arc<Prepared>>>,
 }
 
@@ -30,8 +32,8 @@ pub struct Prepared {
 }
 
 impl Documents {
-    pub fn new(model: Arc<Model>) -> Self {
-        Self { model, kept: Mutex::default() }
+    pub fn new(model: Arc<Model>, max_cost: u64) -> Self {
+        Self { model, max_cost, kept: Mutex::default() }
     }
 
     /// The prepared document, or `None` when it does not parse (the executor parses it again to report why).
@@ -43,7 +45,7 @@ impl Documents {
         let plans = document
             .operations
             .iter()
-            .map(|(name, operation)| (name.cloned(), self.model.plan(&document, &operation.node)))
+            .map(|(name, operation)| (name.cloned(), self.model.plan(&document, &operation.node, self.max_cost)))
             .collect();
         let prepared = Arc::new(Prepared { document, plans });
         if query.len() <= MAX_KEPT_LEN {
@@ -65,8 +67,8 @@ impl Documents {
         variables: &Variables,
     ) -> Demand {
         let plan = prepared.plans.get(&name.cloned()).copied();
-        let plan = plan.unwrap_or_else(|| self.model.plan(&prepared.document, operation));
-        self.model.demand(&plan, &prepared.document, operation, variables)
+        let plan = plan.unwrap_or_else(|| self.model.plan(&prepared.document, operation, self.max_cost));
+        self.model.demand(&plan, &prepared.document, operation, variables, self.max_cost)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Prepared>>> {
@@ -79,7 +81,7 @@ mod tests {
     use super::*;
 
     async fn documents() -> Documents {
-        Documents::new(Arc::new(crate::graphql::cost_model().await.expect("the schema's shapes")))
+        Documents::new(Arc::new(crate::graphql::cost_model().await.expect("the schema's shapes")), 1000)
     }
 
     #[tokio::test]
