@@ -148,7 +148,7 @@ impl Model {
             let values = schema.types.iter().find(|ty| ty.name == name).and_then(|ty| ty.enum_values.as_ref());
             values.map_or(0, Vec::len) as u64
         };
-        let mut types: HashMap<String, HashMap<String, FieldShape>> = schema
+        let types = schema
             .types
             .iter()
             .filter_map(|ty| Some((ty, ty.fields.as_ref()?)))
@@ -165,11 +165,6 @@ impl Model {
                 (ty.name.clone(), fields.collect())
             })
             .collect();
-        // Introspection's entry points are the query type's fields too, though introspection does not list them.
-        let query = types.entry(schema.query_type.name.clone()).or_default();
-        for (name, ty) in [("__schema", "__Schema"), ("__type", "__Type")] {
-            query.insert(name.into(), FieldShape { ty: ty.into(), lists: 0, paged: false, bound: None });
-        }
         let by_name = schema.types.iter().enumerate().map(|(i, ty)| (ty.name.clone(), i)).collect();
         Self {
             types,
@@ -180,7 +175,8 @@ impl Model {
         }
     }
 
-    /// The field `name` of the type `ty`, the meta-fields included.
+    /// The field `name` of the type `ty`, `__typename` included (`__schema` and `__type` are walked as
+    /// introspection).
     fn field(&self, ty: &str, name: &str) -> Option<&FieldShape> {
         static TYPENAME: FieldShape = FieldShape { ty: String::new(), lists: 0, paged: false, bound: None };
         if name == "__typename" { Some(&TYPENAME) } else { self.types.get(ty)?.get(name) }
