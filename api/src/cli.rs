@@ -66,7 +66,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
-    tracing::info!(address = %app.local_addr()?, "listening; GraphiQL at /");
+    tracing::info!(address = %app.local_addr()?, metrics = %app.metrics_addr()?, "listening; GraphiQL at /");
     app.run_until_stopped().await?;
     Ok(())
 }

@@ -26,6 +26,11 @@ pub struct Config {
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8000")]
     pub listen_addr: SocketAddr,
 
+    /// Address of the Prometheus scrape endpoint `/metrics`, a listener of its own so that it need not be exposed
+    /// where the API is. Default: 127.0.0.1:9100.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9100")]
+    pub metrics_addr: SocketAddr,
+
     /// Key that signs access tokens (HS256), at least 32 bytes. Required outside development; in development a
     /// random one is generated at start (tokens then die with the process).
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
@@ -59,9 +64,11 @@ pub struct Config {
     #[arg(long, env = "MAX_QUERY_DEPTH", default_value_t = 16)]
     pub max_query_depth: usize,
 
-    /// Most fields, aliases included, an operation may select. Default: 1000.
-    #[arg(long, env = "MAX_QUERY_COMPLEXITY", default_value_t = 1000)]
-    pub max_query_complexity: usize,
+    /// Highest worst-case node count an operation may have: every selected field counts one, and a list multiplies
+    /// its selection by its page size (`first`, default 20) or its known bound. Default: 4000 (GraphiQL's
+    /// introspection costs about 2400, a page of 20 users with 20 entries of each account about 2600).
+    #[arg(long, env = "MAX_QUERY_COST", default_value_t = 4000)]
+    pub max_query_cost: u64,
 
     /// Answer introspection queries (GraphiQL and code generators need them). Default: true.
     #[arg(long, env = "INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]

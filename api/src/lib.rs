@@ -30,10 +30,12 @@ pub struct AppState {
     /// Where GraphiQL's browser builds are, if they are there.
     pub graphiql_assets: Option<Arc<str>>,
     pub documents: Arc<http::Documents>,
+    /// Operations whose worst-case node count is higher are refused unexecuted.
+    pub max_query_cost: u64,
 }
 
 impl AppState {
-    pub fn new(mut db: DatabaseConnection, mut snapshots: Snapshots, config: &Config) -> anyhow::Result<Self> {
+    pub async fn new(mut db: DatabaseConnection, mut snapshots: Snapshots, config: &Config) -> anyhow::Result<Self> {
         let tokens = Arc::new(config.token_config()?);
         let metrics = Arc::new(Metrics::default());
         let counter = metrics.clone();
@@ -47,41 +49,54 @@ impl AppState {
         if graphiql_assets.is_none() {
             tracing::info!(dir = %assets, "GraphiQL's builds are absent (cd web/graphiql && npm ci && npm run build): GraphiQL loads them from a CDN");
         }
-        let documents = Arc::new(http::Documents::default());
-        Ok(Self { db, snapshots, tokens, schema, metrics, graphiql_assets, documents })
+        let documents = Arc::new(http::Documents::new(Arc::new(graphql::cost_model().await?), config.max_query_cost));
+        let max_query_cost = config.max_query_cost;
+        Ok(Self { db, snapshots, tokens, schema, metrics, graphiql_assets, documents, max_query_cost })
     }
 }
 
-/// A server bound to its address, ready to serve.
+/// A server bound to its addresses, the API's and the metrics', ready to serve.
 pub struct Application {
     listener: TcpListener,
+    metrics_listener: TcpListener,
     state: AppState,
     config: Config,
 }
 
 impl Application {
-    /// Migrates the database unless told not to, connects, and binds the listener (port 0 picks a free one).
+    /// Migrates the database unless told not to, connects, and binds the listeners (port 0 picks a free one).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         if config.migrate {
             migration::migrate_up(&config.database_url).await?;
         }
         let db = service::db::connect(&config.database_url, config.database_max_connections).await?;
         let snapshots = Snapshots::connect(&config.database_url, config.database_max_connections, &db).await?;
-        let state = AppState::new(db, snapshots, &config)?;
+        let state = AppState::new(db, snapshots, &config).await?;
         let listener = TcpListener::bind(config.listen_addr).await?;
-        Ok(Self { listener, state, config })
+        let metrics_listener = TcpListener::bind(config.metrics_addr).await?;
+        Ok(Self { listener, metrics_listener, state, config })
     }
 
+    /// The API's address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until Ctrl-C or SIGTERM, then finishes the requests in flight.
+    /// The address of `/metrics`.
+    pub fn metrics_addr(&self) -> std::io::Result<SocketAddr> {
+        self.metrics_listener.local_addr()
+    }
+
+    /// Serves until Ctrl-C or SIGTERM, then finishes the API requests in flight; a scrape in flight is dropped.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics = axum::serve(self.metrics_listener, http::metrics_router(self.state.clone()));
         let app = router(self.state, &self.config);
-        axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown_signal())
-            .await
+        let api = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown_signal());
+        tokio::select! {
+            served = api => served,
+            served = metrics => served,
+        }
     }
 }
 

@@ -10,9 +10,13 @@ use sea_orm::DatabaseConnection;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
-/// Operation names are chosen by clients; past this many distinct ones, the rest are counted as `other` so a
-/// client cannot grow the server's memory without bound.
-const MAX_OPERATIONS: usize = 200;
+/// Operation names are chosen by callers: past this many distinct ones, the rest are counted as `other`, so that
+/// callers cannot grow the server's memory or every scrape without bound.
+const MAX_OPERATIONS: usize = 100;
+/// Longer operation names are counted as `other` too (characters).
+const MAX_OPERATION_LEN: usize = 64;
+const ANONYMOUS: &str = "anonymous";
+const OTHER: &str = "other";
 
 #[derive(Default)]
 struct Histogram {
@@ -23,7 +27,8 @@ struct Histogram {
 
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<HashMap<(String, &'static str), Histogram>>,
+    /// By operation label, then kind.
+    requests: Mutex<HashMap<String, HashMap<&'static str, Histogram>>>,
     errors: Mutex<HashMap<String, u64>>,
     transfers: AtomicU64,
     statements: AtomicU64,
@@ -33,14 +38,20 @@ impl Metrics {
     /// One GraphQL request: its operation name (or `anonymous`), `query` or `mutation`, and how long it took.
     pub fn observe_request(&self, operation: Option<&str>, kind: &'static str, seconds: f64) {
         let mut requests = self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let operation = match operation {
-            None => "anonymous".to_owned(),
-            Some(name) if requests.len() < MAX_OPERATIONS || requests.contains_key(&(name.to_owned(), kind)) => {
-                name.to_owned()
+        let label = match operation {
+            None => ANONYMOUS,
+            Some(name) if requests.contains_key(name) => name,
+            Some(name) => {
+                let names = requests.keys().filter(|label| ![ANONYMOUS, OTHER].contains(&label.as_str())).count();
+                let short = name.chars().nth(MAX_OPERATION_LEN).is_none();
+                if short && names < MAX_OPERATIONS { name } else { OTHER }
             }
-            Some(_) => "other".to_owned(),
         };
-        let histogram = requests.entry((operation, kind)).or_default();
+        if !requests.contains_key(label) {
+            requests.insert(label.to_owned(), HashMap::new());
+        }
+        let Some(kinds) = requests.get_mut(label) else { return };
+        let histogram = kinds.entry(kind).or_default();
         histogram.count += 1;
         histogram.sum += seconds;
         for (bucket, bound) in histogram.buckets.iter_mut().zip(BUCKETS) {
@@ -73,8 +84,13 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE graphql_request_duration_seconds histogram");
         {
             let requests = self.requests.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let mut rows: Vec<_> = requests.iter().collect();
-            rows.sort_by(|a, b| a.0.cmp(b.0));
+            let mut rows: Vec<_> = requests
+                .iter()
+                .flat_map(|(operation, kinds)| {
+                    kinds.iter().map(move |(kind, histogram)| ((operation, kind), histogram))
+                })
+                .collect();
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
             for ((operation, kind), histogram) in rows {
                 let labels = format!("operation=\"{}\",kind=\"{kind}\"", escape(operation));
                 let _ = writeln!(out, "graphql_requests_total{{{labels}}} {}", histogram.count);

@@ -290,23 +290,30 @@ struct Server {
     database_url: String,
     address: SocketAddr,
     base: String,
+    /// Where `/metrics` is (`METRICS_ADDR`): not on the API's address.
+    metrics: String,
     /// For setting up and looking on; the measured loads have connections of their own ([`Server::clients`]).
     http: reqwest::Client,
 }
 
 impl Server {
     fn start(binary: &PathBuf, database_url: &str) -> Result<Self> {
-        let address = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        // Both bound at once, so that they differ.
+        let (api, metrics) = (TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?);
+        let (address, metrics_address) = (api.local_addr()?, metrics.local_addr()?);
+        drop((api, metrics));
         let child = Command::new(binary)
             .env("DATABASE_URL", database_url)
             .env("LISTEN_ADDR", address.to_string())
+            .env("METRICS_ADDR", metrics_address.to_string())
             .env("JWT_SECRET", SECRET)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()?;
         let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
         let (binary, database_url) = (binary.clone(), database_url.to_owned());
-        Ok(Self { child, binary, database_url, address, base: format!("http://{address}"), http })
+        let (base, metrics) = (format!("http://{address}"), format!("http://{metrics_address}"));
+        Ok(Self { child, binary, database_url, address, base, metrics, http })
     }
 
     /// `n` keep-alive HTTP/1.1 connections for a load's clients, one each.
@@ -347,7 +354,7 @@ impl Server {
     }
 
     async fn statements(&self) -> Option<u64> {
-        let text = self.http.get(format!("{}/metrics", self.base)).send().await.ok()?.text().await.ok()?;
+        let text = self.http.get(format!("{}/metrics", self.metrics)).send().await.ok()?.text().await.ok()?;
         text.lines().find_map(|line| line.strip_prefix("db_statements_total ")?.parse().ok())
     }
 

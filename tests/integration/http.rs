@@ -16,7 +16,7 @@ async fn queries_work_over_get_and_mutations_are_refused_with_405(backend: Backe
     assert_eq!(body["errors"][0]["extensions"]["code"], "METHOD_NOT_ALLOWED");
 }
 
-/// The query GraphiQL and code generators send first: the depth and complexity limits must leave room for it.
+/// The query GraphiQL and code generators send first: the depth and cost limits must leave room for it.
 const INTROSPECTION: &str = "query IntrospectionQuery { __schema { queryType { name } mutationType { name }
     subscriptionType { name } types { ...FullType } directives { name description locations args { ...InputValue } } } }
   fragment FullType on __Type { kind name description fields(includeDeprecated: true) { name description
@@ -53,8 +53,7 @@ async fn metrics_count_requests_by_operation_errors_by_code_transfers_and_pool_u
     .await
     .assert_ok();
 
-    let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.expect("an answer");
-    let text = metrics.text().await.expect("text");
+    let text = app.metrics().await;
 
     for line in [
         r#"graphql_requests_total{operation="Me",kind="query"} 2"#,

@@ -165,6 +165,8 @@ pub async fn schema_of(db: &DatabaseConnection) -> Vec<String> {
 /// A running server on its own fresh database.
 pub struct TestApp {
     pub address: String,
+    /// Where the server serves `/metrics` (`METRICS_ADDR`), if the test knows.
+    pub metrics_address: Option<String>,
     pub db: DatabaseConnection,
     pub database: Arc<TestDatabase>,
     pub client: reqwest::Client,
@@ -189,14 +191,17 @@ pub async fn spawn_app_on(database: TestDatabase) -> TestApp {
         &database.url,
         "--listen-addr",
         "127.0.0.1:0",
+        "--metrics-addr",
+        "127.0.0.1:0",
         "--jwt-secret",
         JWT_SECRET,
     ])
     .expect("test configuration parses");
     let app = Application::build(cli.config).await.expect("the server builds");
     let address = format!("http://{}", app.local_addr().expect("a bound address"));
+    let metrics_address = format!("http://{}", app.metrics_addr().expect("a bound metrics address"));
     tokio::spawn(app.run_until_stopped());
-    TestApp::at(address, Arc::new(database)).await
+    TestApp::at(address, Arc::new(database)).await.with_metrics_at(metrics_address)
 }
 
 /// A GraphQL response, with the accessors tests need.
@@ -234,13 +239,25 @@ impl TestApp {
     pub async fn at(address: String, database: Arc<TestDatabase>) -> Self {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("an HTTP client");
         let db = database.connection().await;
-        Self { address, db, database, client }
+        Self { address, metrics_address: None, db, database, client }
+    }
+
+    /// The same server, with `/metrics` served at `address` (`http://host:port`).
+    pub fn with_metrics_at(self, address: String) -> Self {
+        Self { metrics_address: Some(address), ..self }
+    }
+
+    /// The whole `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        let address = self.metrics_address.as_deref().expect("this server's metrics address is known");
+        let response = self.client.get(format!("{address}/metrics")).send().await.expect("/metrics");
+        assert!(response.status().is_success(), "/metrics answers {}", response.status());
+        response.text().await.expect("text")
     }
 
     /// A counter from `/metrics`, such as `db_statements_total`.
     pub async fn metric(&self, name: &str) -> u64 {
-        let text = self.client.get(format!("{}/metrics", self.address)).send().await.expect("/metrics");
-        let text = text.text().await.expect("text");
+        let text = self.metrics().await;
         let line = text.lines().find(|line| line.starts_with(&format!("{name} "))).expect("the metric");
         line[name.len() + 1..].parse().expect("a number")
     }

@@ -1,5 +1,6 @@
 //! The GraphQL schema: one root per domain, merged; resolvers call services and never touch SQL.
 
+pub mod cost;
 mod error;
 mod ledger;
 pub mod loaders;
@@ -52,12 +53,16 @@ pub fn build_schema(
         .data(tokens)
         .data(metrics)
         .data(LoginThrottle::new(config.login_limits()))
-        .limit_depth(config.max_query_depth)
-        .limit_complexity(config.max_query_complexity);
+        .limit_depth(config.max_query_depth);
     if !config.introspection {
         builder = builder.disable_introspection();
     }
     builder.finish()
+}
+
+/// The schema's shapes for demand control, read from its introspection (so also when the server answers none).
+pub async fn cost_model() -> anyhow::Result<cost::Model> {
+    cost::Model::of(&schema_builder().finish()).await
 }
 
 /// The schema's SDL, as checked in at `schema.graphql`.

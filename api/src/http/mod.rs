@@ -1,4 +1,4 @@
-//! HTTP routes: GraphQL, GraphiQL, health probes and metrics.
+//! HTTP routes: GraphQL, GraphiQL and health probes on the API's address; metrics on an address of their own.
 
 mod documents;
 pub mod graphiql;
@@ -6,8 +6,8 @@ pub mod graphiql;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use async_graphql::ParseRequestError;
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationDefinition, OperationType};
+use async_graphql::{Name, ParseRequestError};
 use async_graphql_axum::GraphQLRequest;
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
@@ -23,6 +23,7 @@ use tower_http::trace::TraceLayer;
 use service::db::Db;
 
 pub use self::documents::Documents;
+use crate::graphql::cost::Demand;
 use crate::graphql::{self, RequestAuth};
 use crate::{AppState, Config};
 
@@ -53,8 +54,12 @@ impl IntoResponse for BadRequest {
 type Request = GraphQLRequest<BadRequest>;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Longest request id kept from a caller (a UUID is 36 characters); a longer one is replaced.
+const MAX_REQUEST_ID_LEN: usize = 64;
+/// Caller-chosen strings are cut to this many characters in log lines, so a caller cannot make them large.
+const MAX_LOGGED_CHARS: usize = 64;
 
-/// Every route, with its middleware. Tests drive this directly or through a bound server.
+/// Every API route, with its middleware. Tests drive this directly or through a bound server.
 pub fn router(state: AppState, config: &Config) -> Router {
     Router::new()
         .route("/", get(graphiql::page))
@@ -62,7 +67,6 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/graphql", get(graphql_get).post(graphql))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .with_state(state)
         .layer(cors(&config.cors_allowed_origins))
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
@@ -72,11 +76,38 @@ pub fn router(state: AppState, config: &Config) -> Router {
         ))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
-            tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
+            let path = cut(request.uri().path(), MAX_LOGGED_CHARS);
+            tracing::info_span!("request", request_id = %cut(id, MAX_LOGGED_CHARS), method = %request.method(), path)
         }))
-        // Outermost: every request gets an id (or keeps the caller's), its log lines carry it, and so does the answer.
+        // Outermost: every request gets an id (or keeps the caller's if it is short and printable), its log lines
+        // carry it, and so does the answer.
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_unusable_request_id))
+}
+
+/// The Prometheus scrape endpoint, served on `METRICS_ADDR` only: it tells who uses the API how, which is for
+/// operators, not for the API's callers.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(state)
+}
+
+/// Removes a caller's request id that is too long or not printable ASCII, so that a fresh one replaces it: it is
+/// echoed in the answer and written in every log line of the request.
+async fn drop_unusable_request_id<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
+    let usable = |id: &HeaderValue| {
+        let id = id.as_bytes();
+        !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.iter().all(u8::is_ascii_graphic)
+    };
+    if request.headers().get_all(REQUEST_ID).iter().any(|id| !usable(id)) {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
+}
+
+/// The first `max` characters of `text`.
+fn cut(text: &str, max: usize) -> &str {
+    text.char_indices().nth(max).map_or(text, |(end, _)| &text[..end])
 }
 
 /// GET runs queries only: a mutation over GET could be triggered by a link (CSRF) and would put its arguments,
@@ -99,42 +130,57 @@ async fn graphql_get(
     execute(state.0, client.0, &headers, request, operation).await
 }
 
-/// The operation a request selects: its name (if any) and whether it is a mutation. A document that does not
-/// parse selects nothing; the executor reports the syntax error.
+/// The operation a request selects: its name (if any), whether it is a mutation, and what it asks of the server.
+/// A document that does not parse selects nothing; the executor reports the syntax error.
 struct Operation {
     name: Option<String>,
     mutation: bool,
+    /// `None` when no operation is selected (execution says why).
+    demand: Option<Demand>,
 }
 
 impl Operation {
-    /// Parses the request's document, or finds it parsed already; the parse is handed to the request for the
-    /// executor to use.
+    /// Parses the request's document, or finds it parsed already, and judges its demand; the parse is handed to the
+    /// request for the executor to use.
     fn of(request: &mut async_graphql::Request, documents: &Documents) -> Self {
-        let name = request.operation_name.clone();
-        let Some(document) = documents.parse(&request.query) else {
-            return Self { name, mutation: false };
+        let requested = request.operation_name.clone();
+        let Some(prepared) = documents.parse(&request.query) else {
+            return Self { name: requested, mutation: false, demand: None };
         };
-        let operation = Self::selected(&document, name);
-        request.set_parsed_query(document);
+        let document = &prepared.document;
+        let is_mutation = |op: &OperationDefinition| op.ty == OperationType::Mutation;
+        let operation = match Self::selected(document, requested.as_deref()) {
+            Some((name, op)) => Self {
+                name: name.map(Name::to_string),
+                mutation: is_mutation(op),
+                demand: Some(documents.demand(&prepared, name, op, &request.variables)),
+            },
+            // No operation selected: execution will say so; over GET, refuse if any could mutate.
+            None => Self {
+                name: requested,
+                mutation: document.operations.iter().any(|(_, op)| is_mutation(&op.node)),
+                demand: None,
+            },
+        };
+        request.set_parsed_query(document.clone());
         operation
     }
 
-    fn selected(document: &ExecutableDocument, name: Option<String>) -> Self {
-        let is_mutation = |op: &OperationDefinition| op.ty == OperationType::Mutation;
+    /// The operation `name` selects, and its name in the document.
+    fn selected<'d>(
+        document: &'d ExecutableDocument,
+        name: Option<&str>,
+    ) -> Option<(Option<&'d Name>, &'d OperationDefinition)> {
         // The parser keeps an anonymous operation as `Single`, named ones by name.
         match &document.operations {
-            DocumentOperations::Single(op) => Self { name: None, mutation: is_mutation(&op.node) },
+            DocumentOperations::Single(op) => Some((None, &op.node)),
             DocumentOperations::Multiple(ops) => {
-                let selected = match &name {
-                    Some(name) => ops.get_key_value(name.as_str()),
+                let selected = match name {
+                    Some(name) => ops.get_key_value(name),
                     None if ops.len() == 1 => ops.iter().next(),
                     None => None,
                 };
-                match selected {
-                    Some((name, op)) => Self { name: Some(name.to_string()), mutation: is_mutation(&op.node) },
-                    // No operation selected: execution will say so; over GET, refuse if any could mutate.
-                    None => Self { name, mutation: ops.values().any(|op| is_mutation(&op.node)) },
-                }
+                selected.map(|(name, op)| (Some(name), &op.node))
             }
         }
     }
@@ -155,8 +201,7 @@ async fn graphql(
     execute(state, client, &headers, request, operation).await
 }
 
-/// Runs one operation: a query inside one read snapshot, a mutation on the pool (its services open their own
-/// transactions).
+/// Answers one operation: refused unexecuted when it asks too much, else run.
 async fn execute(
     state: AppState,
     client: SocketAddr,
@@ -165,24 +210,12 @@ async fn execute(
     operation: Operation,
 ) -> Response {
     let started = Instant::now();
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(|token| token.trim().to_owned());
-    let db = if operation.mutation {
-        Db::Pool(state.db.clone())
+    let refusals = operation.demand.map(|demand| demand.refusals(state.max_query_cost)).unwrap_or_default();
+    let mut response = if refusals.is_empty() {
+        run(&state, client, headers, request, operation.mutation).await
     } else {
-        // Without a snapshot the fields still answer, each with its own error if the database is away.
-        state.snapshots.open().await.unwrap_or_else(|err| {
-            tracing::warn!(%err, "cannot open a read snapshot");
-            Db::Pool(state.db.clone())
-        })
+        async_graphql::Response::from_errors(refusals.into_iter().map(Into::into).collect())
     };
-    let request = graphql::request_data(request.data(RequestAuth::new(token, Some(client.ip()))), &db);
-    let mut response = state.schema.execute(request).await;
-    // The snapshot ends here, rolled back in the background: it only read.
-    drop(db);
     graphql::default_error_codes(&mut response);
 
     let elapsed = started.elapsed();
@@ -201,13 +234,41 @@ async fn execute(
     }
     state.metrics.observe_request(operation.name.as_deref(), operation.kind(), elapsed.as_secs_f64());
     tracing::info!(
-        operation = operation.name.as_deref().unwrap_or("anonymous"),
+        operation = cut(operation.name.as_deref().unwrap_or("anonymous"), MAX_LOGGED_CHARS),
         kind = operation.kind(),
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         errors = ?codes,
         "graphql request"
     );
     respond(response, negotiate(headers))
+}
+
+/// Executes one operation: a query inside one read snapshot, a mutation on the pool (its services open their own
+/// transactions).
+async fn run(
+    state: &AppState,
+    client: SocketAddr,
+    headers: &HeaderMap,
+    request: async_graphql::Request,
+    mutation: bool,
+) -> async_graphql::Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(|token| token.trim().to_owned());
+    let db = if mutation {
+        Db::Pool(state.db.clone())
+    } else {
+        // Without a snapshot the fields still answer, each with its own error if the database is away.
+        state.snapshots.open().await.unwrap_or_else(|err| {
+            tracing::warn!(%err, "cannot open a read snapshot");
+            Db::Pool(state.db.clone())
+        })
+    };
+    let request = graphql::request_data(request.data(RequestAuth::new(token, Some(client.ip()))), &db);
+    // The snapshot ends when `db` is dropped on return, rolled back in the background: it only read.
+    state.schema.execute(request).await
 }
 
 /// The media types a GraphQL response can be sent as (GraphQL over HTTP).
