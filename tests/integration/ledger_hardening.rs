@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
 use serde_json::{Value, json};
 use tests::{Backend, Response, TestApp, assert_ledger_consistent, on_both_backends, spawn_app};
 
@@ -47,8 +47,20 @@ async fn twenty_identical_keyed_requests_at_once_move_the_whole_balance_exactly_
     app.deposit(&banker, &alice_usd, 1_000).await;
     let input = transfer_input(&alice_usd, &bob_usd, 1_000, Some("pay-rent"));
 
-    let requests = (0..20).map(|_| app.graphql(TRANSFER, input.clone(), Some(&alice)));
-    let responses = futures::future::join_all(requests).await;
+    // All twenty are in flight at once. On PostgreSQL another transaction holds alice's account until they have
+    // all started, so each has begun its statement (and its snapshot) before the first can commit; the server's
+    // one SQLite connection queues them whatever the test does (and another writer would only make them wait).
+    let holder = app.db.begin().await.expect("begin");
+    if backend == Backend::Postgres {
+        let hold = format!("UPDATE accounts SET balance = balance WHERE id = {alice_usd}");
+        holder.execute_unprepared(&hold).await.expect("hold alice's account");
+    }
+    let requests = futures::future::join_all((0..20).map(|_| app.graphql(TRANSFER, input.clone(), Some(&alice))));
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        holder.commit().await.expect("release alice's account");
+    };
+    let (responses, ()) = tokio::join!(requests, release);
 
     assert_eq!(count(&app, "SELECT count(*) FROM transfers").await, 1, "one transfer");
     let transfer = count(&app, "SELECT id FROM transfers").await.to_string();
