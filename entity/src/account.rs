@@ -1,4 +1,5 @@
-//! `accounts`: one per owner and currency (`owner_currency_key`); the balance never goes below zero.
+//! `accounts`: one per owner and currency (`owner_currency_key`); the balance never goes below zero. An account
+//! closes when its owner is deleted, and only an empty one can (`accounts_closed_empty`).
 
 use sea_orm::entity::prelude::*;
 
@@ -12,6 +13,8 @@ pub struct Model {
     pub balance: i64,
     pub currency: Currency,
     pub created_at: DateTimeUtc,
+    /// When the owner's deletion closed the account; money no longer moves into or out of it.
+    pub closed_at: Option<DateTimeUtc>,
 }
 
 /// The currencies the bank runs; stored as ISO 4217 codes and checked by `accounts_currency_supported`.

@@ -2,7 +2,7 @@
 
 use chrono::{SubsecRound, Utc};
 use entity::user::{self, Role};
-use entity::{deleted_email, email};
+use entity::{account, deleted_email, email};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -196,7 +196,8 @@ pub async fn set_primary_email<C: ConnectionTrait + TransactionTrait>(
 }
 
 /// Soft-deletes a user (the caller themself, or anyone for a banker): the row stays so the username is never
-/// reused, their addresses move to `deleted_emails` so others may use them, and every session ends.
+/// reused, their accounts close, their addresses move to `deleted_emails` so others may use them, and every session
+/// ends. Refused with `ACCOUNT_NOT_EMPTY` while any of their accounts holds money, which must be moved out first.
 pub async fn delete<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     caller: &Caller,
@@ -207,8 +208,18 @@ pub async fn delete<C: ConnectionTrait + TransactionTrait>(
     }
     let txn = db.begin().await?;
     let user = find(&txn, username).await?.ok_or(Error::NotFound { what: "user" })?;
-    let addresses = email::Entity::find().filter(email::Column::Username.eq(username)).all(&txn).await?;
     let now = Utc::now();
+    // Closing is the emptiness check: `accounts_closed_empty` refuses to close an account holding money. The update
+    // holds the accounts' row locks until commit, so a deposit or transfer into one either committed before (and
+    // the check sees its money) or waits and then finds the account closed.
+    account::Entity::update_many()
+        .col_expr(account::Column::ClosedAt, Expr::value(now))
+        .filter(account::Column::Owner.eq(username))
+        .filter(account::Column::ClosedAt.is_null())
+        .exec(&txn)
+        .await
+        .on_constraint("accounts_closed_empty", || Error::AccountNotEmpty)?;
+    let addresses = email::Entity::find().filter(email::Column::Username.eq(username)).all(&txn).await?;
     if !addresses.is_empty() {
         deleted_email::Entity::insert_many(addresses.into_iter().map(|e| deleted_email::ActiveModel {
             email: Set(e.email),

@@ -203,6 +203,9 @@ async fn a_token_whose_session_ended_or_whose_user_changed_moves_nothing(backend
         let input = transfer_input(&alice_usd, &bob_usd, 100, "USD");
         async move { app.graphql(TRANSFER, input, Some(&token)).await.error_code().map(str::to_owned) }
     };
+    // Deletion needs empty accounts: alice moves her money out first, while her token is as fresh as can be.
+    let everything = transfer_input(&alice_usd, &bob_usd, 10_000, "USD");
+    app.graphql(TRANSFER, everything, Some(&alice)).await.assert_ok();
     let (logged_out, refresh) = app.login("alice").await;
     app.graphql("mutation($t: String!) { logout(refreshToken: $t) }", json!({ "t": refresh }), None).await.assert_ok();
     assert_eq!(transfer(logged_out).await.as_deref(), Some("UNAUTHENTICATED"), "after logout");

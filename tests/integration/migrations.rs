@@ -1,5 +1,6 @@
 //! The seed lesson's migration story: reversible, and atomic when it fails.
 
+use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::json;
 use tests::{Backend, TestDatabase, migrate, on_both_backends, schema_of, spawn_app};
@@ -77,18 +78,40 @@ async fn idempotency_keys_survive_moving_off_their_transfers_and_back(backend: B
     }});
     let first = app.graphql(transfer, input.clone(), Some(&alice)).await.assert_ok().str("createTransfer/transfer/id");
 
-    migrate(&app.database, false, Some(1)).await.expect("down to idempotency_keys");
+    let steps = steps_to_undo("m20260101_000006_transfer_idempotency");
+    migrate(&app.database, false, Some(steps)).await.expect("down to idempotency_keys");
     let conn = app.database.migration_connection().await;
     let moved = rows(&conn, "SELECT username || ' ' || key || ' ' || transfer_id FROM idempotency_keys").await;
     assert_eq!(moved, [format!("alice order-1 {first}")]);
-    migrate(&app.database, true, Some(1)).await.expect("up onto transfers");
+    // Hashes made before `account_closing` spelt the currency as Rust's `Debug` did; its `down` restores that.
+    let debug_spelling = hash(&format!("{alice_usd}|{bob_usd}|100|Usd"));
+    assert_eq!(rows(&conn, "SELECT request_hash FROM idempotency_keys").await, [debug_spelling]);
+    migrate(&app.database, true, Some(steps)).await.expect("up onto transfers");
     assert_eq!(rows(&conn, "SELECT idempotency_key FROM transfers").await, ["order-1"]);
+    assert_eq!(
+        rows(&conn, "SELECT request_hash FROM transfers").await,
+        [hash(&format!("{alice_usd}|{bob_usd}|100|USD"))]
+    );
 
     let retry = app.graphql(transfer, input.clone(), Some(&alice)).await.assert_ok().str("createTransfer/transfer/id");
     assert_eq!(retry, first, "the retry replays the transfer made before the keys moved");
     input["input"]["amount"] = json!(101);
     let changed = app.graphql(transfer, input, Some(&alice)).await;
     assert_eq!(changed.error_code(), Some("IDEMPOTENCY_KEY_REUSED"));
+}
+
+/// How many steps `down` takes, from the newest migration, to undo the migration `name`.
+fn steps_to_undo(name: &str) -> u32 {
+    let names: Vec<String> = Migrator::migrations().iter().map(|m| m.name().to_owned()).collect();
+    let position = names.iter().position(|n| n == name).expect("a migration of that name");
+    u32::try_from(names.len() - position).expect("a few migrations")
+}
+
+/// A request hash as transfers store it: URL-safe base64 of SHA-256.
+fn hash(canonical: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(canonical.as_bytes()))
 }
 
 /// The first column of every row `sql` returns, as text.

@@ -8,7 +8,7 @@ use async_graphql::{
     Context, Enum, ID, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType, Value,
 };
 use chrono::{DateTime, Utc};
-use service::domain::Amount;
+use service::domain::{Amount, IdempotencyKey};
 use service::entity::{account, entry, transfer};
 use service::ledger::{self, TransferOutcome, TransferRequest};
 
@@ -96,6 +96,11 @@ impl Account {
 
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
+    }
+
+    /// When the account closed (its owner was deleted); money no longer moves into or out of it. Null while open.
+    async fn closed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.closed_at
     }
 
     /// The account's ledger, newest first (the owner or a banker only).
@@ -228,7 +233,8 @@ pub struct CreateTransferInput {
     amount: Money,
     /// Both accounts must hold this currency.
     currency: CurrencyCode,
-    /// A retry with the same key and input returns the first result and moves no money; keys are per debited account.
+    /// 1–255 characters, no control characters. A retry with the same key and input returns the first result and
+    /// moves no money; keys are per debited account.
     idempotency_key: Option<String>,
 }
 
@@ -277,7 +283,7 @@ impl LedgerMutation {
             to_account_id: parse_id(&input.to_account_id, "toAccountId")?,
             amount: Amount::parse(input.amount.0)?,
             currency: input.currency.into(),
-            idempotency_key: input.idempotency_key,
+            idempotency_key: input.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose()?,
         };
         let outcome = ledger::transfer(pool(ctx), &token, &request).await?;
         metrics(ctx).count_transfer();

@@ -3,11 +3,13 @@
 mod amount;
 mod email;
 mod full_name;
+mod idempotency_key;
 mod password;
 mod username;
 
 pub use amount::Amount;
 pub use email::Email;
 pub use full_name::FullName;
+pub use idempotency_key::IdempotencyKey;
 pub use password::Password;
 pub use username::Username;

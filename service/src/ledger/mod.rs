@@ -19,7 +19,7 @@ use sea_orm::{
     QueryOrder, QuerySelect, RuntimeErr, Set, TransactionTrait,
 };
 
-pub use self::transfers::{MAX_IDEMPOTENCY_KEY_LEN, TransferOutcome, TransferRequest, transfer};
+pub use self::transfers::{TransferOutcome, TransferRequest, transfer};
 use crate::auth::Caller;
 use crate::domain::Amount;
 use crate::{Error, ResultExt};
@@ -78,6 +78,10 @@ pub async fn transfer_by_id(
 }
 
 /// Puts money into an account (bankers only): the one way money enters the bank, recorded as an entry.
+///
+/// Refused, in this order, when the account does not exist (`NOT_FOUND`), is closed (`ACCOUNT_CLOSED`) or would
+/// hold more than `Money` can count (`BALANCE_OUT_OF_RANGE`). The update itself carries the rules, so it holds them
+/// under the account's row lock; why it matched nothing is looked up only then.
 pub async fn deposit(
     db: &DatabaseConnection,
     caller: &Caller,
@@ -87,19 +91,27 @@ pub async fn deposit(
     if !caller.is_banker() {
         return Err(Error::Forbidden);
     }
+    let amount = amount.minor_units();
     with_retry(|| async {
         let txn = db.begin().await?;
         let updated = account::Entity::update_many()
-            .col_expr(account::Column::Balance, Expr::col(account::Column::Balance).add(amount.minor_units()))
+            .col_expr(account::Column::Balance, Expr::col(account::Column::Balance).add(amount))
             .filter(account::Column::Id.eq(account_id))
+            .filter(account::Column::ClosedAt.is_null())
+            // Cannot overflow, as the amount is positive; the sum then cannot either.
+            .filter(account::Column::Balance.lte(i64::MAX - amount))
             .exec_with_returning(&txn)
             .await?;
         if updated.is_empty() {
-            return Err(Error::NotFound { what: "account" });
+            return Err(match account::Entity::find_by_id(account_id).one(&txn).await? {
+                None => Error::NotFound { what: "account" },
+                Some(account) if account.closed_at.is_some() => Error::AccountClosed,
+                Some(_) => Error::BalanceOutOfRange,
+            });
         }
         let entry = entry::ActiveModel {
             account_id: Set(account_id),
-            amount: Set(amount.minor_units()),
+            amount: Set(amount),
             transfer_id: Set(None),
             ..Default::default()
         }

@@ -2,6 +2,7 @@
 //! nothing.
 //!
 //! Both accounts are locked in id order, so two opposite transfers (A→B and B→A) queue instead of deadlocking.
+//! A refused transfer answers with the first broken rule, in one order on both backends (see [`refusal`]).
 //! On PostgreSQL the whole transfer is one statement: a transfer waits on round trips far more than on work, and
 //! one statement is also one atomic transaction. SQLite runs in-process (a round trip costs nothing there) and has
 //! no data-modifying `WITH`, so there the same steps run as statements in one transaction. Both are held to the
@@ -21,11 +22,8 @@ use sha2::{Digest, Sha256};
 
 use super::{accounts_by_ids, with_retry};
 use crate::auth::{self, VerifiedToken};
-use crate::domain::Amount;
+use crate::domain::{Amount, IdempotencyKey};
 use crate::{Error, ResultExt, constraint};
-
-/// The longest idempotency key accepted.
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// A transfer as a client asks for it.
 #[derive(Debug)]
@@ -35,7 +33,7 @@ pub struct TransferRequest {
     pub amount: Amount,
     pub currency: Currency,
     /// The same key with the same request returns the first result and moves no money.
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
 }
 
 /// A transfer and everything it wrote.
@@ -58,22 +56,30 @@ pub async fn transfer(
     if request.from_account_id == request.to_account_id {
         return Err(Error::SameAccount);
     }
-    if let Some(key) = &request.idempotency_key
-        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN)
-    {
-        return Err(Error::invalid(
-            "idempotencyKey",
-            format!("an idempotency key has 1–{MAX_IDEMPOTENCY_KEY_LEN} characters"),
-        ));
-    }
     let request_hash = request_hash(request);
-    let outcome = with_retry(|| async {
+    let attempt = with_retry(|| async {
         match db.get_database_backend() {
             DbBackend::Postgres => in_one_statement(db, caller, request, request_hash.as_deref()).await,
             _ => in_one_transaction(db, caller, request, request_hash.as_deref()).await,
         }
     })
-    .await?;
+    .await;
+    let outcome = match attempt {
+        // A keyed request that raced one with the same key waited on the first's row locks and then found the
+        // accounts as the first left them (its balance spent, say), while on PostgreSQL the rest of its statement
+        // still saw the snapshot from before the first committed, without the key. So a refusal may be the first
+        // request's doing: the key, looked up anew, decides. A committed key answers as it was answered; the first
+        // request has ended by now, since its row locks were released, so there is no request still in flight
+        // to wait for.
+        Err(refused) if is_refusal(&refused) && request.idempotency_key.is_some() => {
+            if key_committed(db, request).await? {
+                Attempt::KeyUsed
+            } else {
+                return Err(refused);
+            }
+        }
+        attempt => attempt?,
+    };
     match outcome {
         Attempt::Done(outcome) => Ok(*outcome),
         // Committed by an earlier request with this key (or one racing this one, which the key's unique constraint
@@ -88,12 +94,91 @@ enum Attempt {
     KeyUsed,
 }
 
+/// What a transfer found of one of its accounts, under its row lock.
+struct Found<'a> {
+    owner: &'a str,
+    currency: Currency,
+    balance: i64,
+    closed: bool,
+}
+
+impl<'a> From<&'a account::Model> for Found<'a> {
+    fn from(account: &'a account::Model) -> Self {
+        Found {
+            owner: &account.owner,
+            currency: account.currency,
+            balance: account.balance,
+            closed: account.closed_at.is_some(),
+        }
+    }
+}
+
+/// The first rule a transfer breaks, in the order both backends answer in: the debited account exists
+/// (`NOT_FOUND`) and is the caller's (`FORBIDDEN`); the credited one exists (`NOT_FOUND`); both hold the transfer's
+/// currency (`CURRENCY_MISMATCH`) and are open (`ACCOUNT_CLOSED`); then the money: the debited balance covers the
+/// amount (`INSUFFICIENT_FUNDS`) and the credited one stays within `Money` (`BALANCE_OUT_OF_RANGE`). What an
+/// account is comes before how much it holds, so a refusal does not depend on balances that change meanwhile
+/// unless nothing else is wrong.
+fn refusal(caller: &str, request: &TransferRequest, from: Option<Found>, to: Option<Found>) -> Option<Error> {
+    let amount = request.amount.minor_units();
+    let Some(from) = from else {
+        return Some(Error::NotFound { what: "account" });
+    };
+    if from.owner != caller {
+        return Some(Error::Forbidden);
+    }
+    let Some(to) = to else {
+        return Some(Error::NotFound { what: "account" });
+    };
+    if from.currency != request.currency || to.currency != request.currency {
+        return Some(Error::CurrencyMismatch);
+    }
+    if from.closed || to.closed {
+        return Some(Error::AccountClosed);
+    }
+    if from.balance < amount {
+        return Some(Error::InsufficientFunds);
+    }
+    if to.balance > i64::MAX - amount {
+        return Some(Error::BalanceOutOfRange);
+    }
+    None
+}
+
+/// The refusals of [`refusal`]: answers a committed key takes precedence over.
+fn is_refusal(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::NotFound { .. }
+            | Error::Forbidden
+            | Error::CurrencyMismatch
+            | Error::AccountClosed
+            | Error::InsufficientFunds
+            | Error::BalanceOutOfRange
+    )
+}
+
+/// Whether a transfer with the request's key from its account has been committed.
+async fn key_committed(db: &DatabaseConnection, request: &TransferRequest) -> Result<bool, Error> {
+    let key = request.idempotency_key.as_ref().map(IdempotencyKey::as_str);
+    Ok(transfer::Entity::find()
+        .filter(transfer::Column::FromAccountId.eq(request.from_account_id))
+        .filter(transfer::Column::IdempotencyKey.eq(key))
+        .one(db)
+        .await?
+        .is_some())
+}
+
 /// The transfer as one PostgreSQL statement. `caller` is the session check (as in `auth::check_session`: live
 /// session, user not deleted, no password change since the token was issued); `prior` finds a key committed
 /// earlier; `locked` locks both accounts in id order and reads their newest versions; `allowed` has a row only when
 /// every rule holds, and each write happens only then. The final row reports what was found and what was written,
 /// so that a refusal can say why. A key committed by a racing request makes the transfer's insert wait for it and
-/// then fail on `transfers_idempotency_key_key`, which undoes the whole statement.
+/// then fail on `transfers_idempotency_key_key`, which undoes the whole statement; a racing request that spent the
+/// balance first makes it refuse instead, which [`transfer`] resolves by looking the key up afterwards. The credited
+/// balance is held below the top of the bigint range by the rule itself (`9223372036854775807 - $3` cannot
+/// overflow, as the amount is positive), so an overflow is refused like any other broken rule rather than
+/// raised as an error.
 const TRANSFER_SQL: &str = r#"
 WITH caller AS (
     SELECT 1 FROM sessions s JOIN users u ON u.username = s.username
@@ -104,12 +189,13 @@ prior AS (
     SELECT 1 FROM transfers WHERE from_account_id = $1 AND idempotency_key = $6
 ),
 locked AS (
-    SELECT id, owner, balance, currency, created_at FROM accounts
+    SELECT id, owner, balance, currency, created_at, closed_at FROM accounts
     WHERE id IN ($1, $2) ORDER BY id FOR UPDATE
 ),
 allowed AS (
     SELECT 1 FROM locked f JOIN locked t ON f.id = $1 AND t.id = $2
-    WHERE f.owner = $5 AND f.currency = $4 AND t.currency = $4 AND f.balance >= $3
+    WHERE f.owner = $5 AND f.currency = $4 AND t.currency = $4 AND f.closed_at IS NULL AND t.closed_at IS NULL
+      AND f.balance >= $3 AND t.balance <= 9223372036854775807 - $3
       AND EXISTS (SELECT 1 FROM caller) AND NOT EXISTS (SELECT 1 FROM prior)
 ),
 moved AS (
@@ -132,7 +218,9 @@ SELECT
     EXISTS (SELECT 1 FROM caller) AS authenticated,
     EXISTS (SELECT 1 FROM prior) AS key_used,
     f.owner AS from_owner, f.currency AS from_currency, f.balance AS from_balance, f.created_at AS from_created_at,
-    t.currency AS to_currency, t.owner AS to_owner, t.created_at AS to_created_at,
+    f.closed_at IS NOT NULL AS from_closed,
+    t.owner AS to_owner, t.currency AS to_currency, t.balance AS to_balance, t.created_at AS to_created_at,
+    t.closed_at IS NOT NULL AS to_closed,
     w.id AS transfer_id, w.created_at AS transfer_created_at,
     mf.balance AS from_balance_after, mt.balance AS to_balance_after,
     ef.id AS from_entry_id, ef.created_at AS from_entry_created_at,
@@ -163,7 +251,7 @@ async fn in_one_statement(
             amount.into(),
             request.currency.to_value().into(),
             caller.username.clone().into(),
-            request.idempotency_key.clone().into(),
+            request.idempotency_key.as_ref().map(|key| key.as_str().to_owned()).into(),
             request_hash.map(str::to_owned).into(),
             caller.session_id.clone().into(),
             caller.issued_at.into(),
@@ -185,33 +273,26 @@ async fn in_one_statement(
     }
     let from_owner: Option<String> = get.value("from_owner")?;
     let to_owner: Option<String> = get.value("to_owner")?;
-    let (Some(from_owner), from_balance) = (from_owner, get.value::<Option<i64>>("from_balance")?) else {
-        return Err(Error::NotFound { what: "account" });
-    };
-    if from_owner != caller.username {
-        return Err(Error::Forbidden);
-    }
-    let Some(to_owner) = to_owner else {
-        return Err(Error::NotFound { what: "account" });
-    };
-    let currency = |column| -> Result<Option<Currency>, Error> {
-        get.value::<Option<String>>(column)?
-            .map(|code| Currency::try_from_value(&code).map_err(|err| Error::Internal(err.to_string())))
-            .transpose()
-    };
-    if currency("from_currency")? != Some(request.currency) || currency("to_currency")? != Some(request.currency) {
-        return Err(Error::CurrencyMismatch);
-    }
     let Some(transfer_id) = get.value::<Option<i64>>("transfer_id")? else {
-        return match from_balance {
-            Some(balance) if balance < amount => Err(Error::InsufficientFunds),
-            _ => Err(Error::Internal("a transfer that broke no rule wrote nothing".to_owned())),
-        };
+        let from = get.found("from", from_owner.as_deref())?;
+        let to = get.found("to", to_owner.as_deref())?;
+        let refused = refusal(&caller.username, request, from, to);
+        return Err(
+            refused.unwrap_or_else(|| Error::Internal("a transfer that broke no rule wrote nothing".to_owned()))
+        );
     };
+    let missing = || Error::Internal(format!("transfer {transfer_id} found no account"));
+    let (from_owner, to_owner) = (from_owner.ok_or_else(missing)?, to_owner.ok_or_else(missing)?);
 
     let time = |column| get.value::<DateTime<Utc>>(column);
-    let account =
-        |id, owner, balance, created_at| account::Model { id, owner, balance, currency: request.currency, created_at };
+    let account = |id, owner, balance, created_at| account::Model {
+        id,
+        owner,
+        balance,
+        currency: request.currency,
+        created_at,
+        closed_at: None,
+    };
     let entry = |id, account_id, amount, created_at| entry::Model {
         id,
         account_id,
@@ -226,7 +307,7 @@ async fn in_one_statement(
             to_account_id: request.to_account_id,
             amount,
             created_at: time("transfer_created_at")?,
-            idempotency_key: request.idempotency_key.clone(),
+            idempotency_key: request.idempotency_key.as_ref().map(|key| key.as_str().to_owned()),
             request_hash: request_hash.map(str::to_owned),
         },
         from_account: account(
@@ -253,6 +334,20 @@ impl Columns<'_> {
     fn value<T: sea_orm::TryGetable>(&self, column: &str) -> Result<T, Error> {
         self.0.try_get("", column).map_err(|err| Error::Internal(format!("reading {column}: {err}")))
     }
+
+    /// The account on one `side` ("from" or "to"), if the statement found it.
+    fn found<'a>(&self, side: &str, owner: Option<&'a str>) -> Result<Option<Found<'a>>, Error> {
+        let Some(owner) = owner else {
+            return Ok(None);
+        };
+        let code: String = self.value(&format!("{side}_currency"))?;
+        Ok(Some(Found {
+            owner,
+            currency: Currency::try_from_value(&code).map_err(|err| Error::Internal(err.to_string()))?,
+            balance: self.value(&format!("{side}_balance"))?,
+            closed: self.value(&format!("{side}_closed"))?,
+        }))
+    }
 }
 
 /// The transfer as statements in one transaction (SQLite, where the one connection runs one transaction at a
@@ -268,7 +363,7 @@ async fn in_one_transaction(
     if let Some(key) = &request.idempotency_key
         && transfer::Entity::find()
             .filter(transfer::Column::FromAccountId.eq(request.from_account_id))
-            .filter(transfer::Column::IdempotencyKey.eq(key))
+            .filter(transfer::Column::IdempotencyKey.eq(key.as_str()))
             .one(&txn)
             .await?
             .is_some()
@@ -283,24 +378,20 @@ async fn in_one_transaction(
         .lock_exclusive()
         .all(&txn)
         .await?;
-    let find = |id: i64| locked.iter().find(|a| a.id == id).ok_or(Error::NotFound { what: "account" });
-    let from = find(request.from_account_id)?;
-    if from.owner != caller.user.username {
-        return Err(Error::Forbidden);
+    let find = |id: i64| locked.iter().find(|a| a.id == id);
+    let (from, to) = (find(request.from_account_id), find(request.to_account_id));
+    if let Some(refused) = refusal(&caller.user.username, request, from.map(Found::from), to.map(Found::from)) {
+        return Err(refused);
     }
-    let to = find(request.to_account_id)?;
-    if from.currency != request.currency || to.currency != request.currency {
-        return Err(Error::CurrencyMismatch);
-    }
-    if from.balance < amount {
-        return Err(Error::InsufficientFunds);
-    }
+    let (Some(from), Some(to)) = (from, to) else {
+        return Err(Error::Internal("a transfer that broke no rule found no account".to_owned()));
+    };
 
     let transfer = transfer::ActiveModel {
         from_account_id: Set(from.id),
         to_account_id: Set(to.id),
         amount: Set(amount),
-        idempotency_key: Set(request.idempotency_key.clone()),
+        idempotency_key: Set(request.idempotency_key.as_ref().map(|key| key.as_str().to_owned())),
         request_hash: Set(request_hash.map(str::to_owned)),
         ..Default::default()
     }
@@ -347,7 +438,7 @@ async fn replay(
 ) -> Result<TransferOutcome, Error> {
     let transfer = transfer::Entity::find()
         .filter(transfer::Column::FromAccountId.eq(request.from_account_id))
-        .filter(transfer::Column::IdempotencyKey.eq(request.idempotency_key.as_deref()))
+        .filter(transfer::Column::IdempotencyKey.eq(request.idempotency_key.as_ref().map(IdempotencyKey::as_str)))
         .one(db)
         .await?
         .ok_or_else(|| Error::Internal("an idempotency key vanished".to_owned()))?;
@@ -376,15 +467,16 @@ async fn replay(
 /// What a unique key in `transfers` breaks when a racing request committed the same key first.
 const KEY_CONSTRAINT: &str = "transfers_idempotency_key_key";
 
-/// A digest of what a keyed request asks for, kept with its transfer; `None` without a key.
+/// A digest of what a keyed request asks for, kept with its transfer; `None` without a key. The currency is its
+/// stored code, a spelling the schema fixes (migration `account_closing` rewrote hashes made before).
 fn request_hash(request: &TransferRequest) -> Option<String> {
     request.idempotency_key.as_ref()?;
     let canonical = format!(
-        "{}|{}|{}|{:?}",
+        "{}|{}|{}|{}",
         request.from_account_id,
         request.to_account_id,
         request.amount.minor_units(),
-        request.currency
+        request.currency.to_value()
     );
     Some(URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes())))
 }
