@@ -1,6 +1,7 @@
 //! The GraphQL schema: one root per domain, merged; resolvers call services and never touch SQL.
 
 mod error;
+mod inputs;
 mod ledger;
 pub mod loaders;
 mod users;
@@ -52,6 +53,7 @@ pub fn build_schema(
         .data(tokens)
         .data(metrics)
         .data(LoginThrottle::new(config.login_limits()))
+        .extension(inputs::RefuseControlCharacters)
         .limit_depth(config.max_query_depth)
         .limit_complexity(config.max_query_complexity);
     if !config.introspection {
