@@ -21,16 +21,16 @@ impl Email {
 
     pub fn parse(input: &str) -> Result<Self, Error> {
         let invalid = |why: &str| Error::invalid("email", format!("not a plausible email address: {why}"));
-        let input = input.trim();
         // Bounds the normalising work before it starts; the canonical form is checked against the limit below.
         if input.len() > 4 * Self::MAX_LEN {
             return Err(invalid("too long"));
         }
-        if input.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(invalid("it has spaces or control characters"));
+        if input.chars().any(|c| c.is_control() || c.general_category() == GeneralCategory::Format) {
+            return Err(invalid("it has control or invisible characters"));
         }
-        if input.chars().any(|c| c.general_category() == GeneralCategory::Format) {
-            return Err(invalid("it has invisible characters"));
+        let input = input.trim();
+        if input.chars().any(char::is_whitespace) {
+            return Err(invalid("it has spaces"));
         }
         let (local, domain) = input.split_once('@').ok_or_else(|| invalid("no @"))?;
         if local.is_empty() || local.contains('@') {
