@@ -73,6 +73,9 @@ impl From<CurrencyCode> for account::Currency {
 /// An account: one per owner and currency.
 pub struct Account(pub account::Model);
 
+/// An account: one per owner and currency. Of someone else's account (the receiving end of your transfer), a
+/// depositor reads what paying it needs: its id, currency and owner's username; the rest answers `FORBIDDEN` and is
+/// nullable for that reason.
 #[Object]
 impl Account {
     async fn id(&self) -> ID {
@@ -81,21 +84,23 @@ impl Account {
 
     async fn owner(&self, ctx: &Context<'_>) -> Result<User, ApiError> {
         let owner = loaders(ctx).user.load_one(self.0.owner.clone()).await?;
-        owner.map(User).ok_or_else(|| service::Error::NotFound { what: "user" }.into())
+        owner.map(User::reached).ok_or_else(|| service::Error::NotFound { what: "user" }.into())
     }
 
     /// The owner or a banker only.
-    async fn balance(&self, ctx: &Context<'_>) -> Result<Money, ApiError> {
+    async fn balance(&self, ctx: &Context<'_>) -> Result<Option<Money>, ApiError> {
         authorize_owner(ctx, &self.0.owner).await?;
-        Ok(Money(self.0.balance))
+        Ok(Some(Money(self.0.balance)))
     }
 
     async fn currency(&self) -> CurrencyCode {
         self.0.currency.into()
     }
 
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+    /// The owner or a banker only.
+    async fn created_at(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>, ApiError> {
+        authorize_owner(ctx, &self.0.owner).await?;
+        Ok(Some(self.0.created_at))
     }
 
     /// When the account closed (its owner was deleted); money no longer moves into or out of it. Null while open.
@@ -109,10 +114,10 @@ impl Account {
         ctx: &Context<'_>,
         #[graphql(desc = "Page size, 0–100; default 20.")] first: Option<i32>,
         after: Option<String>,
-    ) -> Result<Connection<String, Entry>, ApiError> {
+    ) -> Result<Option<Connection<String, Entry>>, ApiError> {
         authorize_owner(ctx, &self.0.owner).await?;
         let fetch = |first, after| ledger::entries_of(db(ctx), self.0.id, first, after);
-        paginate(first, after, fetch, |entry: &entry::Model| entry.id, Entry).await
+        paginate(first, after, fetch, |entry: &entry::Model| entry.id, Entry).await.map(Some)
     }
 
     /// Transfers into and out of the account, newest first (the owner or a banker only).
@@ -121,10 +126,10 @@ impl Account {
         ctx: &Context<'_>,
         #[graphql(desc = "Page size, 0–100; default 20.")] first: Option<i32>,
         after: Option<String>,
-    ) -> Result<Connection<String, Transfer>, ApiError> {
+    ) -> Result<Option<Connection<String, Transfer>>, ApiError> {
         authorize_owner(ctx, &self.0.owner).await?;
         let fetch = |first, after| ledger::transfers_of(db(ctx), self.0.id, first, after);
-        paginate(first, after, fetch, |transfer: &transfer::Model| transfer.id, Transfer).await
+        paginate(first, after, fetch, |transfer: &transfer::Model| transfer.id, Transfer).await.map(Some)
     }
 }
 
@@ -203,7 +208,7 @@ impl TransferResult {
         Account(self.0.from_account.clone())
     }
 
-    /// The receiving account; its balance is visible to its owner and bankers only.
+    /// The receiving account: of someone else's, you read what paying it needs (see `Account`).
     async fn to_account(&self) -> Account {
         Account(self.0.to_account.clone())
     }

@@ -2,6 +2,7 @@
 
 pub mod cost;
 mod error;
+mod inputs;
 mod ledger;
 pub mod loaders;
 mod users;
@@ -53,6 +54,7 @@ pub fn build_schema(
         .data(tokens)
         .data(metrics)
         .data(LoginThrottle::new(config.login_limits()))
+        .extension(inputs::RefuseControlCharacters)
         .limit_depth(config.max_query_depth);
     if !config.introspection {
         builder = builder.disable_introspection();

@@ -9,7 +9,7 @@ use service::entity::user;
 use service::users::{self, NewUser, UserUpdate};
 
 use super::ledger::Account;
-use super::{ApiError, caller, client, db, loaders, paginate, pool, throttle, tokens};
+use super::{ApiError, authorize_owner, caller, client, db, loaders, paginate, pool, throttle, tokens};
 
 /// What a user may do.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
@@ -38,54 +38,84 @@ impl From<Role> for user::Role {
     }
 }
 
-/// A person who signs in.
-pub struct User(pub user::Model);
+/// A person who signs in; see the `#[Object]` impl for who reads what.
+pub struct User {
+    model: user::Model,
+    /// The request has proved to be this user without a token yet: it signed them up, logged in or refreshed.
+    proven: bool,
+}
 
+impl User {
+    /// A user as a request reaches them: beyond the username, readable by themself and bankers only.
+    pub fn reached(model: user::Model) -> Self {
+        Self { model, proven: false }
+    }
+
+    /// The user this request has just proved to be (sign-up, login, refresh): readable in full.
+    pub fn proven(model: user::Model) -> Self {
+        Self { model, proven: true }
+    }
+
+    /// The one guard of every field but `username`: `FORBIDDEN` unless the caller is this user or a banker.
+    async fn authorize(&self, ctx: &Context<'_>) -> Result<(), ApiError> {
+        if self.proven { Ok(()) } else { authorize_owner(ctx, &self.model.username).await }
+    }
+}
+
+/// A person who signs in. Of a user other than themself, a depositor reads the `username` only (what paying them
+/// needs); every other field answers `FORBIDDEN` and is nullable for that reason, so that one refused field does not
+/// wipe out the rest of the response (a transfer's result, say). Bankers read every field of every user.
 #[Object]
 impl User {
     async fn username(&self) -> &str {
-        &self.0.username
+        &self.model.username
     }
 
-    async fn full_name(&self) -> &str {
-        &self.0.full_name
+    async fn full_name(&self, ctx: &Context<'_>) -> Result<Option<&str>, ApiError> {
+        self.authorize(ctx).await?;
+        Ok(Some(&self.model.full_name))
     }
 
     /// The primary email address.
-    async fn email(&self) -> Option<&str> {
-        self.0.email.as_deref()
+    async fn email(&self, ctx: &Context<'_>) -> Result<Option<&str>, ApiError> {
+        self.authorize(ctx).await?;
+        Ok(self.model.email.as_deref())
     }
 
     /// Every active address, primary first.
-    async fn emails(&self, ctx: &Context<'_>) -> Result<Vec<String>, ApiError> {
-        let mut emails = loaders(ctx).emails.load_one(self.0.username.clone()).await?.unwrap_or_default();
-        if let Some(primary) = &self.0.email
+    async fn emails(&self, ctx: &Context<'_>) -> Result<Option<Vec<String>>, ApiError> {
+        self.authorize(ctx).await?;
+        let mut emails = loaders(ctx).emails.load_one(self.model.username.clone()).await?.unwrap_or_default();
+        if let Some(primary) = &self.model.email
             && let Some(at) = emails.iter().position(|e| e == primary)
         {
             let primary = emails.remove(at);
             emails.insert(0, primary);
         }
-        Ok(emails)
+        Ok(Some(emails))
     }
 
-    /// The user's accounts, one per currency (the user themself or a banker).
-    async fn accounts(&self, ctx: &Context<'_>) -> Result<Vec<Account>, ApiError> {
-        super::authorize_owner(ctx, &self.0.username).await?;
-        let accounts = loaders(ctx).accounts_by_owner.load_one(self.0.username.clone()).await?;
-        Ok(accounts.unwrap_or_default().into_iter().map(Account).collect())
+    /// The user's accounts, one per currency.
+    async fn accounts(&self, ctx: &Context<'_>) -> Result<Option<Vec<Account>>, ApiError> {
+        self.authorize(ctx).await?;
+        let accounts = loaders(ctx).accounts_by_owner.load_one(self.model.username.clone()).await?;
+        Ok(Some(accounts.unwrap_or_default().into_iter().map(Account).collect()))
     }
 
-    async fn role(&self) -> Role {
-        self.0.role.into()
+    async fn role(&self, ctx: &Context<'_>) -> Result<Option<Role>, ApiError> {
+        self.authorize(ctx).await?;
+        Ok(Some(self.model.role.into()))
     }
 
     /// Access tokens issued before this instant are refused.
-    async fn password_changed_at(&self) -> DateTime<Utc> {
-        self.0.password_changed_at
+    async fn password_changed_at(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>, ApiError> {
+        self.authorize(ctx).await?;
+        Ok(Some(self.model.password_changed_at))
     }
 
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+    async fn created_at(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>, ApiError> {
+        self.authorize(ctx).await?;
+        Ok(Some(self.model.created_at))
     }
 }
 
@@ -108,7 +138,7 @@ impl From<Tokens> for AuthPayload {
             access_token_expires_at: tokens.access_token_expires_at,
             refresh_token: tokens.refresh_token,
             refresh_token_expires_at: tokens.refresh_token_expires_at,
-            user: User(tokens.user),
+            user: User::proven(tokens.user),
         }
     }
 }
@@ -147,7 +177,7 @@ pub struct UserQuery;
 impl UserQuery {
     /// The caller.
     async fn me(&self, ctx: &Context<'_>) -> Result<User, ApiError> {
-        Ok(User(caller(ctx).await?.user.clone()))
+        Ok(User::reached(caller(ctx).await?.user.clone()))
     }
 
     /// One user: yourself, or anyone for a banker.
@@ -156,7 +186,7 @@ impl UserQuery {
         if !caller.may_act_for(&username) {
             return Err(service::Error::Forbidden.into());
         }
-        Ok(users::find(db(ctx), &username).await?.map(User))
+        Ok(users::find(db(ctx), &username).await?.map(User::reached))
     }
 
     /// Every active user in username order (bankers only).
@@ -169,7 +199,7 @@ impl UserQuery {
         let caller = caller(ctx).await?;
         let fetch =
             |first, after: Option<String>| async move { users::list(db(ctx), caller, first, after.as_deref()).await };
-        paginate(first, after, fetch, |user: &user::Model| user.username.clone(), User).await
+        paginate(first, after, fetch, |user: &user::Model| user.username.clone(), User::reached).await
     }
 }
 
@@ -186,7 +216,7 @@ impl UserMutation {
             full_name: FullName::parse(&input.full_name)?,
             email: Email::parse(&input.email)?,
         };
-        Ok(User(users::create(pool(ctx), new).await?))
+        Ok(User::proven(users::create(pool(ctx), new).await?))
     }
 
     /// Opens a session.
@@ -215,25 +245,25 @@ impl UserMutation {
             password: input.password.as_deref().map(Password::parse).transpose()?,
             role: input.role.map(Into::into),
         };
-        Ok(User(users::update(pool(ctx), caller, update).await?))
+        Ok(User::reached(users::update(pool(ctx), caller, update).await?))
     }
 
     /// Adds a secondary email address for the caller.
     async fn add_email(&self, ctx: &Context<'_>, email: String) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(User(users::add_email(pool(ctx), caller, &Email::parse(&email)?).await?))
+        Ok(User::reached(users::add_email(pool(ctx), caller, &Email::parse(&email)?).await?))
     }
 
     /// Removes one of the caller's secondary addresses; the primary cannot be removed.
     async fn remove_email(&self, ctx: &Context<'_>, email: String) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(User(users::remove_email(pool(ctx), caller, &Email::parse(&email)?).await?))
+        Ok(User::reached(users::remove_email(pool(ctx), caller, &Email::parse(&email)?).await?))
     }
 
     /// Makes one of the caller's addresses the primary.
     async fn set_primary_email(&self, ctx: &Context<'_>, email: String) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(User(users::set_primary_email(pool(ctx), caller, &Email::parse(&email)?).await?))
+        Ok(User::reached(users::set_primary_email(pool(ctx), caller, &Email::parse(&email)?).await?))
     }
 
     /// Deletes a user (yourself, or anyone for a banker): they can no longer log in, their addresses become free,

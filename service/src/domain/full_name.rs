@@ -37,5 +37,7 @@ mod tests {
         assert!(FullName::parse("   ").is_err());
         assert!(FullName::parse(&"x".repeat(101)).is_err());
         assert!(FullName::parse("a\u{0}b").is_err());
+        assert!(FullName::parse("a\u{1b}[31mb").is_err());
+        assert!(FullName::parse("a\u{9f}b").is_err());
     }
 }

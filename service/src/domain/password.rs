@@ -2,7 +2,7 @@ use std::fmt;
 
 use crate::Error;
 
-/// A new password: 12–128 characters. Its `Debug` never shows it, so it cannot leak into a log.
+/// A new password: 12–128 characters, none of them control characters. Its `Debug` never shows it, so it cannot leak into a log.
 ///
 /// Length is what makes a password strong (NIST SP 800-63B); the upper bound keeps hashing cost bounded.
 #[derive(Clone)]
@@ -19,6 +19,10 @@ impl Password {
                 "password",
                 format!("a password has {}–{} characters", Self::MIN_CHARS, Self::MAX_CHARS),
             ));
+        }
+        // A NUL or a line break is a copy-and-paste accident or an attack on something downstream, never a choice.
+        if input.chars().any(char::is_control) {
+            return Err(Error::invalid("password", "a password has no control characters"));
         }
         Ok(Self(input.to_owned()))
     }
@@ -43,6 +47,14 @@ mod tests {
         assert!(Password::parse("short pass!").is_err());
         assert!(Password::parse("long enough!").is_ok());
         assert!(Password::parse(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn has_no_control_characters_but_any_other_unicode() {
+        assert!(Password::parse("correct horse\u{0}battery").is_err());
+        assert!(Password::parse("correct horse\nbattery").is_err());
+        assert!(Password::parse("correct horse\u{85}battery").is_err());
+        assert!(Password::parse("cörrect hörse bättery 🐎").is_ok());
     }
 
     #[test]
