@@ -14,6 +14,7 @@ mod m20260101_000003_bank_constraints;
 mod m20260101_000004_user_auth;
 mod m20260101_000005_ledger;
 mod m20260101_000006_transfer_idempotency;
+mod m20260101_000008_login_throttle;
 mod sqlite;
 
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260101_000004_user_auth::Migration),
             Box::new(m20260101_000005_ledger::Migration),
             Box::new(m20260101_000006_transfer_idempotency::Migration),
+            Box::new(m20260101_000008_login_throttle::Migration),
         ]
     }
 }

@@ -1,15 +1,18 @@
 //! HTTP routes: GraphQL, GraphiQL, health probes and metrics.
 
+mod client;
 mod documents;
 pub mod graphiql;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_graphql::ParseRequestError;
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationDefinition, OperationType};
 use async_graphql_axum::GraphQLRequest;
 use axum::Router;
+use axum::Extension;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -64,6 +67,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .layer(Extension(TrustedProxies(config.trusted_proxies.iter().copied().collect())))
         .layer(cors(&config.cors_allowed_origins))
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -79,11 +83,22 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
+/// `TRUSTED_PROXIES`, for [`client::client_address`].
+#[derive(Clone)]
+struct TrustedProxies(Arc<[ipnet::IpNet]>);
+
+impl TrustedProxies {
+    fn client(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        client::client_address(peer.ip(), headers, &self.0)
+    }
+}
+
 /// GET runs queries only: a mutation over GET could be triggered by a link (CSRF) and would put its arguments,
 /// passwords included, into URLs and logs.
 async fn graphql_get(
     state: State<AppState>,
-    client: ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(proxies): Extension<TrustedProxies>,
     headers: HeaderMap,
     request: Request,
 ) -> Response {
@@ -96,7 +111,7 @@ async fn graphql_get(
         }]});
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], axum::Json(body)).into_response();
     }
-    execute(state.0, client.0, &headers, request, operation).await
+    execute(state.0, proxies.client(peer, &headers), &headers, request, operation).await
 }
 
 /// The operation a request selects: its name (if any) and whether it is a mutation. A document that does not
@@ -146,20 +161,21 @@ impl Operation {
 
 async fn graphql(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(proxies): Extension<TrustedProxies>,
     headers: HeaderMap,
     request: Request,
 ) -> Response {
     let mut request = request.into_inner();
     let operation = Operation::of(&mut request, &state.documents);
-    execute(state, client, &headers, request, operation).await
+    execute(state, proxies.client(peer, &headers), &headers, request, operation).await
 }
 
 /// Runs one operation: a query inside one read snapshot, a mutation on the pool (its services open their own
 /// transactions).
 async fn execute(
     state: AppState,
-    client: SocketAddr,
+    client: IpAddr,
     headers: &HeaderMap,
     request: async_graphql::Request,
     operation: Operation,
@@ -179,7 +195,7 @@ async fn execute(
             Db::Pool(state.db.clone())
         })
     };
-    let request = graphql::request_data(request.data(RequestAuth::new(token, Some(client.ip()))), &db);
+    let request = graphql::request_data(request.data(RequestAuth::new(token, client)), &db);
     let mut response = state.schema.execute(request).await;
     // The snapshot ends here, rolled back in the background: it only read.
     drop(db);
