@@ -57,7 +57,12 @@ impl Throttle {
 
     /// Counts a login attempt (or a password change's check of the current password) as a failure before its
     /// password is checked; `RATE_LIMITED`, with how long to wait, once any of its keys is over its limit.
-    pub async fn admit_login(&self, db: &impl ConnectionTrait, username: &Username, address: IpAddr) -> Result<(), Error> {
+    pub async fn admit_login(
+        &self,
+        db: &impl ConnectionTrait,
+        username: &Username,
+        address: IpAddr,
+    ) -> Result<(), Error> {
         let now = self.now(db).await;
         let address = address_key(address);
         let limits = &self.limits;

@@ -2,7 +2,8 @@
 
 use serde_json::{Value, json};
 use tests::{
-    Backend, Bank, JWT_SECRET, PASSWORD, TestApp, assert_ledger_consistent, claims_of, on_both_backends, sign, spawn_app,
+    Backend, Bank, JWT_SECRET, PASSWORD, TestApp, assert_ledger_consistent, claims_of, on_both_backends, sign,
+    spawn_app,
 };
 
 const TRANSFER: &str = "mutation($input: CreateTransferInput!) { createTransfer(input: $input) {

@@ -188,7 +188,8 @@ pub async fn spawn_app_with(database: Arc<TestDatabase>, flags: &[&str]) -> Test
     } else {
         api::telemetry::init();
     }
-    let base = ["simple-bank", "--database-url", &database.url, "--listen-addr", "127.0.0.1:0", "--jwt-secret", JWT_SECRET];
+    let base =
+        ["simple-bank", "--database-url", &database.url, "--listen-addr", "127.0.0.1:0", "--jwt-secret", JWT_SECRET];
     let cli = Cli::try_parse_from(base.iter().chain(flags)).expect("test configuration parses");
     let app = Application::build(cli.config).await.expect("the server builds");
     let address = format!("http://{}", app.local_addr().expect("a bound address"));
