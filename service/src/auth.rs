@@ -15,7 +15,7 @@ use entity::{session, user};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use sea_orm::sea_query::{Expr, Query};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -115,7 +115,7 @@ impl CheckedPassword {
 
 /// Checks a password and opens a session: [`check_password`], then [`open_session`].
 pub async fn login(
-    db: &impl ConnectionTrait,
+    db: &(impl ConnectionTrait + TransactionTrait),
     config: &TokenConfig,
     throttle: &Throttle,
     client: IpAddr,
@@ -129,7 +129,7 @@ pub async fn login(
 /// Checks `username`'s password, a guess counted against `throttle` before any work is spent on it. Unknown users
 /// and wrong passwords are indistinguishable, in answer and in time.
 pub async fn check_password(
-    db: &impl ConnectionTrait,
+    db: &(impl ConnectionTrait + TransactionTrait),
     throttle: &Throttle,
     client: IpAddr,
     username: &Username,
