@@ -63,7 +63,8 @@ impl Throttle {
         username: &Username,
         address: IpAddr,
     ) -> Result<(), Error> {
-        let now = self.now(db).await;
+        let now = now();
+        self.sweep_if_due(db, now).await;
         let address = address_key(address);
         let limits = &self.limits;
         let window = limits.login_window;
@@ -108,7 +109,8 @@ impl Throttle {
 
     /// Counts a sign-up from `address` before its password is hashed; `RATE_LIMITED` past the limit.
     pub async fn admit_signup(&self, db: &impl ConnectionTrait, address: IpAddr) -> Result<(), Error> {
-        let now = self.now(db).await;
+        let now = now();
+        self.sweep_if_due(db, now).await;
         let key = format!("signup/address/{}", address_key(address));
         self.count(db, &key, self.limits.signups_per_address, self.limits.signup_window, now).await
     }
@@ -157,24 +159,28 @@ impl Throttle {
         Ok(())
     }
 
-    /// Now, in whole seconds: SQLite keeps timestamps as text, which compares in time order only when every value
-    /// has the same form. Once a login window, this process also deletes the counters whose window has ended, so
-    /// the table holds no more than the keys seen in the last window or so.
-    async fn now(&self, db: &impl ConnectionTrait) -> DateTime<Utc> {
-        let now = Utc::now().trunc_subsecs(0);
+    /// Once a login window, this process deletes the counters whose window has ended, so the table holds no more
+    /// than the keys seen in the last window or so.
+    async fn sweep_if_due(&self, db: &impl ConnectionTrait, now: DateTime<Utc>) {
         let due = self.next_sweep.load(Ordering::Relaxed);
         let next = now.timestamp() + std::cmp::max(self.limits.login_window.num_seconds(), 1);
-        if now.timestamp() >= due
-            && self.next_sweep.compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        if now.timestamp() < due
+            || self.next_sweep.compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed).is_err()
         {
-            let swept = login_throttle::Entity::delete_many().filter(Column::WindowEndsAt.lte(now)).exec(db).await;
-            // Counting matters more than tidying: a failed sweep is retried at the next one.
-            if let Err(err) = swept {
-                tracing::warn!(%err, "cannot sweep expired throttle counters");
-            }
+            return;
         }
-        now
+        let swept = login_throttle::Entity::delete_many().filter(Column::WindowEndsAt.lte(now)).exec(db).await;
+        // Counting matters more than tidying: a failed sweep is retried at the next one.
+        if let Err(err) = swept {
+            tracing::warn!(%err, "cannot sweep expired throttle counters");
+        }
     }
+}
+
+/// Now, in whole seconds: SQLite keeps timestamps as text, which compares in time order only when every value has
+/// the same form.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(0)
 }
 
 /// The part of an address that identifies one client: an IPv4 address (also when written IPv4-mapped), or an

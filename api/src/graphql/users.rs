@@ -181,7 +181,7 @@ pub struct UserMutation;
 
 #[Object]
 impl UserMutation {
-    /// Signs up a new depositor.
+    /// Signs up a new depositor. Sign-ups per client address are limited (`RATE_LIMITED` with `retryAfter`).
     async fn create_user(&self, ctx: &Context<'_>, input: CreateUserInput) -> Result<User, ApiError> {
         let new = NewUser {
             username: Username::parse(&input.username)?,
@@ -192,7 +192,8 @@ impl UserMutation {
         Ok(User(users::create(pool(ctx), throttle(ctx), client(ctx), new).await?))
     }
 
-    /// Opens a session.
+    /// Opens a session. Failed logins are limited per username and client address, per address, and per username
+    /// (`RATE_LIMITED` with `retryAfter`).
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<AuthPayload, ApiError> {
         // A name no user can have is refused as any wrong login is, before it reaches a throttle's counters.
         let username = Username::parse(&input.username).map_err(|_| service::Error::InvalidCredentials)?;
