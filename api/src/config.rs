@@ -1,10 +1,11 @@
 //! The server's configuration: flags, each also read from the environment.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 use anyhow::bail;
+use ipnet::IpNet;
 use rand::RngCore;
 use service::auth::TokenConfig;
 use service::throttle::Limits;
@@ -84,13 +85,29 @@ pub struct Config {
     #[arg(long, env = "GRAPHIQL_ASSETS_DIR", default_value = "web/graphiql/dist")]
     pub graphiql_assets_dir: String,
 
-    /// Login attempts per username per minute; a success starts the count over. Default: 5.
-    #[arg(long, env = "LOGIN_ATTEMPTS_PER_MINUTE", default_value_t = 5)]
-    pub login_attempts_per_minute: u32,
-
-    /// Failed logins per client address per minute. Default: 20.
+    /// Failed logins allowed per client address per minute, whatever the usernames. Default: 20.
     #[arg(long, env = "LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE", default_value_t = 20)]
     pub login_failures_per_address_per_minute: u32,
+
+    /// Failed logins allowed per (username, client address) per minute; a success starts the count over.
+    /// Default: 5.
+    #[arg(long, env = "LOGIN_FAILURES_PER_USERNAME_AND_ADDRESS_PER_MINUTE", default_value_t = 5)]
+    pub login_failures_per_username_and_address_per_minute: u32,
+
+    /// Failed logins allowed per username per minute from all addresses together: the ceiling that stops guessing
+    /// spread over many addresses (and, once reached, locks the username until the minute ends). Default: 100.
+    #[arg(long, env = "LOGIN_FAILURES_PER_USERNAME_PER_MINUTE", default_value_t = 100)]
+    pub login_failures_per_username_per_minute: u32,
+
+    /// Sign-ups allowed per client address per hour (each hashes a password). Default: 100.
+    #[arg(long, env = "SIGNUPS_PER_ADDRESS_PER_HOUR", default_value_t = 100)]
+    pub signups_per_address_per_hour: u32,
+
+    /// Reverse proxies whose `X-Forwarded-For` is believed, comma-separated IP addresses or CIDR ranges, e.g.
+    /// `10.0.0.0/8,127.0.0.1`. A request from one of them is counted against the right-most address in
+    /// `X-Forwarded-For` that is not itself a trusted proxy. Default: none, so the client is the TCP peer.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_trusted_proxy)]
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -103,11 +120,14 @@ impl Config {
     /// Minimum size of `JWT_SECRET`: HS256's key should be at least as long as its 256-bit output.
     pub const MIN_SECRET_BYTES: usize = 32;
 
-    pub fn login_limits(&self) -> Limits {
+    pub fn throttle_limits(&self) -> Limits {
         Limits {
-            per_username: self.login_attempts_per_minute,
-            per_address: self.login_failures_per_address_per_minute,
-            window: std::time::Duration::from_secs(60),
+            login_per_username_and_address: self.login_failures_per_username_and_address_per_minute,
+            login_per_address: self.login_failures_per_address_per_minute,
+            login_per_username: self.login_failures_per_username_per_minute,
+            login_window: chrono::Duration::minutes(1),
+            signups_per_address: self.signups_per_address_per_hour,
+            signup_window: chrono::Duration::hours(1),
         }
     }
 
@@ -129,6 +149,15 @@ impl Config {
             chrono::Duration::seconds(self.refresh_token_ttl_secs.into()),
         ))
     }
+}
+
+/// A trusted proxy: a CIDR range, or one address (a range of one).
+fn parse_trusted_proxy(value: &str) -> Result<IpNet, String> {
+    let value = value.trim();
+    value
+        .parse::<IpNet>()
+        .or_else(|_| value.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{value:?} is neither an IP address nor a CIDR range"))
 }
 
 /// A secret string that never shows itself in `Debug` output or logs.

@@ -4,6 +4,7 @@ pub mod account;
 pub mod deleted_email;
 pub mod email;
 pub mod entry;
+pub mod login_throttle;
 pub mod session;
 pub mod transfer;
 pub mod user;

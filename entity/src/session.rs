@@ -1,4 +1,5 @@
-//! `sessions`: one per login; holds the hash of the current refresh token, which rotates on every use.
+//! `sessions`: one per login; holds the hash of the current refresh token, which rotates on every use, and of the
+//! one it last rotated away from, whose replay means the token was copied.
 
 use sea_orm::entity::prelude::*;
 
@@ -9,6 +10,7 @@ pub struct Model {
     pub id: String,
     pub username: String,
     pub refresh_token_hash: String,
+    pub previous_refresh_token_hash: Option<String>,
     pub expires_at: DateTimeUtc,
     pub revoked_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,

@@ -2,8 +2,8 @@
 //!
 //! A login opens a session row and returns two tokens: a short-lived JWT access token (HS256, pinned) naming the
 //! session, and a refresh token `<session id>.<secret>` whose SHA-256 hash the session keeps. Refreshing rotates
-//! the secret with a compare-and-swap, so of two uses of one refresh token only the first succeeds; presenting an
-//! already-rotated token means it was copied, and revokes the session. Every authenticated request re-checks the
+//! the secret with a compare-and-swap, so of two uses of one refresh token only the first succeeds; presenting the
+//! token it rotated away from means it was copied, and revokes the session, while a wrong secret ends nothing. Every authenticated request re-checks the
 //! session and the user, so logout, deletion and password changes take effect at once.
 
 use std::net::IpAddr;
@@ -14,12 +14,13 @@ use chrono::{DateTime, Duration, Utc};
 use entity::{session, user};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
-use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::sea_query::{Expr, Query};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::throttle::LoginThrottle;
+use crate::domain::Username;
+use crate::throttle::Throttle;
 use crate::{Error, password};
 
 /// How tokens are signed and how long they live.
@@ -99,43 +100,104 @@ impl Caller {
     }
 }
 
-/// Checks a password and opens a session. Unknown users and wrong passwords are indistinguishable, and every
-/// attempt counts against `throttle` before any work is spent on it.
+/// A password found right for a user, with the stored hash it was checked against: what
+/// [`open_session`] needs. Only [`check_password`] makes one.
+#[derive(Debug)]
+pub struct CheckedPassword {
+    user: user::Model,
+}
+
+impl CheckedPassword {
+    pub fn user(&self) -> &user::Model {
+        &self.user
+    }
+}
+
+/// Checks a password and opens a session: [`check_password`], then [`open_session`].
 pub async fn login(
-    db: &impl ConnectionTrait,
+    db: &(impl ConnectionTrait + TransactionTrait),
     config: &TokenConfig,
-    throttle: &LoginThrottle,
-    client: Option<IpAddr>,
-    username: &str,
+    throttle: &Throttle,
+    client: IpAddr,
+    username: &Username,
     password: &str,
 ) -> Result<Tokens, Error> {
-    throttle.attempt(username, client)?;
-    let user = user::Entity::find_by_id(username.to_owned()).filter(user::Column::DeletedAt.is_null()).one(db).await?;
+    let checked = check_password(db, throttle, client, username, password).await?;
+    open_session(db, config, checked).await
+}
+
+/// Checks `username`'s password, a guess counted against `throttle` before any work is spent on it. Unknown users
+/// and wrong passwords are indistinguishable, in answer and in time.
+pub async fn check_password(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    throttle: &Throttle,
+    client: IpAddr,
+    username: &Username,
+    password: &str,
+) -> Result<CheckedPassword, Error> {
+    throttle.admit_login(db, username, client).await?;
+    let user = user::Entity::find_by_id(username.as_str().to_owned())
+        .filter(user::Column::DeletedAt.is_null())
+        .one(db)
+        .await?;
     let hash = user.as_ref().map(|u| u.hashed_password.clone());
     if !password::verify(password, hash).await? {
-        throttle.failed(client);
         return Err(Error::InvalidCredentials);
     }
     let user = user.ok_or(Error::InvalidCredentials)?;
-    throttle.succeeded(&user.username);
+    throttle.login_succeeded(db, username, client).await?;
+    Ok(CheckedPassword { user })
+}
 
+/// Opens a session for a checked password, provided the password is still the one checked: the insert reads the
+/// user's stored hash in the same statement (on PostgreSQL locking the row, so a password change either commits
+/// first and no session opens, or waits and then ends this session with the others). A password changed while
+/// it was being checked opens nothing (`INVALID_CREDENTIALS`).
+pub async fn open_session(
+    db: &impl ConnectionTrait,
+    config: &TokenConfig,
+    checked: CheckedPassword,
+) -> Result<Tokens, Error> {
+    let user = checked.user;
     let session_id = random_token(16);
     let secret = random_token(32);
-    let now = Utc::now();
-    let refresh_expires_at = now + config.refresh_ttl;
-    session::ActiveModel {
-        id: Set(session_id.clone()),
-        username: Set(user.username.clone()),
-        refresh_token_hash: Set(sha256(&secret)),
-        expires_at: Set(refresh_expires_at),
-        ..Default::default()
+    let refresh_expires_at = Utc::now() + config.refresh_ttl;
+    let still_current = Query::select()
+        .exprs([
+            Expr::val(session_id.clone()),
+            Expr::val(user.username.clone()),
+            Expr::val(sha256(&secret)),
+            Expr::val(refresh_expires_at),
+        ])
+        .from(user::Entity)
+        .and_where(user::Column::Username.eq(user.username.clone()))
+        .and_where(user::Column::HashedPassword.eq(user.hashed_password.clone()))
+        .and_where(user::Column::DeletedAt.is_null())
+        // SQLite has no row locks (its query builder leaves this out) and needs none: it runs one writer at a time.
+        .lock_shared()
+        .to_owned();
+    let insert = Query::insert()
+        .into_table(session::Entity)
+        .columns([
+            session::Column::Id,
+            session::Column::Username,
+            session::Column::RefreshTokenHash,
+            session::Column::ExpiresAt,
+        ])
+        .select_from(still_current)
+        .map_err(|err| Error::Internal(format!("building the session insert: {err}")))?
+        .to_owned();
+    if db.execute(&insert).await?.rows_affected() != 1 {
+        return Err(Error::InvalidCredentials);
     }
-    .insert(db)
-    .await?;
     issue(config, user, &session_id, &secret, refresh_expires_at)
 }
 
 /// Exchanges a refresh token for new tokens, rotating it: the presented one stops working.
+///
+/// Presenting the secret the session last rotated away from means the token was copied (one of its two holders
+/// already used it), so the session ends for both. Any other wrong secret is a guess, and ends nothing: knowing a
+/// session's id (it is in every access token) must not let anyone log its owner out.
 pub async fn refresh(db: &impl ConnectionTrait, config: &TokenConfig, refresh_token: &str) -> Result<Tokens, Error> {
     let (session_id, secret) = refresh_token.split_once('.').ok_or(Error::Unauthenticated)?;
     let session = session::Entity::find_by_id(session_id.to_owned()).one(db).await?.ok_or(Error::Unauthenticated)?;
@@ -143,17 +205,24 @@ pub async fn refresh(db: &impl ConnectionTrait, config: &TokenConfig, refresh_to
     if session.revoked_at.is_some() || session.expires_at <= now {
         return Err(Error::Unauthenticated);
     }
+    let presented = sha256(secret);
     let new_secret = random_token(32);
     let rotated = session::Entity::update_many()
         .col_expr(session::Column::RefreshTokenHash, Expr::value(sha256(&new_secret)))
+        .col_expr(session::Column::PreviousRefreshTokenHash, Expr::value(presented.clone()))
         .filter(session::Column::Id.eq(session_id))
-        .filter(session::Column::RefreshTokenHash.eq(sha256(secret)))
+        .filter(session::Column::RefreshTokenHash.eq(presented.clone()))
         .filter(session::Column::RevokedAt.is_null())
         .exec(db)
         .await?;
     if rotated.rows_affected != 1 {
-        // A valid session but a stale secret: this token was already used once, so it has been copied.
-        revoke_session(db, session_id).await?;
+        session::Entity::update_many()
+            .col_expr(session::Column::RevokedAt, Expr::value(now))
+            .filter(session::Column::Id.eq(session_id))
+            .filter(session::Column::PreviousRefreshTokenHash.eq(presented))
+            .filter(session::Column::RevokedAt.is_null())
+            .exec(db)
+            .await?;
         return Err(Error::Unauthenticated);
     }
     let user = user::Entity::find_by_id(session.username.clone())
@@ -228,16 +297,6 @@ pub(crate) async fn revoke_sessions_of(
         update = update.filter(session::Column::Id.ne(keep));
     }
     update.exec(db).await?;
-    Ok(())
-}
-
-async fn revoke_session(db: &impl ConnectionTrait, session_id: &str) -> Result<(), Error> {
-    session::Entity::update_many()
-        .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
-        .filter(session::Column::Id.eq(session_id))
-        .filter(session::Column::RevokedAt.is_null())
-        .exec(db)
-        .await?;
     Ok(())
 }
 

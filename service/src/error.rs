@@ -55,8 +55,8 @@ pub enum Error {
     /// `BALANCE_OUT_OF_RANGE`: the balance would leave the range of `Money` (a signed 64-bit count of minor units).
     #[error("the balance would leave the range of Money")]
     BalanceOutOfRange,
-    /// `RATE_LIMITED`: too many login attempts; `retryAfter` says how many seconds to wait.
-    #[error("too many login attempts; try again in {retry_after_secs} s")]
+    /// `RATE_LIMITED`: too many failed logins or sign-ups (see `throttle`); `retryAfter` says how many seconds to wait.
+    #[error("too many attempts; try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     /// `SERVICE_UNAVAILABLE` when the database cannot be reached, else `INTERNAL_SERVER_ERROR`.
     #[error("database error")]

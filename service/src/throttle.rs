@@ -1,95 +1,197 @@
-//! Login throttling: a bound on password guesses per username and per client address.
+//! Throttles on password guessing and sign-ups, counted in the database so that every server process on one
+//! database enforces the same bounds.
 //!
-//! Every attempt on a username is counted before its password is checked, so a flood of guesses (or one request
-//! carrying hundreds of `login` aliases) is refused cheaply, without spending argon2 work on it; a success clears
-//! the username's count. A client address is bounded by its failures, so many people behind one address can
-//! still log in. Counts live in this process: each replica enforces its own bound, which still holds an
-//! attacker to (replicas × limit) guesses a minute.
+//! Each counter is a row of `login_throttle` (a key and the end of its window), bumped by one atomic
+//! upsert-increment whose returned count is the admission decision: concurrent attempts each get their own count,
+//! so no more than the limit of them are admitted, however many arrive at once. A login attempt is counted as a
+//! failure *before* its password is checked, so a refused attempt costs no argon2 work; a success then takes its
+//! count back.
+//!
+//! Login failures are bounded three ways, checked from the narrowest to the broadest key:
+//! - per client address, across usernames: one address cannot spray guesses over many accounts;
+//! - per (username, address): one address cannot guess one password for long, while the owner, elsewhere, still
+//!   logs in;
+//! - per username, a higher ceiling: many addresses together cannot guess one password indefinitely.
+//!
+//! An attempt refused by a narrower key does not reach the broader ones, so one address's refused guesses do not
+//! use up the username's ceiling and lock its owner out. Sign-ups are bounded per address, since each costs a
+//! password hash. IPv6 addresses are counted by their /64 prefix, the block one subscriber is normally given.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+use entity::login_throttle::{self, Column};
+use sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, TransactionSession, TransactionTrait};
 
 use crate::Error;
+use crate::domain::Username;
 
-/// Attempts allowed per window per username, and failures per window per client address.
+/// How many failures or sign-ups each key may have per window.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    pub per_username: u32,
-    pub per_address: u32,
-    pub window: Duration,
+    /// Failed logins per (username, client address) per login window.
+    pub login_per_username_and_address: u32,
+    /// Failed logins per client address, whatever the username, per login window.
+    pub login_per_address: u32,
+    /// Failed logins per username, from anywhere, per login window: the ceiling many addresses share.
+    pub login_per_username: u32,
+    pub login_window: Duration,
+    /// Sign-up attempts per client address per sign-up window.
+    pub signups_per_address: u32,
+    pub signup_window: Duration,
 }
 
-/// Entries kept before expired windows are swept, so memory stays bounded under a flood of made-up usernames.
-const SWEEP_ABOVE: usize = 10_000;
-
-#[derive(Debug, PartialEq, Eq, Hash)]
-enum Key {
-    Username(String),
-    Address(IpAddr),
-}
-
-pub struct LoginThrottle {
+/// The throttle; cheap to share, its state is in the database.
+pub struct Throttle {
     limits: Limits,
-    windows: Mutex<HashMap<Key, (Instant, u32)>>,
+    /// When (seconds since the epoch) this process next deletes expired counters.
+    next_sweep: AtomicI64,
 }
 
-impl LoginThrottle {
+impl Throttle {
     pub fn new(limits: Limits) -> Self {
-        Self { limits, windows: Mutex::new(HashMap::new()) }
+        Self { limits, next_sweep: AtomicI64::new(0) }
     }
 
-    /// Counts one attempt on `username`, or refuses it with `RATE_LIMITED` and how long to wait.
-    pub fn attempt(&self, username: &str, address: Option<IpAddr>) -> Result<(), Error> {
-        let now = Instant::now();
-        let mut windows = self.lock();
-        if windows.len() > SWEEP_ABOVE {
-            windows.retain(|_, (start, _)| now.duration_since(*start) < self.limits.window);
+    /// Counts a login attempt (or a password change's check of the current password) as a failure before its
+    /// password is checked; `RATE_LIMITED`, with how long to wait, once any of its keys is over its limit.
+    pub async fn admit_login(
+        &self,
+        db: &(impl ConnectionTrait + TransactionTrait),
+        username: &Username,
+        address: IpAddr,
+    ) -> Result<(), Error> {
+        let now = now();
+        self.sweep_if_due(db, now).await;
+        let address = address_key(address);
+        let limits = &self.limits;
+        let window = limits.login_window;
+        // One transaction for the three counts, so that a flood costs one commit (on SQLite, one sync to disk) per
+        // attempt rather than one per count. A refusal still commits the counts made before it.
+        let txn = db.begin().await?;
+        let counted = async {
+            self.count(&txn, &format!("login/address/{address}"), limits.login_per_address, window, now).await?;
+            let pair = format!("login/username+address/{}/{address}", username.as_str());
+            self.count(&txn, &pair, limits.login_per_username_and_address, window, now).await?;
+            let username = format!("login/username/{}", username.as_str());
+            self.count(&txn, &username, limits.login_per_username, window, now).await
         }
-        let username = Key::Username(username.to_owned());
-        let mut checks = vec![(&username, self.limits.per_username)];
-        let address = address.map(Key::Address);
-        if let Some(address) = &address {
-            checks.push((address, self.limits.per_address));
-        }
-        for (key, limit) in checks {
-            if let Some((start, count)) = windows.get(key)
-                && now.duration_since(*start) < self.limits.window
-                && *count >= limit
-            {
-                let wait = self.limits.window.saturating_sub(now.duration_since(*start));
-                return Err(Error::RateLimited { retry_after_secs: wait.as_secs().max(1) });
-            }
-        }
-        self.count(&mut windows, username, now);
+        .await;
+        txn.commit().await?;
+        counted
+    }
+
+    /// The password was right: the attempt [`admit_login`](Self::admit_login) counted was no failure. The
+    /// (username, address) count starts over (the owner's typos are forgiven); the address and the username get
+    /// back the one failure counted in advance.
+    pub async fn login_succeeded(
+        &self,
+        db: &impl ConnectionTrait,
+        username: &Username,
+        address: IpAddr,
+    ) -> Result<(), Error> {
+        let address = address_key(address);
+        let pair = format!("login/username+address/{}/{address}", username.as_str());
+        let refunded = [format!("login/address/{address}"), format!("login/username/{}", username.as_str())];
+        login_throttle::Entity::update_many()
+            .col_expr(
+                Column::Count,
+                Expr::case(Column::Key.eq(pair.clone()), 0).finally(Expr::col(Column::Count).sub(1)).into(),
+            )
+            .filter(Column::Key.is_in(refunded.into_iter().chain([pair])))
+            .filter(Column::Count.gt(0))
+            .exec(db)
+            .await?;
         Ok(())
     }
 
-    /// A wrong password or unknown user from `address`.
-    pub fn failed(&self, address: Option<IpAddr>) {
-        if let Some(address) = address {
-            let mut windows = self.lock();
-            self.count(&mut windows, Key::Address(address), Instant::now());
+    /// Counts a sign-up from `address` before its password is hashed; `RATE_LIMITED` past the limit.
+    pub async fn admit_signup(&self, db: &impl ConnectionTrait, address: IpAddr) -> Result<(), Error> {
+        let now = now();
+        self.sweep_if_due(db, now).await;
+        let key = format!("signup/address/{}", address_key(address));
+        self.count(db, &key, self.limits.signups_per_address, self.limits.signup_window, now).await
+    }
+
+    /// Adds one to `key`'s count in its current window (a new window if the last one has ended), in one statement,
+    /// and refuses when the count it returns is over `limit`.
+    async fn count(
+        &self,
+        db: &impl ConnectionTrait,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let ends = now + window;
+        let expired = || Expr::col((login_throttle::Entity, Column::WindowEndsAt)).lte(now);
+        let counted = login_throttle::Entity::insert(login_throttle::ActiveModel {
+            key: Set(key.to_owned()),
+            count: Set(1),
+            window_ends_at: Set(ends),
+        })
+        .on_conflict(
+            OnConflict::column(Column::Key)
+                .values([
+                    (
+                        Column::Count,
+                        Expr::case(expired(), 1)
+                            .finally(Expr::col((login_throttle::Entity, Column::Count)).add(1))
+                            .into(),
+                    ),
+                    (
+                        Column::WindowEndsAt,
+                        Expr::case(expired(), ends)
+                            .finally(Expr::col((login_throttle::Entity, Column::WindowEndsAt)))
+                            .into(),
+                    ),
+                ])
+                .to_owned(),
+        )
+        .exec_with_returning(db)
+        .await?;
+        if u32::try_from(counted.count).unwrap_or(u32::MAX) > limit {
+            let wait = std::cmp::max((counted.window_ends_at - now).num_seconds(), 1);
+            return Err(Error::RateLimited { retry_after_secs: wait.unsigned_abs() });
+        }
+        Ok(())
+    }
+
+    /// Once a login window, this process deletes the counters whose window has ended, so the table holds no more
+    /// than the keys seen in the last window or so.
+    async fn sweep_if_due(&self, db: &impl ConnectionTrait, now: DateTime<Utc>) {
+        let due = self.next_sweep.load(Ordering::Relaxed);
+        let next = now.timestamp() + std::cmp::max(self.limits.login_window.num_seconds(), 1);
+        if now.timestamp() < due
+            || self.next_sweep.compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        let swept = login_throttle::Entity::delete_many().filter(Column::WindowEndsAt.lte(now)).exec(db).await;
+        // Counting matters more than tidying: a failed sweep is retried at the next one.
+        if let Err(err) = swept {
+            tracing::warn!(%err, "cannot sweep expired throttle counters");
         }
     }
+}
 
-    /// A successful login: the username's attempts start over.
-    pub fn succeeded(&self, username: &str) {
-        self.lock().remove(&Key::Username(username.to_owned()));
-    }
+/// Now, in whole seconds: SQLite keeps timestamps as text, which compares in time order only when every value has
+/// the same form.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(0)
+}
 
-    fn count(&self, windows: &mut HashMap<Key, (Instant, u32)>, key: Key, now: Instant) {
-        let window = windows.entry(key).or_insert((now, 0));
-        if now.duration_since(window.0) >= self.limits.window {
-            *window = (now, 0);
+/// The part of an address that identifies one client: an IPv4 address (also when written IPv4-mapped), or an
+/// IPv6 /64, since one subscriber is normally given a whole /64 and could otherwise rotate through it.
+fn address_key(address: IpAddr) -> String {
+    match address.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !(u128::MAX >> 64);
+            format!("{}/64", std::net::Ipv6Addr::from(prefix))
         }
-        window.1 += 1;
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (Instant, u32)>> {
-        // The map holds counters only; one left mid-update by a panic is still usable.
-        self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -97,52 +199,15 @@ impl LoginThrottle {
 mod tests {
     use super::*;
 
-    fn throttle() -> LoginThrottle {
-        LoginThrottle::new(Limits { per_username: 3, per_address: 5, window: Duration::from_secs(60) })
-    }
-
     #[test]
-    fn refuses_the_attempt_after_the_limit_with_a_wait() {
-        let throttle = throttle();
-        for _ in 0..3 {
-            assert!(throttle.attempt("alice", None).is_ok());
-        }
-        assert!(matches!(
-            throttle.attempt("alice", None),
-            Err(Error::RateLimited { retry_after_secs }) if (1..=60).contains(&retry_after_secs)
-        ));
-        assert!(throttle.attempt("bob", None).is_ok(), "other usernames are not affected");
-    }
-
-    #[test]
-    fn bounds_the_failures_of_one_address_across_usernames() {
-        let throttle = throttle();
-        let address = Some(IpAddr::from([192, 0, 2, 1]));
-        for name in ["a", "b", "c", "d", "e"] {
-            assert!(throttle.attempt(name, address).is_ok());
-            throttle.failed(address);
-        }
-        assert!(throttle.attempt("f", address).is_err());
-    }
-
-    #[test]
-    fn many_successful_logins_from_one_address_are_not_limited() {
-        let throttle = throttle();
-        let address = Some(IpAddr::from([192, 0, 2, 1]));
-        for n in 0..50 {
-            let name = format!("user{n}");
-            assert!(throttle.attempt(&name, address).is_ok());
-            throttle.succeeded(&name);
-        }
-    }
-
-    #[test]
-    fn a_success_clears_the_username() {
-        let throttle = throttle();
-        for _ in 0..3 {
-            assert!(throttle.attempt("alice", None).is_ok());
-        }
-        throttle.succeeded("alice");
-        assert!(throttle.attempt("alice", None).is_ok());
+    fn an_ipv6_client_is_counted_by_its_64_prefix_and_a_mapped_ipv4_client_as_ipv4() {
+        let one: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("IPv6");
+        let same_block: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("IPv6");
+        let next_block: IpAddr = "2001:db8:1:3::1".parse().expect("IPv6");
+        assert_eq!(address_key(one), "2001:db8:1:2::/64");
+        assert_eq!(address_key(one), address_key(same_block));
+        assert_ne!(address_key(one), address_key(next_block));
+        assert_eq!(address_key("::ffff:192.0.2.7".parse().expect("mapped")), "192.0.2.7");
+        assert_eq!(address_key(IpAddr::from([192, 0, 2, 7])), "192.0.2.7");
     }
 }

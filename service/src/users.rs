@@ -1,5 +1,7 @@
 //! Users: sign-up, profile changes, roles, email addresses and soft deletion.
 
+use std::net::IpAddr;
+
 use chrono::{SubsecRound, Utc};
 use entity::user::{self, Role};
 use entity::{account, deleted_email, email};
@@ -11,6 +13,7 @@ use sea_orm::{
 
 use crate::auth::{self, Caller};
 use crate::domain::{Email, FullName, Password, Username};
+use crate::throttle::Throttle;
 use crate::{Error, ResultExt, password};
 
 /// What sign-up needs, already validated.
@@ -22,11 +25,18 @@ pub struct NewUser {
     pub email: Email,
 }
 
-/// Creates a depositor whose primary email is `email`.
+/// Creates a depositor whose primary email is `email`, counting the sign-up against `client`'s limit before the
+/// password is hashed.
 ///
 /// Uniqueness is left to the database (`users_pkey`, `emails_pkey`), so racing sign-ups get one success and
 /// `USERNAME_TAKEN` or `EMAIL_TAKEN` for the rest, never a duplicate.
-pub async fn create<C: ConnectionTrait + TransactionTrait>(db: &C, new: NewUser) -> Result<user::Model, Error> {
+pub async fn create<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    throttle: &Throttle,
+    client: IpAddr,
+    new: NewUser,
+) -> Result<user::Model, Error> {
+    throttle.admit_signup(db, client).await?;
     let hashed_password = password::hash(&new.password).await?;
     let txn = db.begin().await?;
     // `password_changed_at` and `created_at` keep their column defaults: "never" and now.
@@ -95,43 +105,90 @@ pub struct UserUpdate {
     /// Whom to change; the caller when `None`. Only a banker may name someone else.
     pub username: Option<Username>,
     pub full_name: Option<FullName>,
-    pub password: Option<Password>,
+    /// Only the user themself may change their password, and only with their current one.
+    pub password: Option<PasswordChange>,
     /// Only a banker may set a role.
     pub role: Option<Role>,
 }
 
-/// Applies `update`. A new password ends every other session of that user.
+/// A new password and the current one it replaces, which is required (`BAD_USER_INPUT` on `currentPassword` when
+/// absent) once the change is known to be the caller's own.
+pub struct PasswordChange {
+    pub current: Option<String>,
+    pub new: Password,
+}
+
+impl std::fmt::Debug for PasswordChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordChange(***)")
+    }
+}
+
+/// Applies `update`.
+///
+/// A password change needs the current password, checked like a login (counted against `throttle` for the caller
+/// and `client`; wrong: `INVALID_CREDENTIALS`): a stolen access token alone must not become the account. Nobody
+/// sets another user's password, bankers included, since that would let them log in as the user and spend their
+/// money. A new password ends every other session of the user.
 pub async fn update<C: ConnectionTrait + TransactionTrait>(
     db: &C,
+    throttle: &Throttle,
+    client: IpAddr,
     caller: &Caller,
     update: UserUpdate,
 ) -> Result<user::Model, Error> {
     let username = update.username.as_ref().map_or(caller.user.username.as_str(), Username::as_str);
-    if !caller.may_act_for(username) || (update.role.is_some() && !caller.is_banker()) {
+    let own = username == caller.user.username;
+    if !caller.may_act_for(username)
+        || (update.role.is_some() && !caller.is_banker())
+        || (update.password.is_some() && !own)
+    {
         return Err(Error::Forbidden);
     }
-    let hashed_password = match &update.password {
-        Some(password) => Some(password::hash(password).await?),
+    let new_password = match &update.password {
+        Some(change) => {
+            let current = change
+                .current
+                .as_deref()
+                .ok_or_else(|| Error::invalid("currentPassword", "changing the password needs the current one"))?;
+            let checked = auth::check_password(db, throttle, client, &Username::parse(username)?, current).await?;
+            Some((checked, password::hash(&change.new).await?))
+        }
         None => None,
     };
     let txn = db.begin().await?;
+    if let Some((checked, hashed_password)) = new_password {
+        // Only over the hash just checked: of two changes racing with one current password, one wins and the other
+        // is answered as a wrong password. The row is written before other sessions are ended, so a login that
+        // opened one meanwhile has committed by then (see `auth::open_session`) and ends too.
+        let changed = user::Entity::update_many()
+            .col_expr(user::Column::HashedPassword, Expr::value(hashed_password))
+            // Whole seconds, because token `iat` is whole seconds: a token from this second stays valid for the
+            // caller, while the other sessions end below.
+            .col_expr(user::Column::PasswordChangedAt, Expr::value(Utc::now().trunc_subsecs(0)))
+            .filter(user::Column::Username.eq(username))
+            .filter(user::Column::HashedPassword.eq(checked.user().hashed_password.clone()))
+            .filter(user::Column::DeletedAt.is_null())
+            .exec(&txn)
+            .await?;
+        if changed.rows_affected != 1 {
+            return Err(Error::InvalidCredentials);
+        }
+        auth::revoke_sessions_of(&txn, username, Some(caller.session_id.as_str())).await?;
+    }
     let user = find(&txn, username).await?.ok_or(Error::NotFound { what: "user" })?;
-    let mut active: user::ActiveModel = user.into();
-    if let Some(full_name) = update.full_name {
-        active.full_name = Set(full_name.as_str().to_owned());
-    }
-    if let Some(role) = update.role {
-        active.role = Set(role);
-    }
-    if let Some(hashed_password) = hashed_password {
-        active.hashed_password = Set(hashed_password);
-        // Whole seconds, because token `iat` is whole seconds: a token from this second stays valid for the
-        // caller, while the other sessions end below.
-        active.password_changed_at = Set(Utc::now().trunc_subsecs(0));
-        let keep = (username == caller.user.username).then_some(caller.session_id.as_str());
-        auth::revoke_sessions_of(&txn, username, keep).await?;
-    }
-    let user = active.update(&txn).await?;
+    let user = if update.full_name.is_some() || update.role.is_some() {
+        let mut active: user::ActiveModel = user.into();
+        if let Some(full_name) = update.full_name {
+            active.full_name = Set(full_name.as_str().to_owned());
+        }
+        if let Some(role) = update.role {
+            active.role = Set(role);
+        }
+        active.update(&txn).await?
+    } else {
+        user
+    };
     txn.commit().await?;
     Ok(user)
 }

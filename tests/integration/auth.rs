@@ -84,8 +84,8 @@ async fn a_token_issued_before_a_password_change_is_refused_and_other_sessions_e
     assert_eq!(me_code(&app, &issued_earlier).await, None, "valid before the change");
 
     app.graphql(
-        "mutation { updateUser(input: { password: \"a brand new passphrase\" }) { username } }",
-        json!({}),
+        "mutation($current: String!) { updateUser(input: { password: \"a brand new passphrase\", currentPassword: $current }) { username } }",
+        json!({ "current": PASSWORD }),
         Some(&alice),
     )
     .await

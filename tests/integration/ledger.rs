@@ -2,7 +2,8 @@
 
 use serde_json::{Value, json};
 use tests::{
-    Backend, Bank, JWT_SECRET, TestApp, assert_ledger_consistent, claims_of, on_both_backends, sign, spawn_app,
+    Backend, Bank, JWT_SECRET, PASSWORD, TestApp, assert_ledger_consistent, claims_of, on_both_backends, sign,
+    spawn_app,
 };
 
 const TRANSFER: &str = "mutation($input: CreateTransferInput!) { createTransfer(input: $input) {
@@ -213,8 +214,8 @@ async fn a_token_whose_session_ended_or_whose_user_changed_moves_nothing(backend
     let mut earlier = claims_of(&alice);
     earlier["iat"] = json!(chrono::Utc::now().timestamp() - 10);
     let issued_before_the_change = sign(&earlier, JWT_SECRET);
-    let new_password = "mutation { updateUser(input: { password: \"a brand new passphrase\" }) { username } }";
-    app.graphql(new_password, json!({}), Some(&alice)).await.assert_ok();
+    let new_password = "mutation($current: String!) { updateUser(input: { password: \"a brand new passphrase\", currentPassword: $current }) { username } }";
+    app.graphql(new_password, json!({ "current": PASSWORD }), Some(&alice)).await.assert_ok();
     assert_eq!(transfer(issued_before_the_change).await.as_deref(), Some("UNAUTHENTICATED"), "after a password change");
 
     app.graphql("mutation { deleteUser(username: \"alice\") }", json!({}), Some(&banker)).await.assert_ok();

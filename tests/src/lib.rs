@@ -179,13 +179,19 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Starts a server on `database`.
 pub async fn spawn_app_on(database: TestDatabase) -> TestApp {
+    spawn_app_with(Arc::new(database), &[]).await
+}
+
+/// Starts a server on `database` with extra command-line flags (say `--trusted-proxies 127.0.0.1`). Called again
+/// with the same database, it starts another server sharing it, as a second process would.
+pub async fn spawn_app_with(database: Arc<TestDatabase>, flags: &[&str]) -> TestApp {
     // The server's logs (warnings and errors, unless RUST_LOG says otherwise) show in a failing test's output.
     if std::env::var_os("RUST_LOG").is_none() {
         api::telemetry::init_with("warn");
     } else {
         api::telemetry::init();
     }
-    let cli = Cli::try_parse_from([
+    let base = [
         "simple-bank",
         "--database-url",
         &database.url,
@@ -195,13 +201,13 @@ pub async fn spawn_app_on(database: TestDatabase) -> TestApp {
         "127.0.0.1:0",
         "--jwt-secret",
         JWT_SECRET,
-    ])
-    .expect("test configuration parses");
+    ];
+    let cli = Cli::try_parse_from(base.iter().chain(flags)).expect("test configuration parses");
     let app = Application::build(cli.config).await.expect("the server builds");
     let address = format!("http://{}", app.local_addr().expect("a bound address"));
     let metrics_address = format!("http://{}", app.metrics_addr().expect("a bound metrics address"));
     tokio::spawn(app.run_until_stopped());
-    TestApp::at(address, Arc::new(database)).await.with_metrics_at(metrics_address)
+    TestApp::at(address, database).await.with_metrics_at(metrics_address)
 }
 
 /// A GraphQL response, with the accessors tests need.

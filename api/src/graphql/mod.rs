@@ -17,7 +17,7 @@ use async_graphql::{Context, EmptySubscription, MergedObject, OutputType, Schema
 use sea_orm::DatabaseConnection;
 use service::auth::{Caller, TokenConfig, VerifiedToken};
 use service::db::Db;
-use service::throttle::LoginThrottle;
+use service::throttle::Throttle;
 use tokio::sync::OnceCell;
 
 pub use self::error::ApiError;
@@ -53,7 +53,7 @@ pub fn build_schema(
         .data(db)
         .data(tokens)
         .data(metrics)
-        .data(LoginThrottle::new(config.login_limits()))
+        .data(Throttle::new(config.throttle_limits()))
         .extension(inputs::RefuseControlCharacters)
         .limit_depth(config.max_query_depth);
     if !config.introspection {
@@ -73,16 +73,15 @@ pub fn sdl() -> String {
 }
 
 /// One request's credentials: the bearer token it carried, checked at most once, when a field needs the caller;
-/// and the client's address, which login throttling counts.
-#[derive(Default)]
+/// and the client's address, which the throttles count.
 pub struct RequestAuth {
     token: Option<String>,
     caller: OnceCell<Caller>,
-    client: Option<IpAddr>,
+    client: IpAddr,
 }
 
 impl RequestAuth {
-    pub fn new(token: Option<String>, client: Option<IpAddr>) -> Self {
+    pub fn new(token: Option<String>, client: IpAddr) -> Self {
         Self { token, caller: OnceCell::new(), client }
     }
 }
@@ -163,11 +162,11 @@ where
     Ok(connection)
 }
 
-pub(crate) fn throttle<'a>(ctx: &Context<'a>) -> &'a LoginThrottle {
-    ctx.data_unchecked::<LoginThrottle>()
+pub(crate) fn throttle<'a>(ctx: &Context<'a>) -> &'a Throttle {
+    ctx.data_unchecked::<Throttle>()
 }
 
-pub(crate) fn client<'a>(ctx: &Context<'a>) -> Option<IpAddr> {
+pub(crate) fn client(ctx: &Context<'_>) -> IpAddr {
     ctx.data_unchecked::<RequestAuth>().client
 }
 

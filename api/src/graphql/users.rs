@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use service::auth::Tokens;
 use service::domain::{Email, FullName, Password, Username};
 use service::entity::user;
-use service::users::{self, NewUser, UserUpdate};
+use service::users::{self, NewUser, PasswordChange, UserUpdate};
 
 use super::ledger::Account;
 use super::{ApiError, authorize_owner, caller, client, db, loaders, paginate, pool, throttle, tokens};
@@ -164,8 +164,11 @@ pub struct UpdateUserInput {
     /// Whom to change: yourself when absent; only a banker may name someone else.
     username: Option<String>,
     full_name: Option<String>,
-    /// A new password ends every other session of the user.
+    /// A new password for yourself (nobody sets another user's); needs `currentPassword`. It ends every other
+    /// session of yours.
     password: Option<String>,
+    /// Your current password, required with `password`; a wrong one counts as a failed login.
+    current_password: Option<String>,
     /// Only a banker may set a role.
     role: Option<Role>,
 }
@@ -208,7 +211,7 @@ pub struct UserMutation;
 
 #[Object]
 impl UserMutation {
-    /// Signs up a new depositor.
+    /// Signs up a new depositor. Sign-ups per client address are limited (`RATE_LIMITED` with `retryAfter`).
     async fn create_user(&self, ctx: &Context<'_>, input: CreateUserInput) -> Result<User, ApiError> {
         let new = NewUser {
             username: Username::parse(&input.username)?,
@@ -216,13 +219,16 @@ impl UserMutation {
             full_name: FullName::parse(&input.full_name)?,
             email: Email::parse(&input.email)?,
         };
-        Ok(User::proven(users::create(pool(ctx), new).await?))
+        Ok(User::proven(users::create(pool(ctx), throttle(ctx), client(ctx), new).await?))
     }
 
-    /// Opens a session.
+    /// Opens a session. Failed logins are limited per username and client address, per address, and per username
+    /// (`RATE_LIMITED` with `retryAfter`).
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<AuthPayload, ApiError> {
+        // A name no user can have is refused as any wrong login is, before it reaches a throttle's counters.
+        let username = Username::parse(&input.username).map_err(|_| service::Error::InvalidCredentials)?;
         let tokens =
-            service::auth::login(pool(ctx), tokens(ctx), throttle(ctx), client(ctx), &input.username, &input.password)
+            service::auth::login(pool(ctx), tokens(ctx), throttle(ctx), client(ctx), &username, &input.password)
                 .await?;
         Ok(tokens.into())
     }
@@ -239,13 +245,20 @@ impl UserMutation {
 
     async fn update_user(&self, ctx: &Context<'_>, input: UpdateUserInput) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
+        if input.current_password.is_some() && input.password.is_none() {
+            return Err(service::Error::invalid("currentPassword", "given without a new password").into());
+        }
+        let password = match input.password {
+            Some(new) => Some(PasswordChange { current: input.current_password, new: Password::parse(&new)? }),
+            None => None,
+        };
         let update = UserUpdate {
             username: input.username.as_deref().map(Username::parse).transpose()?,
             full_name: input.full_name.as_deref().map(FullName::parse).transpose()?,
-            password: input.password.as_deref().map(Password::parse).transpose()?,
+            password,
             role: input.role.map(Into::into),
         };
-        Ok(User::reached(users::update(pool(ctx), caller, update).await?))
+        Ok(User::reached(users::update(pool(ctx), throttle(ctx), client(ctx), caller, update).await?))
     }
 
     /// Adds a secondary email address for the caller.

@@ -1,14 +1,17 @@
 //! HTTP routes: GraphQL, GraphiQL and health probes on the API's address; metrics on an address of their own.
 
+mod client;
 mod documents;
 pub mod graphiql;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationDefinition, OperationType};
 use async_graphql::{Name, ParseRequestError};
 use async_graphql_axum::GraphQLRequest;
+use axum::Extension;
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
@@ -68,6 +71,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
+        .layer(Extension(TrustedProxies(config.trusted_proxies.iter().copied().collect())))
         .layer(cors(&config.cors_allowed_origins))
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -110,11 +114,22 @@ fn cut(text: &str, max: usize) -> &str {
     text.char_indices().nth(max).map_or(text, |(end, _)| &text[..end])
 }
 
+/// `TRUSTED_PROXIES`, for [`client::client_address`].
+#[derive(Clone)]
+struct TrustedProxies(Arc<[ipnet::IpNet]>);
+
+impl TrustedProxies {
+    fn client(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        client::client_address(peer.ip(), headers, &self.0)
+    }
+}
+
 /// GET runs queries only: a mutation over GET could be triggered by a link (CSRF) and would put its arguments,
 /// passwords included, into URLs and logs.
 async fn graphql_get(
     state: State<AppState>,
-    client: ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(proxies): Extension<TrustedProxies>,
     headers: HeaderMap,
     request: Request,
 ) -> Response {
@@ -127,7 +142,7 @@ async fn graphql_get(
         }]});
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], axum::Json(body)).into_response();
     }
-    execute(state.0, client.0, &headers, request, operation).await
+    execute(state.0, proxies.client(peer, &headers), &headers, request, operation).await
 }
 
 /// The operation a request selects: its name (if any), whether it is a mutation, and what it asks of the server.
@@ -192,19 +207,20 @@ impl Operation {
 
 async fn graphql(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(proxies): Extension<TrustedProxies>,
     headers: HeaderMap,
     request: Request,
 ) -> Response {
     let mut request = request.into_inner();
     let operation = Operation::of(&mut request, &state.documents);
-    execute(state, client, &headers, request, operation).await
+    execute(state, proxies.client(peer, &headers), &headers, request, operation).await
 }
 
 /// Answers one operation: refused unexecuted when it asks too much, else run.
 async fn execute(
     state: AppState,
-    client: SocketAddr,
+    client: IpAddr,
     headers: &HeaderMap,
     request: async_graphql::Request,
     operation: Operation,
@@ -247,7 +263,7 @@ async fn execute(
 /// transactions).
 async fn run(
     state: &AppState,
-    client: SocketAddr,
+    client: IpAddr,
     headers: &HeaderMap,
     request: async_graphql::Request,
     mutation: bool,
@@ -266,7 +282,7 @@ async fn run(
             Db::Pool(state.db.clone())
         })
     };
-    let request = graphql::request_data(request.data(RequestAuth::new(token, Some(client.ip()))), &db);
+    let request = graphql::request_data(request.data(RequestAuth::new(token, client)), &db);
     // The snapshot ends when `db` is dropped on return, rolled back in the background: it only read.
     state.schema.execute(request).await
 }
