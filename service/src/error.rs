@@ -43,9 +43,6 @@ pub enum Error {
     /// `IDEMPOTENCY_KEY_REUSED`: the key was used before with a different request.
     #[error("this idempotency key was used for a different request")]
     IdempotencyKeyReused,
-    /// `IDEMPOTENCY_KEY_IN_USE`: a request with this key is still in flight; retry it to get that request's result.
-    #[error("a request with this idempotency key is still in progress; retry shortly")]
-    IdempotencyKeyInUse,
     /// `ACCOUNT_CLOSED`: the account was closed (its owner was deleted); money no longer moves into or out of it.
     #[error("the account is closed")]
     AccountClosed,
@@ -82,7 +79,6 @@ impl Error {
             Error::SameAccount => "SAME_ACCOUNT",
             Error::InsufficientFunds => "INSUFFICIENT_FUNDS",
             Error::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
-            Error::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
             Error::AccountClosed => "ACCOUNT_CLOSED",
             Error::AccountNotEmpty => "ACCOUNT_NOT_EMPTY",
             Error::BalanceOutOfRange => "BALANCE_OUT_OF_RANGE",
