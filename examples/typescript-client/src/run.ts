@@ -46,5 +46,5 @@ try {
 }
 
 const { me } = await bob.request(MeDocument, {});
-expect(me.accounts[0]?.balance === '2500', "bob's balance to be 2500");
+expect(me.accounts?.[0]?.balance === '2500', "bob's balance to be 2500");
 console.log('typescript client: sign-up, log-in, accounts, deposit, idempotent transfer and me all answered as expected');
