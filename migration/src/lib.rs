@@ -15,6 +15,7 @@ mod m20260101_000004_user_auth;
 mod m20260101_000005_ledger;
 mod m20260101_000006_transfer_idempotency;
 mod m20260101_000007_account_closing;
+mod m20260101_000009_entry_balance_after;
 mod sqlite;
 
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260101_000005_ledger::Migration),
             Box::new(m20260101_000006_transfer_idempotency::Migration),
             Box::new(m20260101_000007_account_closing::Migration),
+            Box::new(m20260101_000009_entry_balance_after::Migration),
         ]
     }
 }

@@ -19,6 +19,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::feed::{Change, Feed};
 use crate::throttle::LoginThrottle;
 use crate::{Error, password};
 
@@ -136,7 +137,12 @@ pub async fn login(
 }
 
 /// Exchanges a refresh token for new tokens, rotating it: the presented one stops working.
-pub async fn refresh(db: &impl ConnectionTrait, config: &TokenConfig, refresh_token: &str) -> Result<Tokens, Error> {
+pub async fn refresh(
+    db: &impl ConnectionTrait,
+    feed: &Feed,
+    config: &TokenConfig,
+    refresh_token: &str,
+) -> Result<Tokens, Error> {
     let (session_id, secret) = refresh_token.split_once('.').ok_or(Error::Unauthenticated)?;
     let session = session::Entity::find_by_id(session_id.to_owned()).one(db).await?.ok_or(Error::Unauthenticated)?;
     let now = Utc::now();
@@ -154,6 +160,7 @@ pub async fn refresh(db: &impl ConnectionTrait, config: &TokenConfig, refresh_to
     if rotated.rows_affected != 1 {
         // A valid session but a stale secret: this token was already used once, so it has been copied.
         revoke_session(db, session_id).await?;
+        ended(db, feed, session.username).await?;
         return Err(Error::Unauthenticated);
     }
     let user = user::Entity::find_by_id(session.username.clone())
@@ -165,16 +172,29 @@ pub async fn refresh(db: &impl ConnectionTrait, config: &TokenConfig, refresh_to
 }
 
 /// Ends the session a refresh token belongs to. Answers whether a live session was ended.
-pub async fn logout(db: &impl ConnectionTrait, refresh_token: &str) -> Result<bool, Error> {
+pub async fn logout(db: &impl ConnectionTrait, feed: &Feed, refresh_token: &str) -> Result<bool, Error> {
     let (session_id, secret) = refresh_token.split_once('.').ok_or(Error::Unauthenticated)?;
-    let ended = session::Entity::update_many()
+    let revoked = session::Entity::update_many()
         .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
         .filter(session::Column::Id.eq(session_id))
         .filter(session::Column::RefreshTokenHash.eq(sha256(secret)))
         .filter(session::Column::RevokedAt.is_null())
-        .exec(db)
+        .exec_with_returning(db)
         .await?;
-    Ok(ended.rows_affected == 1)
+    let Some(session) = revoked.into_iter().next() else {
+        return Ok(false);
+    };
+    ended(db, feed, session.username).await?;
+    Ok(true)
+}
+
+/// Tells the change feed that a session of `username` ended, once its one-statement revocation committed, so
+/// that the user's sockets re-check their sessions.
+async fn ended(db: &impl ConnectionTrait, feed: &Feed, username: String) -> Result<(), Error> {
+    let change = Change::SessionsEnded(username);
+    feed.announce(db, &change).await?;
+    feed.committed(change);
+    Ok(())
 }
 
 /// An access token whose signature, issuer, audience and lifetime hold. Whether its session is still live is for
@@ -185,6 +205,8 @@ pub struct VerifiedToken {
     pub session_id: String,
     /// When the token was issued (seconds since the epoch): a password changed later voids it.
     pub issued_at: i64,
+    /// When the token expires (seconds since the epoch): a socket it opened closes then.
+    pub expires_at: i64,
 }
 
 /// Checks an access token's signature and claims, without the database.
@@ -192,7 +214,7 @@ pub fn verify(config: &TokenConfig, access_token: &str) -> Result<VerifiedToken,
     let claims = jsonwebtoken::decode::<Claims>(access_token, &config.decoding, &config.validation())
         .map_err(|_| Error::Unauthenticated)?
         .claims;
-    Ok(VerifiedToken { username: claims.sub, session_id: claims.sid, issued_at: claims.iat })
+    Ok(VerifiedToken { username: claims.sub, session_id: claims.sid, issued_at: claims.iat, expires_at: claims.exp })
 }
 
 /// The caller behind a verified token, if its session is live and its user is neither deleted nor has changed

@@ -9,6 +9,7 @@ use sea_orm::{
     Set, TransactionSession, TransactionTrait,
 };
 
+use crate::feed::{Change, Feed};
 use crate::auth::{self, Caller};
 use crate::domain::{Email, FullName, Password, Username};
 use crate::{Error, ResultExt, password};
@@ -103,6 +104,7 @@ pub struct UserUpdate {
 /// Applies `update`. A new password ends every other session of that user.
 pub async fn update<C: ConnectionTrait + TransactionTrait>(
     db: &C,
+    feed: &Feed,
     caller: &Caller,
     update: UserUpdate,
 ) -> Result<user::Model, Error> {
@@ -132,7 +134,15 @@ pub async fn update<C: ConnectionTrait + TransactionTrait>(
         auth::revoke_sessions_of(&txn, username, keep).await?;
     }
     let user = active.update(&txn).await?;
+    // Sockets of the user re-check their sessions: the others ended, and tokens issued before the change too.
+    let ended = update.password.is_some().then(|| Change::SessionsEnded(user.username.clone()));
+    if let Some(ended) = &ended {
+        feed.announce(&txn, ended).await?;
+    }
     txn.commit().await?;
+    if let Some(ended) = ended {
+        feed.committed(ended);
+    }
     Ok(user)
 }
 
@@ -200,6 +210,7 @@ pub async fn set_primary_email<C: ConnectionTrait + TransactionTrait>(
 /// ends. Refused with `ACCOUNT_NOT_EMPTY` while any of their accounts holds money, which must be moved out first.
 pub async fn delete<C: ConnectionTrait + TransactionTrait>(
     db: &C,
+    feed: &Feed,
     caller: &Caller,
     username: &str,
 ) -> Result<(), Error> {
@@ -239,7 +250,10 @@ pub async fn delete<C: ConnectionTrait + TransactionTrait>(
         .await?;
     email::Entity::delete_many().filter(email::Column::Username.eq(username)).exec(&txn).await?;
     auth::revoke_sessions_of(&txn, username, None).await?;
+    let ended = Change::SessionsEnded(user.username);
+    feed.announce(&txn, &ended).await?;
     txn.commit().await?;
+    feed.committed(ended);
     Ok(())
 }
 

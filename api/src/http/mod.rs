@@ -2,6 +2,7 @@
 
 mod documents;
 pub mod graphiql;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -10,7 +11,8 @@ use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, Opera
 use async_graphql::{Name, ParseRequestError};
 use async_graphql_axum::GraphQLRequest;
 use axum::Router;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequest, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -112,12 +114,20 @@ fn cut(text: &str, max: usize) -> &str {
 
 /// GET runs queries only: a mutation over GET could be triggered by a link (CSRF) and would put its arguments,
 /// passwords included, into URLs and logs.
-async fn graphql_get(
-    state: State<AppState>,
-    client: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    request: Request,
-) -> Response {
+/// A GET with `Upgrade: websocket` opens a subscription socket instead (see [`ws`]).
+async fn graphql_get(state: State<AppState>, client: ConnectInfo<SocketAddr>, request: axum::extract::Request) -> Response {
+    let upgrading = request.headers().get(header::UPGRADE).is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if upgrading {
+        return match WebSocketUpgrade::from_request(request, &state.0).await {
+            Ok(upgrade) => ws::upgrade(state.0, client.0, upgrade),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    let headers = request.headers().clone();
+    let request = match Request::from_request(request, &state.0).await {
+        Ok(request) => request,
+        Err(rejection) => return rejection.into_response(),
+    };
     let mut request = request.into_inner();
     let operation = Operation::of(&mut request, &state.documents);
     if operation.mutation {
