@@ -17,9 +17,11 @@ use tempfile::TempDir;
 mod bank;
 pub mod generate;
 mod pg_server;
+mod socket;
 
 pub use bank::{Bank, Holder};
 pub use pg_server::PgServer;
+pub use socket::{Received, Socket};
 
 /// The key test servers sign tokens with, so tests can forge tokens the way an attacker with the key could.
 pub const JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
@@ -179,6 +181,11 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Starts a server on `database`.
 pub async fn spawn_app_on(database: TestDatabase) -> TestApp {
+    spawn_app_on_shared(Arc::new(database)).await
+}
+
+/// Starts a server on `database`, which other servers may share.
+pub async fn spawn_app_on_shared(database: Arc<TestDatabase>) -> TestApp {
     // The server's logs (warnings and errors, unless RUST_LOG says otherwise) show in a failing test's output.
     if std::env::var_os("RUST_LOG").is_none() {
         api::telemetry::init_with("warn");
@@ -201,7 +208,7 @@ pub async fn spawn_app_on(database: TestDatabase) -> TestApp {
     let address = format!("http://{}", app.local_addr().expect("a bound address"));
     let metrics_address = format!("http://{}", app.metrics_addr().expect("a bound metrics address"));
     tokio::spawn(app.run_until_stopped());
-    TestApp::at(address, Arc::new(database)).await.with_metrics_at(metrics_address)
+    TestApp::at(address, database).await.with_metrics_at(metrics_address)
 }
 
 /// A GraphQL response, with the accessors tests need.
@@ -348,6 +355,15 @@ pub async fn assert_ledger_consistent(db: &DatabaseConnection) -> i64 {
     let total = one("SELECT CAST(coalesce(sum(balance), 0) AS BIGINT) FROM accounts").await;
     let deposited = one("SELECT CAST(coalesce(sum(amount), 0) AS BIGINT) FROM entries WHERE transfer_id IS NULL").await;
     assert_eq!(total, deposited, "money was created or lost");
+    let misnumbered = one("SELECT count(*) FROM accounts a WHERE a.entry_count <> \
+         (SELECT count(*) FROM entries e WHERE e.account_id = a.id) \
+         OR a.entry_count <> (SELECT coalesce(max(e.account_seq), 0) FROM entries e WHERE e.account_id = a.id)")
+    .await;
+    assert_eq!(misnumbered, 0, "accounts whose entries are not numbered 1, 2, 3, … without a gap");
+    let wrong_balance_after = one("SELECT count(*) FROM entries e WHERE e.balance_after <> \
+         (SELECT sum(r.amount) FROM entries r WHERE r.account_id = e.account_id AND r.account_seq <= e.account_seq)")
+    .await;
+    assert_eq!(wrong_balance_after, 0, "entries whose balance_after is not the running sum of their account's ledger");
     total
 }
 
