@@ -9,9 +9,9 @@ use sea_orm::{
     Set, TransactionSession, TransactionTrait,
 };
 
-use crate::feed::{Change, Feed};
 use crate::auth::{self, Caller};
 use crate::domain::{Email, FullName, Password, Username};
+use crate::feed::{Change, Feed};
 use crate::{Error, ResultExt, password};
 
 /// What sign-up needs, already validated.

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
-use tests::{Backend, Received, Socket, TestApp, assert_ledger_consistent, on_both_backends, spawn_app, spawn_app_on_shared};
+use tests::{
+    Backend, Received, Socket, TestApp, assert_ledger_consistent, on_both_backends, spawn_app, spawn_app_on_shared,
+};
 
 use crate::ledger::bank;
 
@@ -23,13 +25,21 @@ async fn transfer(app: &TestApp, token: &str, from: &str, to: &str, amount: i64)
 fn event(payload: &Value) -> (String, i64, i64) {
     let edge = &payload["data"]["entryAdded"];
     let money = |v: &Value| v.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("money in {payload}"));
-    (edge["cursor"].as_str().expect("a cursor").to_owned(), money(&edge["node"]["amount"]), money(&edge["node"]["balanceAfter"]))
+    (
+        edge["cursor"].as_str().expect("a cursor").to_owned(),
+        money(&edge["node"]["amount"]),
+        money(&edge["node"]["balanceAfter"]),
+    )
 }
 
 /// The cursor of the account's newest entry, as `Account.entries` gives it.
 async fn newest_cursor(app: &TestApp, token: &str, account: &str) -> String {
     let response = app
-        .graphql("query($id: ID!) { account(id: $id) { entries(first: 1) { edges { cursor } } } }", json!({ "id": account }), Some(token))
+        .graphql(
+            "query($id: ID!) { account(id: $id) { entries(first: 1) { edges { cursor } } } }",
+            json!({ "id": account }),
+            Some(token),
+        )
         .await;
     response.str("account/entries/edges/0/cursor")
 }
@@ -41,8 +51,10 @@ async fn fifty_concurrent_transfers_into_one_account_arrive_as_fifty_events_in_l
     let carol_usd = app.open_account(&carol, "USD").await;
     app.deposit(&banker, &carol_usd, 5_000).await;
     let mut socket = Socket::connect(&app.address, &alice).await;
-    socket.subscribe("1", ENTRY_ADDED, json!({ "id": alice_usd })).await;
-    // A deposit seen by the subscriber proves the subscription runs before the transfers start.
+    // From the newest cursor, as the subscription may begin after the deposit below commits; seeing the deposit
+    // proves the subscription runs before the transfers start.
+    let after = newest_cursor(&app, &alice, &alice_usd).await;
+    socket.subscribe("1", ENTRY_ADDED, json!({ "id": alice_usd, "after": after })).await;
     app.deposit(&banker, &alice_usd, 1).await;
     let (_, amount, mut balance) = event(&socket.next_payload("1").await);
     assert_eq!((amount, balance), (1, 10_001));
@@ -79,7 +91,9 @@ async fn a_client_resuming_from_its_last_cursor_gets_what_it_missed_once_and_the
     let app = spawn_app(backend).await;
     let (_, alice, alice_usd, bob, bob_usd) = bank(&app).await;
     let mut socket = Socket::connect(&app.address, &alice).await;
-    socket.subscribe("1", ENTRY_ADDED, json!({ "id": alice_usd, "after": newest_cursor(&app, &alice, &alice_usd).await })).await;
+    socket
+        .subscribe("1", ENTRY_ADDED, json!({ "id": alice_usd, "after": newest_cursor(&app, &alice, &alice_usd).await }))
+        .await;
     transfer(&app, &bob, &bob_usd, &alice_usd, 10).await;
     let (last, amount, balance) = event(&socket.next_payload("1").await);
     assert_eq!((amount, balance), (10, 10_010));
@@ -113,10 +127,11 @@ async fn someone_elses_account_is_refused_and_the_socket_stays_open(backend: Bac
     let errors = if refused["type"] == "error" { &refused["payload"] } else { &refused["payload"]["errors"] };
     assert_eq!(errors[0]["extensions"]["code"], "FORBIDDEN", "{refused}");
 
-    socket.subscribe("mine", ENTRY_ADDED, json!({ "id": bob_usd })).await;
+    let after = newest_cursor(&app, &bob, &bob_usd).await;
+    socket.subscribe("mine", ENTRY_ADDED, json!({ "id": bob_usd, "after": after })).await;
+    app.deposit(&banker, &bob_usd, 7).await;
     loop {
         // The refused operation may still complete before the new one's first event.
-        app.deposit(&banker, &bob_usd, 7).await;
         match socket.receive().await {
             Received::Message(message) if message["id"] == "mine" && message["type"] == "next" => {
                 assert_eq!(event(&message["payload"]).1, 7);
@@ -180,7 +195,13 @@ mod feed_on_postgres {
         let second = spawn_app_on_shared(Arc::clone(&first.database)).await;
         let (_, alice, alice_usd, bob, bob_usd) = bank(&first).await;
         let mut socket = Socket::connect(&second.address, &alice).await;
-        socket.subscribe("1", ENTRY_ADDED, json!({ "id": alice_usd, "after": newest_cursor(&first, &alice, &alice_usd).await })).await;
+        socket
+            .subscribe(
+                "1",
+                ENTRY_ADDED,
+                json!({ "id": alice_usd, "after": newest_cursor(&first, &alice, &alice_usd).await }),
+            )
+            .await;
 
         let started = Instant::now();
         transfer(&first, &bob, &bob_usd, &alice_usd, 25).await;
@@ -195,7 +216,13 @@ mod feed_on_postgres {
         let app = spawn_app(Backend::Postgres).await;
         let (_, alice, alice_usd, bob, bob_usd) = bank(&app).await;
         let mut socket = Socket::connect(&app.address, &alice).await;
-        socket.subscribe("1", ENTRY_ADDED, json!({ "id": alice_usd, "after": newest_cursor(&app, &alice, &alice_usd).await })).await;
+        socket
+            .subscribe(
+                "1",
+                ENTRY_ADDED,
+                json!({ "id": alice_usd, "after": newest_cursor(&app, &alice, &alice_usd).await }),
+            )
+            .await;
         let writer = tokio::spawn({
             let (address, database) = (app.address.clone(), Arc::clone(&app.database));
             async move {

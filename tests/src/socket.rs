@@ -44,7 +44,9 @@ impl Socket {
     /// Opens a socket and sends `connection_init` with this access token, without waiting for the answer.
     pub async fn init(address: &str, token: &str) -> Self {
         let mut socket = Self::open(address).await;
-        socket.send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } })).await;
+        socket
+            .send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }))
+            .await;
         socket
     }
 
@@ -91,7 +93,9 @@ impl Socket {
     /// The payload of the next `next` message, which must be for `id`.
     pub async fn next_payload(&mut self, id: &str) -> Value {
         match self.receive().await {
-            Received::Message(message) if message["type"] == "next" && message["id"] == id => message["payload"].clone(),
+            Received::Message(message) if message["type"] == "next" && message["id"] == id => {
+                message["payload"].clone()
+            }
             other => panic!("expected an event for {id}, got {other:?}"),
         }
     }

@@ -115,8 +115,13 @@ fn cut(text: &str, max: usize) -> &str {
 /// GET runs queries only: a mutation over GET could be triggered by a link (CSRF) and would put its arguments,
 /// passwords included, into URLs and logs.
 /// A GET with `Upgrade: websocket` opens a subscription socket instead (see [`ws`]).
-async fn graphql_get(state: State<AppState>, client: ConnectInfo<SocketAddr>, request: axum::extract::Request) -> Response {
-    let upgrading = request.headers().get(header::UPGRADE).is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
+async fn graphql_get(
+    state: State<AppState>,
+    client: ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+) -> Response {
+    let upgrading =
+        request.headers().get(header::UPGRADE).is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if upgrading {
         return match WebSocketUpgrade::from_request(request, &state.0).await {
             Ok(upgrade) => ws::upgrade(state.0, client.0, upgrade),

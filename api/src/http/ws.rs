@@ -79,7 +79,8 @@ impl Drop for SocketSlot {
 pub fn upgrade(state: AppState, client: SocketAddr, upgrade: WebSocketUpgrade) -> Response {
     let upgrade = upgrade.protocols([PROTOCOL]);
     if upgrade.selected_protocol().is_none() {
-        return (StatusCode::BAD_REQUEST, format!("a GraphQL socket speaks the subprotocol {PROTOCOL}")).into_response();
+        return (StatusCode::BAD_REQUEST, format!("a GraphQL socket speaks the subprotocol {PROTOCOL}"))
+            .into_response();
     }
     upgrade.on_upgrade(move |socket| serve(state, client, socket))
 }

@@ -37,7 +37,9 @@ pub(super) async fn run(pool: PgPool, feed: Weak<Inner>) {
                     let Some(inner) = feed.upgrade() else { return };
                     match serde_json::from_str::<Change>(notification.payload()) {
                         Ok(change) => inner.publish(change),
-                        Err(err) => tracing::error!(%err, payload = notification.payload(), "change feed: bad notification"),
+                        Err(err) => {
+                            tracing::error!(%err, payload = notification.payload(), "change feed: bad notification")
+                        }
                     }
                 }
                 Ok(None) => {
