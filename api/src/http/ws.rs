@@ -156,6 +156,7 @@ async fn serve(state: AppState, client: SocketAddr, socket: WebSocket) {
     }));
     let ping_interval = Duration::from_secs(state.ws.ping_interval_secs.max(1));
     let mut sessions = state.feed.sessions();
+    let (ended_tx, mut ended_rx) = tokio::sync::mpsc::channel(1);
     let engine = Engine::new(Judged(state.clone()), input, Protocols::GraphQLWS)
         .connection_data(data)
         .keepalive_timeout(ping_interval * 3);
@@ -181,12 +182,19 @@ async fn serve(state: AppState, client: SocketAddr, socket: WebSocket) {
                     Ok(SessionChange::Anyone) | Err(RecvError::Lagged(_)) => true,
                     Err(RecvError::Closed) => return,
                 };
-                if concerned && service::auth::check_session(&state.db, &verified).await.is_err() {
-                    close(FORBIDDEN, "Forbidden: the session ended")
-                } else {
-                    continue;
+                if concerned {
+                    // Checked beside the engine, not in this loop: the engine must go on being polled, or a
+                    // subscription's read in flight keeps the connection the check waits for (SQLite has one).
+                    let (db, verified, ended) = (state.db.clone(), verified.clone(), ended_tx.clone());
+                    tokio::spawn(async move {
+                        if service::auth::check_session(&db, &verified).await.is_err() {
+                            let _ = ended.send(()).await;
+                        }
+                    });
                 }
+                continue;
             }
+            Some(()) = ended_rx.recv() => close(FORBIDDEN, "Forbidden: the session ended"),
             () = &mut expiry => close(FORBIDDEN, "Forbidden: the access token expired"),
         };
         let closing = matches!(outgoing, Message::Close(_));
