@@ -108,6 +108,22 @@ pub struct Config {
     /// `X-Forwarded-For` that is not itself a trusted proxy. Default: none, so the client is the TCP peer.
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_trusted_proxy)]
     pub trusted_proxies: Vec<IpNet>,
+    /// Subscriptions one socket may run at once; one more is refused with TOO_MANY_SUBSCRIPTIONS. Default: 20.
+    #[arg(long, env = "MAX_SUBSCRIPTIONS_PER_SOCKET", default_value_t = 20)]
+    pub max_subscriptions_per_socket: usize,
+
+    /// Sockets one user may hold open at once; one more is closed with code 4429. Default: 10.
+    #[arg(long, env = "MAX_SOCKETS_PER_USER", default_value_t = 10)]
+    pub max_sockets_per_user: usize,
+
+    /// Seconds a new socket has to send `connection_init` before it is closed with code 4408. Default: 5.
+    #[arg(long, env = "WS_INIT_TIMEOUT_SECS", default_value_t = 5)]
+    pub ws_init_timeout_secs: u64,
+
+    /// Seconds between the server's pings on an idle socket; a client silent for three of them is closed. Keeps
+    /// sockets alive through proxies that drop idle connections. Default: 15.
+    #[arg(long, env = "WS_PING_INTERVAL_SECS", default_value_t = 15)]
+    pub ws_ping_interval_secs: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use sea_orm::DatabaseConnection;
 use service::auth::TokenConfig;
 use service::db::Snapshots;
+use service::feed::Feed;
 use tokio::net::TcpListener;
 
 pub use crate::config::Config;
@@ -32,6 +33,19 @@ pub struct AppState {
     pub documents: Arc<http::Documents>,
     /// Operations whose worst-case node count is higher are refused unexecuted.
     pub max_query_cost: u64,
+    /// The process's change feed, which subscriptions follow.
+    pub feed: Feed,
+    /// Subscription sockets: their settings and who holds how many.
+    pub ws: Arc<SocketSettings>,
+}
+
+/// How subscription sockets behave (see `http::ws`).
+pub struct SocketSettings {
+    pub init_timeout_secs: u64,
+    pub ping_interval_secs: u64,
+    pub max_sockets_per_user: usize,
+    pub max_subscriptions_per_socket: usize,
+    sockets: Arc<http::ws::Sockets>,
 }
 
 impl AppState {
@@ -42,7 +56,8 @@ impl AppState {
         db.set_metric_callback(move |_| counter.count_statement());
         let counter = metrics.clone();
         snapshots.set_metric_callback(move |_| counter.count_statement());
-        let schema = graphql::build_schema(db.clone(), tokens.clone(), metrics.clone(), config);
+        let feed = Feed::start(&db);
+        let schema = graphql::build_schema(db.clone(), feed.clone(), tokens.clone(), metrics.clone(), config);
         let assets = &config.graphiql_assets_dir;
         let graphiql_assets =
             http::graphiql::assets_present(std::path::Path::new(assets)).then(|| Arc::from(assets.as_str()));
@@ -51,7 +66,14 @@ impl AppState {
         }
         let documents = Arc::new(http::Documents::new(Arc::new(graphql::cost_model().await?), config.max_query_cost));
         let max_query_cost = config.max_query_cost;
-        Ok(Self { db, snapshots, tokens, schema, metrics, graphiql_assets, documents, max_query_cost })
+        let ws = Arc::new(SocketSettings {
+            init_timeout_secs: config.ws_init_timeout_secs,
+            ping_interval_secs: config.ws_ping_interval_secs,
+            max_sockets_per_user: config.max_sockets_per_user,
+            max_subscriptions_per_socket: config.max_subscriptions_per_socket,
+            sockets: Arc::default(),
+        });
+        Ok(Self { db, snapshots, tokens, schema, metrics, graphiql_assets, documents, max_query_cost, feed, ws })
     }
 }
 

@@ -15,6 +15,8 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// When the owner's deletion closed the account; money no longer moves into or out of it.
     pub closed_at: Option<DateTimeUtc>,
+    /// How many entries the account has: the `account_seq` of its newest one.
+    pub entry_count: i64,
 }
 
 /// The currencies the bank runs; stored as ISO 4217 codes and checked by `accounts_currency_supported`.

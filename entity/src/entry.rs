@@ -13,6 +13,10 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// The transfer this entry is half of; `None` for a deposit.
     pub transfer_id: Option<i64>,
+    /// The account's balance right after this entry.
+    pub balance_after: i64,
+    /// The entry's place in its account's ledger (1, 2, 3, …, in commit order): what cursors name.
+    pub account_seq: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -16,6 +16,7 @@ mod m20260101_000005_ledger;
 mod m20260101_000006_transfer_idempotency;
 mod m20260101_000007_account_closing;
 mod m20260101_000008_login_throttle;
+mod m20260101_000009_entry_balance_after;
 mod sqlite;
 
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260101_000006_transfer_idempotency::Migration),
             Box::new(m20260101_000007_account_closing::Migration),
             Box::new(m20260101_000008_login_throttle::Migration),
+            Box::new(m20260101_000009_entry_balance_after::Migration),
         ]
     }
 }

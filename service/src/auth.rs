@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::Username;
+use crate::feed::{Change, Feed};
 use crate::throttle::Throttle;
 use crate::{Error, password};
 
@@ -198,7 +199,12 @@ pub async fn open_session(
 /// Presenting the secret the session last rotated away from means the token was copied (one of its two holders
 /// already used it), so the session ends for both. Any other wrong secret is a guess, and ends nothing: knowing a
 /// session's id (it is in every access token) must not let anyone log its owner out.
-pub async fn refresh(db: &impl ConnectionTrait, config: &TokenConfig, refresh_token: &str) -> Result<Tokens, Error> {
+pub async fn refresh(
+    db: &impl ConnectionTrait,
+    feed: &Feed,
+    config: &TokenConfig,
+    refresh_token: &str,
+) -> Result<Tokens, Error> {
     let (session_id, secret) = refresh_token.split_once('.').ok_or(Error::Unauthenticated)?;
     let session = session::Entity::find_by_id(session_id.to_owned()).one(db).await?.ok_or(Error::Unauthenticated)?;
     let now = Utc::now();
@@ -216,13 +222,16 @@ pub async fn refresh(db: &impl ConnectionTrait, config: &TokenConfig, refresh_to
         .exec(db)
         .await?;
     if rotated.rows_affected != 1 {
-        session::Entity::update_many()
+        let revoked = session::Entity::update_many()
             .col_expr(session::Column::RevokedAt, Expr::value(now))
             .filter(session::Column::Id.eq(session_id))
             .filter(session::Column::PreviousRefreshTokenHash.eq(presented))
             .filter(session::Column::RevokedAt.is_null())
             .exec(db)
             .await?;
+        if revoked.rows_affected == 1 {
+            ended(db, feed, session.username).await?;
+        }
         return Err(Error::Unauthenticated);
     }
     let user = user::Entity::find_by_id(session.username.clone())
@@ -234,16 +243,29 @@ pub async fn refresh(db: &impl ConnectionTrait, config: &TokenConfig, refresh_to
 }
 
 /// Ends the session a refresh token belongs to. Answers whether a live session was ended.
-pub async fn logout(db: &impl ConnectionTrait, refresh_token: &str) -> Result<bool, Error> {
+pub async fn logout(db: &impl ConnectionTrait, feed: &Feed, refresh_token: &str) -> Result<bool, Error> {
     let (session_id, secret) = refresh_token.split_once('.').ok_or(Error::Unauthenticated)?;
-    let ended = session::Entity::update_many()
+    let revoked = session::Entity::update_many()
         .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
         .filter(session::Column::Id.eq(session_id))
         .filter(session::Column::RefreshTokenHash.eq(sha256(secret)))
         .filter(session::Column::RevokedAt.is_null())
-        .exec(db)
+        .exec_with_returning(db)
         .await?;
-    Ok(ended.rows_affected == 1)
+    let Some(session) = revoked.into_iter().next() else {
+        return Ok(false);
+    };
+    ended(db, feed, session.username).await?;
+    Ok(true)
+}
+
+/// Tells the change feed that a session of `username` ended, once its one-statement revocation committed, so
+/// that the user's sockets re-check their sessions.
+async fn ended(db: &impl ConnectionTrait, feed: &Feed, username: String) -> Result<(), Error> {
+    let change = Change::SessionsEnded(username);
+    feed.announce(db, &change).await?;
+    feed.committed(change);
+    Ok(())
 }
 
 /// An access token whose signature, issuer, audience and lifetime hold. Whether its session is still live is for
@@ -254,6 +276,8 @@ pub struct VerifiedToken {
     pub session_id: String,
     /// When the token was issued (seconds since the epoch): a password changed later voids it.
     pub issued_at: i64,
+    /// When the token expires (seconds since the epoch): a socket it opened closes then.
+    pub expires_at: i64,
 }
 
 /// Checks an access token's signature and claims, without the database.
@@ -261,7 +285,7 @@ pub fn verify(config: &TokenConfig, access_token: &str) -> Result<VerifiedToken,
     let claims = jsonwebtoken::decode::<Claims>(access_token, &config.decoding, &config.validation())
         .map_err(|_| Error::Unauthenticated)?
         .claims;
-    Ok(VerifiedToken { username: claims.sub, session_id: claims.sid, issued_at: claims.iat })
+    Ok(VerifiedToken { username: claims.sub, session_id: claims.sid, issued_at: claims.iat, expires_at: claims.exp })
 }
 
 /// The caller behind a verified token, if its session is live and its user is neither deleted nor has changed

@@ -55,6 +55,9 @@ pub enum Error {
     /// `RATE_LIMITED`: too many failed logins or sign-ups (see `throttle`); `retryAfter` says how many seconds to wait.
     #[error("too many attempts; try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// `TOO_MANY_SUBSCRIPTIONS`: a socket may run at most `limit` subscriptions at once; end one first.
+    #[error("this socket already runs {limit} subscriptions, the most it may")]
+    TooManySubscriptions { limit: usize },
     /// `SERVICE_UNAVAILABLE` when the database cannot be reached, else `INTERNAL_SERVER_ERROR`.
     #[error("database error")]
     Database(#[source] DbErr),
@@ -83,6 +86,7 @@ impl Error {
             Error::AccountNotEmpty => "ACCOUNT_NOT_EMPTY",
             Error::BalanceOutOfRange => "BALANCE_OUT_OF_RANGE",
             Error::RateLimited { .. } => "RATE_LIMITED",
+            Error::TooManySubscriptions { .. } => "TOO_MANY_SUBSCRIPTIONS",
             Error::Database(err) if is_unavailable(err) => "SERVICE_UNAVAILABLE",
             Error::Database(_) | Error::Internal(_) => "INTERNAL_SERVER_ERROR",
         }

@@ -8,6 +8,7 @@ pub mod constraint;
 pub mod db;
 pub mod domain;
 mod error;
+pub mod feed;
 pub mod ledger;
 pub mod password;
 pub mod throttle;

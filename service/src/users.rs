@@ -13,6 +13,7 @@ use sea_orm::{
 
 use crate::auth::{self, Caller};
 use crate::domain::{Email, FullName, Password, Username};
+use crate::feed::{Change, Feed};
 use crate::throttle::Throttle;
 use crate::{Error, ResultExt, password};
 
@@ -132,6 +133,7 @@ impl std::fmt::Debug for PasswordChange {
 /// money. A new password ends every other session of the user.
 pub async fn update<C: ConnectionTrait + TransactionTrait>(
     db: &C,
+    feed: &Feed,
     throttle: &Throttle,
     client: IpAddr,
     caller: &Caller,
@@ -189,7 +191,15 @@ pub async fn update<C: ConnectionTrait + TransactionTrait>(
     } else {
         user
     };
+    // Sockets of the user re-check their sessions: the others ended, and tokens issued before the change too.
+    let ended = update.password.is_some().then(|| Change::SessionsEnded(user.username.clone()));
+    if let Some(ended) = &ended {
+        feed.announce(&txn, ended).await?;
+    }
     txn.commit().await?;
+    if let Some(ended) = ended {
+        feed.committed(ended);
+    }
     Ok(user)
 }
 
@@ -257,6 +267,7 @@ pub async fn set_primary_email<C: ConnectionTrait + TransactionTrait>(
 /// ends. Refused with `ACCOUNT_NOT_EMPTY` while any of their accounts holds money, which must be moved out first.
 pub async fn delete<C: ConnectionTrait + TransactionTrait>(
     db: &C,
+    feed: &Feed,
     caller: &Caller,
     username: &str,
 ) -> Result<(), Error> {
@@ -296,7 +307,10 @@ pub async fn delete<C: ConnectionTrait + TransactionTrait>(
         .await?;
     email::Entity::delete_many().filter(email::Column::Username.eq(username)).exec(&txn).await?;
     auth::revoke_sessions_of(&txn, username, None).await?;
+    let ended = Change::SessionsEnded(user.username);
+    feed.announce(&txn, &ended).await?;
     txn.commit().await?;
+    feed.committed(ended);
     Ok(())
 }
 

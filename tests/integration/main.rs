@@ -12,4 +12,5 @@ mod ledger;
 mod ledger_hardening;
 mod migrations;
 mod schema_file;
+mod subscriptions;
 mod users;

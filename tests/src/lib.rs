@@ -17,9 +17,11 @@ use tempfile::TempDir;
 mod bank;
 pub mod generate;
 mod pg_server;
+mod socket;
 
 pub use bank::{Bank, Holder};
 pub use pg_server::PgServer;
+pub use socket::{Received, Socket};
 
 /// The key test servers sign tokens with, so tests can forge tokens the way an attacker with the key could.
 pub const JWT_SECRET: &str = "test-secret-that-is-at-least-32-bytes-long";
@@ -354,6 +356,15 @@ pub async fn assert_ledger_consistent(db: &DatabaseConnection) -> i64 {
     let total = one("SELECT CAST(coalesce(sum(balance), 0) AS BIGINT) FROM accounts").await;
     let deposited = one("SELECT CAST(coalesce(sum(amount), 0) AS BIGINT) FROM entries WHERE transfer_id IS NULL").await;
     assert_eq!(total, deposited, "money was created or lost");
+    let misnumbered = one("SELECT count(*) FROM accounts a WHERE a.entry_count <> \
+         (SELECT count(*) FROM entries e WHERE e.account_id = a.id) \
+         OR a.entry_count <> (SELECT coalesce(max(e.account_seq), 0) FROM entries e WHERE e.account_id = a.id)")
+    .await;
+    assert_eq!(misnumbered, 0, "accounts whose entries are not numbered 1, 2, 3, … without a gap");
+    let wrong_balance_after = one("SELECT count(*) FROM entries e WHERE e.balance_after <> \
+         (SELECT sum(r.amount) FROM entries r WHERE r.account_id = e.account_id AND r.account_seq <= e.account_seq)")
+    .await;
+    assert_eq!(wrong_balance_after, 0, "entries whose balance_after is not the running sum of their account's ledger");
     total
 }
 

@@ -47,6 +47,7 @@ pub struct Model {
     types: HashMap<String, HashMap<String, FieldShape>>,
     query: String,
     mutation: Option<String>,
+    subscription: Option<String>,
     schema: Introspected,
     /// Index in `schema.types` by name.
     by_name: HashMap<String, usize>,
@@ -170,6 +171,7 @@ impl Model {
             types,
             query: schema.query_type.name.clone(),
             mutation: schema.mutation_type.as_ref().map(|ty| ty.name.clone()),
+            subscription: schema.subscription_type.as_ref().map(|ty| ty.name.clone()),
             schema,
             by_name,
         }
@@ -407,7 +409,8 @@ impl<'a> Walk<'a> {
         match self.operation.ty {
             OperationType::Query => Some(self.model.query.as_str()),
             OperationType::Mutation => self.model.mutation.as_deref(),
-            OperationType::Subscription => None,
+            // Each event runs the selection once, so an event costs what a query of that selection would.
+            OperationType::Subscription => self.model.subscription.as_deref(),
         }
     }
 

@@ -7,7 +7,7 @@ use async_graphql::ErrorExtensions;
 /// A resolver's error. It deliberately has no `Display`: the only way to a GraphQL error is the `From` below,
 /// which sets the code and masks unexpected errors, so no error can reach a client without one.
 /// Shared (`Arc`) because batch loaders hand one error to every field that waited on the batch.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ApiError(Arc<service::Error>);
 
 impl From<service::Error> for ApiError {

@@ -13,7 +13,7 @@ use service::entity::{account, entry, transfer};
 use service::ledger::{self, TransferOutcome, TransferRequest};
 
 use super::users::User;
-use super::{ApiError, authorize_owner, caller, db, loaders, metrics, paginate, pool, verified_token};
+use super::{ApiError, authorize_owner, caller, db, feed, loaders, metrics, paginate, pool, verified_token};
 
 /// An amount of money in minor units (cents), as a signed 64-bit integer. Serialized as a string ("1250") because
 /// JavaScript numbers lose precision past 2^53; accepted as a string or an integer.
@@ -108,7 +108,8 @@ impl Account {
         self.0.closed_at
     }
 
-    /// The account's ledger, newest first (the owner or a banker only).
+    /// The account's ledger, newest first (the owner or a banker only). Its cursors are those of
+    /// `Subscription.entryAdded`.
     async fn entries(
         &self,
         ctx: &Context<'_>,
@@ -117,7 +118,7 @@ impl Account {
     ) -> Result<Option<Connection<String, Entry>>, ApiError> {
         authorize_owner(ctx, &self.0.owner).await?;
         let fetch = |first, after| ledger::entries_of(db(ctx), self.0.id, first, after);
-        paginate(first, after, fetch, |entry: &entry::Model| entry.id, Entry).await.map(Some)
+        paginate(first, after, fetch, |entry: &entry::Model| entry.account_seq, Entry).await.map(Some)
     }
 
     /// Transfers into and out of the account, newest first (the owner or a banker only).
@@ -153,6 +154,11 @@ impl Entry {
 
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
+    }
+
+    /// The account's balance right after this entry.
+    async fn balance_after(&self) -> Money {
+        Money(self.0.balance_after)
     }
 
     /// The transfer this entry is half of; null for a deposit.
@@ -277,7 +283,7 @@ impl LedgerMutation {
         let caller = caller(ctx).await?;
         let account_id = parse_id(&input.account_id, "accountId")?;
         let amount = Amount::parse(input.amount.0)?;
-        Ok(Entry(ledger::deposit(pool(ctx), caller, account_id, amount).await?))
+        Ok(Entry(ledger::deposit(pool(ctx), feed(ctx), caller, account_id, amount).await?))
     }
 
     /// Moves money from one of your accounts to another account in the same currency.
@@ -290,7 +296,7 @@ impl LedgerMutation {
             currency: input.currency.into(),
             idempotency_key: input.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose()?,
         };
-        let outcome = ledger::transfer(pool(ctx), &token, &request).await?;
+        let outcome = ledger::transfer(pool(ctx), feed(ctx), &token, &request).await?;
         metrics(ctx).count_transfer();
         Ok(TransferResult(outcome))
     }
@@ -301,7 +307,7 @@ async fn load_account(ctx: &Context<'_>, id: i64) -> Result<Account, ApiError> {
     account.map(Account).ok_or_else(|| service::Error::NotFound { what: "account" }.into())
 }
 
-fn parse_id(id: &ID, field: &'static str) -> Result<i64, ApiError> {
+pub(crate) fn parse_id(id: &ID, field: &'static str) -> Result<i64, ApiError> {
     id.parse::<i64>().map_err(|_| service::Error::invalid(field, "not an id from this API").into())
 }
 

@@ -5,6 +5,7 @@ mod error;
 mod inputs;
 mod ledger;
 pub mod loaders;
+pub mod subscriptions;
 mod users;
 
 use std::net::IpAddr;
@@ -13,15 +14,17 @@ use std::sync::Arc;
 use std::future::Future;
 
 use async_graphql::connection::{Connection, CursorType, Edge, OpaqueCursor};
-use async_graphql::{Context, EmptySubscription, MergedObject, OutputType, Schema, SchemaBuilder};
+use async_graphql::{Context, MergedObject, OutputType, Schema, SchemaBuilder};
 use sea_orm::DatabaseConnection;
 use service::auth::{Caller, TokenConfig, VerifiedToken};
 use service::db::Db;
+use service::feed::Feed;
 use service::throttle::Throttle;
 use tokio::sync::OnceCell;
 
 pub use self::error::ApiError;
 use self::loaders::Loaders;
+pub use self::subscriptions::{Subscription, SubscriptionSlots};
 use crate::Config;
 use crate::metrics::Metrics;
 
@@ -31,26 +34,28 @@ pub struct Query(users::UserQuery, ledger::LedgerQuery);
 #[derive(MergedObject, Default)]
 pub struct Mutation(users::UserMutation, ledger::LedgerMutation);
 
-pub type BankSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type BankSchema = Schema<Query, Mutation, Subscription>;
 
 /// Lists are paged; no page is larger than this.
 pub const MAX_PAGE_SIZE: i32 = 100;
 /// The page size when a query does not say.
 pub const DEFAULT_PAGE_SIZE: i32 = 20;
 
-fn schema_builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+fn schema_builder() -> SchemaBuilder<Query, Mutation, Subscription> {
+    Schema::build(Query::default(), Mutation::default(), Subscription)
 }
 
 /// The schema with what its resolvers need; each request adds its [`RequestAuth`] and [`request_data`].
 pub fn build_schema(
     db: DatabaseConnection,
+    feed: Feed,
     tokens: Arc<TokenConfig>,
     metrics: Arc<Metrics>,
     config: &Config,
 ) -> BankSchema {
     let mut builder = schema_builder()
         .data(db)
+        .data(feed)
         .data(tokens)
         .data(metrics)
         .data(Throttle::new(config.throttle_limits()))
@@ -84,6 +89,12 @@ impl RequestAuth {
     pub fn new(token: Option<String>, client: IpAddr) -> Self {
         Self { token, caller: OnceCell::new(), client }
     }
+
+    /// Credentials already checked: a socket's, whose session was checked at `connection_init` and whose end
+    /// closes the socket.
+    pub fn checked(token: String, caller: Caller, client: IpAddr) -> Self {
+        Self { token: Some(token), caller: OnceCell::new_with(Some(caller)), client }
+    }
 }
 
 /// The authenticated caller of this request, or `UNAUTHENTICATED`.
@@ -116,6 +127,10 @@ pub(crate) fn db<'a>(ctx: &Context<'a>) -> &'a Db {
 /// The pool, for mutations: each service call runs its own transaction.
 pub(crate) fn pool<'a>(ctx: &Context<'a>) -> &'a DatabaseConnection {
     ctx.data_unchecked::<DatabaseConnection>()
+}
+
+pub(crate) fn feed<'a>(ctx: &Context<'a>) -> &'a Feed {
+    ctx.data_unchecked::<Feed>()
 }
 
 pub(crate) fn metrics<'a>(ctx: &Context<'a>) -> &'a Metrics {

@@ -9,7 +9,7 @@ use service::entity::user;
 use service::users::{self, NewUser, PasswordChange, UserUpdate};
 
 use super::ledger::Account;
-use super::{ApiError, authorize_owner, caller, client, db, loaders, paginate, pool, throttle, tokens};
+use super::{ApiError, authorize_owner, caller, client, db, feed, loaders, paginate, pool, throttle, tokens};
 
 /// What a user may do.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
@@ -235,12 +235,12 @@ impl UserMutation {
 
     /// New tokens for a refresh token, which stops working.
     async fn refresh_access_token(&self, ctx: &Context<'_>, refresh_token: String) -> Result<AuthPayload, ApiError> {
-        Ok(service::auth::refresh(pool(ctx), tokens(ctx), &refresh_token).await?.into())
+        Ok(service::auth::refresh(pool(ctx), feed(ctx), tokens(ctx), &refresh_token).await?.into())
     }
 
     /// Ends the session of a refresh token. True if a live session ended.
     async fn logout(&self, ctx: &Context<'_>, refresh_token: String) -> Result<bool, ApiError> {
-        Ok(service::auth::logout(pool(ctx), &refresh_token).await?)
+        Ok(service::auth::logout(pool(ctx), feed(ctx), &refresh_token).await?)
     }
 
     async fn update_user(&self, ctx: &Context<'_>, input: UpdateUserInput) -> Result<User, ApiError> {
@@ -258,7 +258,7 @@ impl UserMutation {
             password,
             role: input.role.map(Into::into),
         };
-        Ok(User::reached(users::update(pool(ctx), throttle(ctx), client(ctx), caller, update).await?))
+        Ok(User::reached(users::update(pool(ctx), feed(ctx), throttle(ctx), client(ctx), caller, update).await?))
     }
 
     /// Adds a secondary email address for the caller.
@@ -283,7 +283,7 @@ impl UserMutation {
     /// their username stays taken.
     async fn delete_user(&self, ctx: &Context<'_>, username: String) -> Result<bool, ApiError> {
         let caller = caller(ctx).await?;
-        users::delete(pool(ctx), caller, &username).await?;
+        users::delete(pool(ctx), feed(ctx), caller, &username).await?;
         Ok(true)
     }
 }

@@ -3,6 +3,7 @@
 mod client;
 mod documents;
 pub mod graphiql;
+pub mod ws;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -13,7 +14,8 @@ use async_graphql::{Name, ParseRequestError};
 use async_graphql_axum::GraphQLRequest;
 use axum::Extension;
 use axum::Router;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequest, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -126,13 +128,27 @@ impl TrustedProxies {
 
 /// GET runs queries only: a mutation over GET could be triggered by a link (CSRF) and would put its arguments,
 /// passwords included, into URLs and logs.
+/// A GET with `Upgrade: websocket` opens a subscription socket instead (see [`ws`]).
 async fn graphql_get(
     state: State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(proxies): Extension<TrustedProxies>,
-    headers: HeaderMap,
-    request: Request,
+    request: axum::extract::Request,
 ) -> Response {
+    let client = proxies.client(peer, request.headers());
+    let upgrading =
+        request.headers().get(header::UPGRADE).is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if upgrading {
+        return match WebSocketUpgrade::from_request(request, &state.0).await {
+            Ok(upgrade) => ws::upgrade(state.0, client, upgrade),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    let headers = request.headers().clone();
+    let request = match Request::from_request(request, &state.0).await {
+        Ok(request) => request,
+        Err(rejection) => return rejection.into_response(),
+    };
     let mut request = request.into_inner();
     let operation = Operation::of(&mut request, &state.documents);
     if operation.mutation {
@@ -142,7 +158,7 @@ async fn graphql_get(
         }]});
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], axum::Json(body)).into_response();
     }
-    execute(state.0, proxies.client(peer, &headers), &headers, request, operation).await
+    execute(state.0, client, &headers, request, operation).await
 }
 
 /// The operation a request selects: its name (if any), whether it is a mutation, and what it asks of the server.

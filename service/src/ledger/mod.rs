@@ -22,6 +22,7 @@ use sea_orm::{
 pub use self::transfers::{TransferOutcome, TransferRequest, transfer};
 use crate::auth::Caller;
 use crate::domain::Amount;
+use crate::feed::{Change, Feed};
 use crate::{Error, ResultExt};
 
 /// How many times a transaction the database aborted for concurrency (40001, 40P01) is tried in all. Under
@@ -81,9 +82,12 @@ pub async fn transfer_by_id(
 ///
 /// Refused, in this order, when the account does not exist (`NOT_FOUND`), is closed (`ACCOUNT_CLOSED`) or would
 /// hold more than `Money` can count (`BALANCE_OUT_OF_RANGE`). The update itself carries the rules, so it holds them
-/// under the account's row lock; why it matched nothing is looked up only then.
+/// under the account's row lock; why it matched nothing is looked up only then. The same update counts the entry,
+/// and the entry takes the new balance and count as its `balance_after` and `account_seq`, so both are decided
+/// under the lock.
 pub async fn deposit(
     db: &DatabaseConnection,
+    feed: &Feed,
     caller: &Caller,
     account_id: i64,
     amount: Amount,
@@ -92,35 +96,41 @@ pub async fn deposit(
         return Err(Error::Forbidden);
     }
     let amount = amount.minor_units();
-    with_retry(|| async {
+    let entry = with_retry(|| async {
         let txn = db.begin().await?;
         let updated = account::Entity::update_many()
             .col_expr(account::Column::Balance, Expr::col(account::Column::Balance).add(amount))
+            .col_expr(account::Column::EntryCount, Expr::col(account::Column::EntryCount).add(1))
             .filter(account::Column::Id.eq(account_id))
             .filter(account::Column::ClosedAt.is_null())
             // Cannot overflow, as the amount is positive; the sum then cannot either.
             .filter(account::Column::Balance.lte(i64::MAX - amount))
             .exec_with_returning(&txn)
             .await?;
-        if updated.is_empty() {
+        let Some(account) = updated.into_iter().next() else {
             return Err(match account::Entity::find_by_id(account_id).one(&txn).await? {
                 None => Error::NotFound { what: "account" },
                 Some(account) if account.closed_at.is_some() => Error::AccountClosed,
                 Some(_) => Error::BalanceOutOfRange,
             });
-        }
+        };
         let entry = entry::ActiveModel {
             account_id: Set(account_id),
             amount: Set(amount),
             transfer_id: Set(None),
+            balance_after: Set(account.balance),
+            account_seq: Set(account.entry_count),
             ..Default::default()
         }
         .insert(&txn)
         .await?;
+        feed.announce(&txn, &Change::Entries(vec![(account_id, entry.account_seq)])).await?;
         txn.commit().await?;
         Ok(entry)
     })
-    .await
+    .await?;
+    feed.committed(Change::Entries(vec![(account_id, entry.account_seq)]));
+    Ok(entry)
 }
 
 /// Runs `attempt` again when the database aborted it for concurrency, after a random pause that grows with the
@@ -155,7 +165,7 @@ fn is_transient(err: &DbErr) -> bool {
     matches!(code.as_deref(), Some("40001" | "40P01" | "5" | "6"))
 }
 
-/// An account's entries, newest first, after the entry `after`.
+/// An account's entries, newest first, after the entry whose `account_seq` is `after`.
 pub async fn entries_of(
     db: &impl ConnectionTrait,
     account_id: i64,
@@ -164,9 +174,9 @@ pub async fn entries_of(
 ) -> Result<(Vec<entry::Model>, bool), Error> {
     let mut query = entry::Entity::find().filter(entry::Column::AccountId.eq(account_id));
     if let Some(after) = after {
-        query = query.filter(entry::Column::Id.lt(after));
+        query = query.filter(entry::Column::AccountSeq.lt(after));
     }
-    Ok(crate::page(query.order_by_desc(entry::Column::Id).limit(first + 1).all(db).await?, first))
+    Ok(crate::page(query.order_by_desc(entry::Column::AccountSeq).limit(first + 1).all(db).await?, first))
 }
 
 /// Transfers into and out of an account, newest first, after the transfer `after`.

@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use super::{accounts_by_ids, with_retry};
 use crate::auth::{self, VerifiedToken};
 use crate::domain::{Amount, IdempotencyKey};
+use crate::feed::{self, Change, Feed};
 use crate::{Error, ResultExt, constraint};
 
 /// A transfer as a client asks for it.
@@ -50,6 +51,7 @@ pub struct TransferOutcome {
 /// checked in the same transaction as the transfer: a logged-out, deleted or re-passworded caller moves nothing.
 pub async fn transfer(
     db: &DatabaseConnection,
+    feed: &Feed,
     caller: &VerifiedToken,
     request: &TransferRequest,
 ) -> Result<TransferOutcome, Error> {
@@ -81,7 +83,13 @@ pub async fn transfer(
         attempt => attempt?,
     };
     match outcome {
-        Attempt::Done(outcome) => Ok(*outcome),
+        Attempt::Done(outcome) => {
+            feed.committed(Change::Entries(vec![
+                (outcome.from_entry.account_id, outcome.from_entry.account_seq),
+                (outcome.to_entry.account_id, outcome.to_entry.account_seq),
+            ]));
+            Ok(*outcome)
+        }
         // Committed by an earlier request with this key (or one racing this one, which the key's unique constraint
         // made wait): answer as it was answered.
         Attempt::KeyUsed => replay(db, caller, request, request_hash.as_deref()).await,
@@ -172,7 +180,9 @@ async fn key_committed(db: &DatabaseConnection, request: &TransferRequest) -> Re
 /// The transfer as one PostgreSQL statement. `caller` is the session check (as in `auth::check_session`: live
 /// session, user not deleted, no password change since the token was issued); `prior` finds a key committed
 /// earlier; `locked` locks both accounts in id order and reads their newest versions; `allowed` has a row only when
-/// every rule holds, and each write happens only then. The final row reports what was found and what was written,
+/// every rule holds, and each write happens only then. Each entry takes its account's new balance and entry count
+/// from `moved`, the update under the row lock, and `announced` tells the change feed with one notification,
+/// delivered only if the statement commits. The final row reports what was found and what was written,
 /// so that a refusal can say why. A key committed by a racing request makes the transfer's insert wait for it and
 /// then fail on `transfers_idempotency_key_key`, which undoes the whole statement; a racing request that spent the
 /// balance first makes it refuse instead, which [`transfer`] resolves by looking the key up afterwards. The credited
@@ -199,9 +209,10 @@ allowed AS (
       AND EXISTS (SELECT 1 FROM caller) AND NOT EXISTS (SELECT 1 FROM prior)
 ),
 moved AS (
-    UPDATE accounts SET balance = CASE WHEN id = $1 THEN balance - $3 ELSE balance + $3 END
+    UPDATE accounts SET balance = CASE WHEN id = $1 THEN balance - $3 ELSE balance + $3 END,
+        entry_count = entry_count + 1
     WHERE id IN ($1, $2) AND EXISTS (SELECT 1 FROM allowed)
-    RETURNING id, balance
+    RETURNING id, balance, entry_count
 ),
 written AS (
     INSERT INTO transfers (from_account_id, to_account_id, amount, idempotency_key, request_hash)
@@ -209,10 +220,15 @@ written AS (
     RETURNING id, created_at
 ),
 entered AS (
-    INSERT INTO entries (account_id, amount, transfer_id)
-    SELECT side.account_id, side.amount, written.id
+    INSERT INTO entries (account_id, amount, transfer_id, balance_after, account_seq)
+    SELECT side.account_id, side.amount, written.id, moved.balance, moved.entry_count
     FROM written, (VALUES ($1::bigint, -$3::bigint), ($2::bigint, $3::bigint)) AS side (account_id, amount)
-    RETURNING id, account_id, created_at
+    JOIN moved ON moved.id = side.account_id
+    RETURNING id, account_id, created_at, account_seq
+),
+announced AS (
+    SELECT pg_notify($10, json_build_object('entries', json_agg(json_build_array(account_id, account_seq)))::text)
+    FROM entered HAVING count(*) > 0
 )
 SELECT
     EXISTS (SELECT 1 FROM caller) AS authenticated,
@@ -223,8 +239,10 @@ SELECT
     t.closed_at IS NOT NULL AS to_closed,
     w.id AS transfer_id, w.created_at AS transfer_created_at,
     mf.balance AS from_balance_after, mt.balance AS to_balance_after,
+    mf.entry_count AS from_entry_count, mt.entry_count AS to_entry_count,
     ef.id AS from_entry_id, ef.created_at AS from_entry_created_at,
-    et.id AS to_entry_id, et.created_at AS to_entry_created_at
+    et.id AS to_entry_id, et.created_at AS to_entry_created_at,
+    (SELECT count(*) FROM announced) AS announced
 FROM (VALUES (1)) AS one (x)
 LEFT JOIN locked f ON f.id = $1
 LEFT JOIN locked t ON t.id = $2
@@ -255,6 +273,7 @@ async fn in_one_statement(
             request_hash.map(str::to_owned).into(),
             caller.session_id.clone().into(),
             caller.issued_at.into(),
+            feed::CHANNEL.into(),
         ],
     );
     let row = match db.query_one_raw(statement).await {
@@ -285,21 +304,37 @@ async fn in_one_statement(
     let (from_owner, to_owner) = (from_owner.ok_or_else(missing)?, to_owner.ok_or_else(missing)?);
 
     let time = |column| get.value::<DateTime<Utc>>(column);
-    let account = |id, owner, balance, created_at| account::Model {
+    let account = |id, owner, (balance, entry_count), created_at| account::Model {
         id,
         owner,
         balance,
         currency: request.currency,
         created_at,
         closed_at: None,
+        entry_count,
     };
-    let entry = |id, account_id, amount, created_at| entry::Model {
+    // Each entry left its account as the statement's update did.
+    let entry = |id, account: &account::Model, amount, created_at| entry::Model {
         id,
-        account_id,
+        account_id: account.id,
         amount,
         created_at,
         transfer_id: Some(transfer_id),
+        balance_after: account.balance,
+        account_seq: account.entry_count,
     };
+    let from_account = account(
+        request.from_account_id,
+        from_owner,
+        (get.value("from_balance_after")?, get.value("from_entry_count")?),
+        time("from_created_at")?,
+    );
+    let to_account = account(
+        request.to_account_id,
+        to_owner,
+        (get.value("to_balance_after")?, get.value("to_entry_count")?),
+        time("to_created_at")?,
+    );
     Ok(Attempt::Done(Box::new(TransferOutcome {
         transfer: transfer::Model {
             id: transfer_id,
@@ -310,20 +345,10 @@ async fn in_one_statement(
             idempotency_key: request.idempotency_key.as_ref().map(|key| key.as_str().to_owned()),
             request_hash: request_hash.map(str::to_owned),
         },
-        from_account: account(
-            request.from_account_id,
-            from_owner,
-            get.value("from_balance_after")?,
-            time("from_created_at")?,
-        ),
-        to_account: account(request.to_account_id, to_owner, get.value("to_balance_after")?, time("to_created_at")?),
-        from_entry: entry(
-            get.value("from_entry_id")?,
-            request.from_account_id,
-            -amount,
-            time("from_entry_created_at")?,
-        ),
-        to_entry: entry(get.value("to_entry_id")?, request.to_account_id, amount, time("to_entry_created_at")?),
+        from_entry: entry(get.value("from_entry_id")?, &from_account, -amount, time("from_entry_created_at")?),
+        to_entry: entry(get.value("to_entry_id")?, &to_account, amount, time("to_entry_created_at")?),
+        from_account,
+        to_account,
     })))
 }
 
@@ -407,21 +432,26 @@ async fn in_one_transaction(
             .finally(Expr::col(account::Column::Balance).add(amount));
     let moved = account::Entity::update_many()
         .col_expr(account::Column::Balance, debit_or_credit.into())
+        .col_expr(account::Column::EntryCount, Expr::col(account::Column::EntryCount).add(1))
         .filter(account::Column::Id.is_in([from.id, to.id]))
         .exec_with_returning(&txn)
         .await
         .on_constraint("accounts_balance_nonnegative", || Error::InsufficientFunds)?;
-    let entry = |account_id: i64, amount: i64| entry::ActiveModel {
-        account_id: Set(account_id),
-        amount: Set(amount),
-        transfer_id: Set(Some(transfer.id)),
-        ..Default::default()
-    };
-    let entries =
-        entry::Entity::insert_many([entry(from.id, -amount), entry(to.id, amount)]).exec_with_returning(&txn).await?;
     let missing = || Error::Internal(format!("transfer {} wrote less than it should", transfer.id));
     let from_account = moved.iter().find(|a| a.id == from.id).cloned().ok_or_else(missing)?;
     let to_account = moved.iter().find(|a| a.id == to.id).cloned().ok_or_else(missing)?;
+    // Each entry left its account as the update under the row lock did.
+    let entry = |account: &account::Model, amount: i64| entry::ActiveModel {
+        account_id: Set(account.id),
+        amount: Set(amount),
+        transfer_id: Set(Some(transfer.id)),
+        balance_after: Set(account.balance),
+        account_seq: Set(account.entry_count),
+        ..Default::default()
+    };
+    let entries = entry::Entity::insert_many([entry(&from_account, -amount), entry(&to_account, amount)])
+        .exec_with_returning(&txn)
+        .await?;
     let from_entry = entries.iter().find(|e| e.account_id == from.id).cloned().ok_or_else(missing)?;
     let to_entry = entries.iter().find(|e| e.account_id == to.id).cloned().ok_or_else(missing)?;
     txn.commit().await?;

@@ -1,0 +1,259 @@
+//! Subscriptions: an account's ledger pushed over `graphql-transport-ws`, every entry once and in order.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+use tests::{
+    Backend, Received, Socket, TestApp, assert_ledger_consistent, on_both_backends, spawn_app, spawn_app_with,
+};
+
+use crate::ledger::bank;
+
+const ENTRY_ADDED: &str = "subscription($id: ID!, $after: String) {
+    entryAdded(accountId: $id, after: $after) { cursor node { amount balanceAfter } } }";
+
+const TRANSFER: &str = "mutation($input: CreateTransferInput!) { createTransfer(input: $input) { transfer { id } } }";
+
+async fn transfer(app: &TestApp, token: &str, from: &str, to: &str, amount: i64) {
+    let input = json!({ "input": { "fromAccountId": from, "toAccountId": to, "amount": amount, "currency": "USD" } });
+    app.graphql(TRANSFER, input, Some(token)).await.assert_ok();
+}
+
+/// An event's (cursor, amount, balanceAfter).
+fn event(payload: &Value) -> (String, i64, i64) {
+    let edge = &payload["data"]["entryAdded"];
+    let money = |v: &Value| v.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("money in {payload}"));
+    (
+        edge["cursor"].as_str().expect("a cursor").to_owned(),
+        money(&edge["node"]["amount"]),
+        money(&edge["node"]["balanceAfter"]),
+    )
+}
+
+/// The cursor of the account's newest entry, as `Account.entries` gives it.
+async fn newest_cursor(app: &TestApp, token: &str, account: &str) -> String {
+    let response = app
+        .graphql(
+            "query($id: ID!) { account(id: $id) { entries(first: 1) { edges { cursor } } } }",
+            json!({ "id": account }),
+            Some(token),
+        )
+        .await;
+    response.str("account/entries/edges/0/cursor")
+}
+
+async fn fifty_concurrent_transfers_into_one_account_arrive_as_fifty_events_in_ledger_order(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (banker, alice, alice_usd, bob, bob_usd) = bank(&app).await;
+    let carol = app.user("carol").await;
+    let carol_usd = app.open_account(&carol, "USD").await;
+    app.deposit(&banker, &carol_usd, 5_000).await;
+    let mut socket = Socket::connect(&app.address, &alice).await;
+    // From the newest cursor, as the subscription may begin after the deposit below commits; seeing the deposit
+    // proves the subscription runs before the transfers start.
+    let after = newest_cursor(&app, &alice, &alice_usd).await;
+    socket.subscribe("1", ENTRY_ADDED, json!({ "id": alice_usd, "after": after })).await;
+    app.deposit(&banker, &alice_usd, 1).await;
+    let (_, amount, mut balance) = event(&socket.next_payload("1").await);
+    assert_eq!((amount, balance), (1, 10_001));
+
+    let transfers = (1..=50).map(|n| {
+        let (app, bob, carol, bob_usd, carol_usd, alice_usd) = (&app, &bob, &carol, &bob_usd, &carol_usd, &alice_usd);
+        async move {
+            if n % 2 == 0 {
+                transfer(app, bob, bob_usd, alice_usd, n).await;
+            } else {
+                transfer(app, carol, carol_usd, alice_usd, n).await;
+            }
+        }
+    });
+    futures::future::join_all(transfers).await;
+
+    let mut amounts = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..50 {
+        let (next_cursor, amount, balance_after) = event(&socket.next_payload("1").await);
+        assert_eq!(balance_after, balance + amount, "each balanceAfter is the previous plus the amount");
+        balance = balance_after;
+        amounts.push(amount);
+        cursor = next_cursor;
+    }
+    amounts.sort_unstable();
+    assert_eq!(amounts, (1..=50).collect::<Vec<_>>(), "each transfer exactly once");
+    assert_eq!(balance, 10_001 + (1..=50).sum::<i64>());
+    assert_eq!(cursor, newest_cursor(&app, &alice, &alice_usd).await, "the query's cursors are the subscription's");
+    assert_ledger_consistent(&app.db).await;
+}
+
+async fn a_client_resuming_from_its_last_cursor_gets_what_it_missed_once_and_then_what_follows(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, alice, alice_usd, bob, bob_usd) = bank(&app).await;
+    let mut socket = Socket::connect(&app.address, &alice).await;
+    socket
+        .subscribe("1", ENTRY_ADDED, json!({ "id": alice_usd, "after": newest_cursor(&app, &alice, &alice_usd).await }))
+        .await;
+    transfer(&app, &bob, &bob_usd, &alice_usd, 10).await;
+    let (last, amount, balance) = event(&socket.next_payload("1").await);
+    assert_eq!((amount, balance), (10, 10_010));
+    drop(socket);
+
+    for amount in [20, 30, 40] {
+        transfer(&app, &bob, &bob_usd, &alice_usd, amount).await;
+    }
+    let mut socket = Socket::connect(&app.address, &alice).await;
+    socket.subscribe("again", ENTRY_ADDED, json!({ "id": alice_usd, "after": last })).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (_, amount, balance) = event(&socket.next_payload("again").await);
+        seen.push((amount, balance));
+    }
+    assert_eq!(seen, [(20, 10_030), (30, 10_060), (40, 10_100)]);
+    transfer(&app, &alice, &alice_usd, &bob_usd, 100).await;
+    let (_, amount, balance) = event(&socket.next_payload("again").await);
+    assert_eq!((amount, balance), (-100, 10_000), "then what follows, and nothing twice");
+}
+
+async fn someone_elses_account_is_refused_and_the_socket_stays_open(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (banker, _, alice_usd, bob, bob_usd) = bank(&app).await;
+    let mut socket = Socket::connect(&app.address, &bob).await;
+    socket.subscribe("theirs", ENTRY_ADDED, json!({ "id": alice_usd })).await;
+    let refused = match socket.receive().await {
+        Received::Message(message) => message,
+        closed => panic!("the socket closed: {closed:?}"),
+    };
+    let errors = if refused["type"] == "error" { &refused["payload"] } else { &refused["payload"]["errors"] };
+    assert_eq!(errors[0]["extensions"]["code"], "FORBIDDEN", "{refused}");
+
+    let after = newest_cursor(&app, &bob, &bob_usd).await;
+    socket.subscribe("mine", ENTRY_ADDED, json!({ "id": bob_usd, "after": after })).await;
+    app.deposit(&banker, &bob_usd, 7).await;
+    loop {
+        // The refused operation may still complete before the new one's first event.
+        match socket.receive().await {
+            Received::Message(message) if message["id"] == "mine" && message["type"] == "next" => {
+                assert_eq!(event(&message["payload"]).1, 7);
+                break;
+            }
+            Received::Message(message) if message["id"] == "theirs" => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+async fn logging_out_closes_the_sessions_socket_with_4403(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.sign_up("alice").await;
+    let (access, refresh) = app.login("alice").await;
+    let account = app.open_account(&access, "USD").await;
+    let mut socket = Socket::connect(&app.address, &access).await;
+    socket.subscribe("1", ENTRY_ADDED, json!({ "id": account })).await;
+
+    let logout = app.graphql("mutation($t: String!) { logout(refreshToken: $t) }", json!({ "t": refresh }), None).await;
+    logout.assert_ok();
+    let started = Instant::now();
+
+    assert_eq!(socket.close_code().await, Some(4403));
+    assert!(started.elapsed() < Duration::from_secs(2), "closed after {:?}", started.elapsed());
+}
+
+async fn a_bad_or_missing_token_closes_the_socket_with_4403(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut forged = Socket::init(&app.address, "not-a-token").await;
+    assert_eq!(forged.close_code().await, Some(4403));
+    let mut bare = Socket::open(&app.address).await;
+    bare.send(json!({ "type": "connection_init" })).await;
+    assert_eq!(bare.close_code().await, Some(4403));
+}
+
+async fn a_socket_that_never_initialises_is_closed_with_4408(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut socket = Socket::open(&app.address).await;
+    let started = Instant::now();
+    assert_eq!(socket.close_code().await, Some(4408));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+on_both_backends!(
+    fifty_concurrent_transfers_into_one_account_arrive_as_fifty_events_in_ledger_order,
+    a_client_resuming_from_its_last_cursor_gets_what_it_missed_once_and_then_what_follows,
+    someone_elses_account_is_refused_and_the_socket_stays_open,
+    logging_out_closes_the_sessions_socket_with_4403,
+    a_bad_or_missing_token_closes_the_socket_with_4403,
+    a_socket_that_never_initialises_is_closed_with_4408,
+);
+
+/// The change feed across processes and connections, which only PostgreSQL has.
+mod feed_on_postgres {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_entry_written_through_one_server_reaches_a_subscriber_of_another_within_a_second() {
+        let first = spawn_app(Backend::Postgres).await;
+        let second = spawn_app_with(Arc::clone(&first.database), &[]).await;
+        let (_, alice, alice_usd, bob, bob_usd) = bank(&first).await;
+        let mut socket = Socket::connect(&second.address, &alice).await;
+        socket
+            .subscribe(
+                "1",
+                ENTRY_ADDED,
+                json!({ "id": alice_usd, "after": newest_cursor(&first, &alice, &alice_usd).await }),
+            )
+            .await;
+
+        let started = Instant::now();
+        transfer(&first, &bob, &bob_usd, &alice_usd, 25).await;
+        let (_, amount, _) = event(&socket.next_payload("1").await);
+
+        assert_eq!(amount, 25);
+        assert!(started.elapsed() < Duration::from_secs(1), "delivered after {:?}", started.elapsed());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killing_the_listening_connection_mid_stream_loses_no_entry() {
+        let app = spawn_app(Backend::Postgres).await;
+        let (_, alice, alice_usd, bob, bob_usd) = bank(&app).await;
+        let mut socket = Socket::connect(&app.address, &alice).await;
+        socket
+            .subscribe(
+                "1",
+                ENTRY_ADDED,
+                json!({ "id": alice_usd, "after": newest_cursor(&app, &alice, &alice_usd).await }),
+            )
+            .await;
+        let writer = tokio::spawn({
+            let (address, database) = (app.address.clone(), Arc::clone(&app.database));
+            async move {
+                let app = TestApp::at(address, database).await;
+                for amount in 1..=40 {
+                    transfer(&app, &bob, &bob_usd, &alice_usd, amount).await;
+                }
+            }
+        });
+
+        let mut amounts = Vec::new();
+        for n in 1..=40 {
+            if n == 10 {
+                let killed = app
+                    .db
+                    .query_one_raw(Statement::from_string(
+                        app.db.get_database_backend(),
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+                    ))
+                    .await
+                    .expect("terminate the listener")
+                    .expect("a row")
+                    .try_get_by_index::<i64>(0)
+                    .expect("a count");
+                assert_eq!(killed, 1, "one listening connection");
+            }
+            amounts.push(event(&socket.next_payload("1").await).1);
+        }
+        writer.await.expect("the writer");
+
+        assert_eq!(amounts, (1..=40).collect::<Vec<_>>(), "every entry once, in ledger order");
+    }
+}
