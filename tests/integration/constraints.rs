@@ -28,7 +28,10 @@ async fn each_named_constraint_refuses_a_violating_row_and_names_itself(backend:
         ("owner_currency_key", "INSERT INTO accounts (owner, balance, currency) VALUES ('alice', 0, 'USD')"),
         ("accounts_balance_nonnegative", "UPDATE accounts SET balance = -1 WHERE id = 1"),
         ("accounts_currency_supported", "INSERT INTO accounts (owner, balance, currency) VALUES ('alice', 0, 'XYZ')"),
-        ("entries_amount_nonzero", "INSERT INTO entries (account_id, amount) VALUES (1, 0)"),
+        (
+            "entries_amount_nonzero",
+            "INSERT INTO entries (account_id, amount, balance_after, account_seq) VALUES (1, 0, 0, 1)",
+        ),
         (
             "transfers_amount_positive",
             "INSERT INTO transfers (from_account_id, to_account_id, amount) VALUES (1, 2, 0)",
@@ -53,7 +56,11 @@ async fn foreign_keys_refuse_orphans_and_deletes_that_would_orphan(backend: Back
     let database = TestDatabase::migrated(backend).await;
     let db = database.connection().await;
     db.execute_unprepared(SETUP).await.expect("setup");
-    db.execute_unprepared("INSERT INTO entries (account_id, amount) VALUES (1, 100)").await.expect("an entry");
+    db.execute_unprepared(
+        "INSERT INTO entries (account_id, amount, balance_after, account_seq) VALUES (1, 100, 100, 1)",
+    )
+    .await
+    .expect("an entry");
 
     // SQLite reports foreign-key failures without a name; PostgreSQL names them.
     let named = |name: &'static str| (backend == Backend::Postgres).then(|| name.to_owned());
@@ -62,7 +69,8 @@ async fn foreign_keys_refuse_orphans_and_deletes_that_would_orphan(backend: Back
         named("accounts_owner_fkey")
     );
     assert_eq!(
-        violated(&db, "INSERT INTO entries (account_id, amount) VALUES (999, 5)").await,
+        violated(&db, "INSERT INTO entries (account_id, amount, balance_after, account_seq) VALUES (999, 5, 5, 1)")
+            .await,
         named("entries_account_id_fkey")
     );
     assert_eq!(violated(&db, "DELETE FROM accounts WHERE id = 1").await, named("entries_account_id_fkey"));

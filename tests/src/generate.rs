@@ -63,7 +63,7 @@ impl Schema {
     pub fn parse(sdl: &str) -> Self {
         let document = async_graphql::parser::parse_schema(sdl).expect("the schema's SDL parses");
         let mut types = HashMap::new();
-        let (mut query, mut mutation) = ("Query".to_owned(), None);
+        let (mut query, mut mutation, mut subscription) = ("Query".to_owned(), None, "Subscription".to_owned());
         for definition in document.definitions {
             match definition {
                 TypeSystemDefinition::Schema(schema) => {
@@ -71,6 +71,9 @@ impl Schema {
                         query = name.node.to_string();
                     }
                     mutation = schema.node.mutation.as_ref().map(|name| name.node.to_string());
+                    if let Some(name) = &schema.node.subscription {
+                        subscription = name.node.to_string();
+                    }
                 }
                 TypeSystemDefinition::Type(ty) => {
                     let args =
@@ -116,6 +119,9 @@ impl Schema {
         if mutation.is_none() && types.contains_key("Mutation") {
             mutation = Some("Mutation".to_owned());
         }
+        // Subscriptions run over the socket, not over HTTP where these operations go; the socket's own tests
+        // (`tests/integration/subscriptions.rs`) cover them.
+        types.remove(&subscription);
         Self { types, query, mutation }
     }
 
