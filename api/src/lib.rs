@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
-use service::auth::TokenConfig;
 use service::db::Snapshots;
 use tokio::net::TcpListener;
 
@@ -24,7 +23,6 @@ use crate::metrics::Metrics;
 pub struct AppState {
     pub db: DatabaseConnection,
     pub snapshots: Snapshots,
-    pub tokens: Arc<TokenConfig>,
     pub schema: graphql::BankSchema,
     pub metrics: Arc<Metrics>,
     /// Where GraphiQL's browser builds are, if they are there.
@@ -51,7 +49,7 @@ impl AppState {
         }
         let documents = Arc::new(http::Documents::new(Arc::new(graphql::cost_model().await?), config.max_query_cost));
         let max_query_cost = config.max_query_cost;
-        Ok(Self { db, snapshots, tokens, schema, metrics, graphiql_assets, documents, max_query_cost })
+        Ok(Self { db, snapshots, schema, metrics, graphiql_assets, documents, max_query_cost })
     }
 }
 

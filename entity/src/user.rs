@@ -28,23 +28,6 @@ pub enum Role {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-    #[sea_orm(has_many = "super::account::Entity")]
-    Account,
-    #[sea_orm(has_many = "super::email::Entity")]
-    Email,
-}
-
-impl Related<super::account::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Account.def()
-    }
-}
-
-impl Related<super::email::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Email.def()
-    }
-}
+pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
