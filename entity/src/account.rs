@@ -18,7 +18,7 @@ pub struct Model {
 }
 
 /// The currencies the bank runs; stored as ISO 4217 codes and checked by `accounts_currency_supported`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
 pub enum Currency {
     #[sea_orm(string_value = "USD")]

@@ -70,7 +70,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
     Router::new()
         .route("/", get(graphiql::page))
         .route("/graphiql/{name}", get(graphiql::asset))
-        .route("/graphql", get(graphql_get).post(graphql))
+        .route("/graphql", get(graphql).post(graphql))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -127,23 +127,24 @@ impl TrustedProxies {
     }
 }
 
-/// GET runs queries only: a mutation over GET could be triggered by a link (CSRF) and would put its arguments,
-/// passwords included, into URLs and logs.
-async fn graphql_get(
-    state: State<AppState>,
+/// A GraphQL request over GET or POST. GET runs queries only: a mutation over GET could be triggered by a link
+/// (CSRF) and would put its arguments, passwords included, into URLs and logs.
+async fn graphql(
+    State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(proxies): Extension<TrustedProxies>,
+    method: Method,
     headers: HeaderMap,
     request: Request,
 ) -> Response {
     let mut request = request.into_inner();
     let operation = Operation::of(&mut request, &state.documents);
-    if operation.mutation {
+    if operation.mutation && method != Method::POST {
         let refusal =
             refused(StatusCode::METHOD_NOT_ALLOWED, Code::MethodNotAllowed, "mutations are accepted only over POST");
         return ([(header::ALLOW, "POST")], refusal).into_response();
     }
-    execute(state.0, proxies.client(peer, &headers), &headers, request, operation).await
+    execute(state, proxies.client(peer, &headers), &headers, request, operation).await
 }
 
 /// The operation a request selects: its name (if any), whether it is a mutation, and what it asks of the server.
@@ -213,18 +214,6 @@ impl Operation {
     fn kind(&self) -> &'static str {
         if self.mutation { "mutation" } else { "query" }
     }
-}
-
-async fn graphql(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Extension(proxies): Extension<TrustedProxies>,
-    headers: HeaderMap,
-    request: Request,
-) -> Response {
-    let mut request = request.into_inner();
-    let operation = Operation::of(&mut request, &state.documents);
-    execute(state, proxies.client(peer, &headers), &headers, request, operation).await
 }
 
 /// Answers one operation: refused unexecuted when it asks too much, else run.

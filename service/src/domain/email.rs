@@ -12,7 +12,7 @@ use crate::{Error, Field};
 ///
 /// The check is for a plausible form (one `@`, a local part, a dotted domain of valid labels, no spaces); whether
 /// the mailbox exists is only known by writing to it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Email(String);
 
 impl Email {

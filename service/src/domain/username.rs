@@ -4,7 +4,7 @@ use crate::{Error, Field};
 ///
 /// Usernames appear in URLs, logs and foreign keys; the narrow alphabet keeps them unambiguous (no case or Unicode
 /// look-alikes) and never in need of escaping.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Username(String);
 
 impl Username {

@@ -106,25 +106,25 @@ struct Facts<'a> {
     to: Option<Found<'a>>,
 }
 
-/// What [`judge`] decides.
+/// What [`judge`] decides of a transfer it does not refuse.
 enum Verdict {
-    Refused(Error),
     /// Answer as the earlier request with this key was answered.
     KeyUsed,
     Allowed,
 }
 
-/// The one judge of a transfer: the session first, then a key used before, then the rules of [`refusal`].
-fn judge(caller: &str, request: &TransferRequest, facts: Facts) -> Verdict {
+/// The one judge of a transfer: the session first, then a key used before, then the rules of [`refusal`]; a
+/// refusal is the error to answer with.
+fn judge(caller: &str, request: &TransferRequest, facts: Facts) -> Result<Verdict, Error> {
     if !facts.authenticated {
-        return Verdict::Refused(Error::Unauthenticated);
+        return Err(Error::Unauthenticated);
     }
     if facts.key_used {
-        return Verdict::KeyUsed;
+        return Ok(Verdict::KeyUsed);
     }
     match refusal(caller, request, facts.from, facts.to) {
-        Some(refused) => Verdict::Refused(refused),
-        None => Verdict::Allowed,
+        Some(refused) => Err(refused),
+        None => Ok(Verdict::Allowed),
     }
 }
 
@@ -311,8 +311,7 @@ async fn in_one_statement(
             from: get.found("from", from_owner.as_deref())?,
             to: get.found("to", to_owner.as_deref())?,
         };
-        return match judge(&caller.username, request, facts) {
-            Verdict::Refused(refused) => Err(refused),
+        return match judge(&caller.username, request, facts)? {
             Verdict::KeyUsed => Ok(Attempt::KeyUsed),
             Verdict::Allowed => Err(Error::internal("a transfer that broke no rule wrote nothing")),
         };
@@ -368,9 +367,7 @@ struct Columns<'a>(&'a QueryResult);
 
 impl Columns<'_> {
     fn value<T: sea_orm::TryGetable>(&self, column: &str) -> Result<T, Error> {
-        self.0
-            .try_get("", column)
-            .map_err(|err| Error::internal_from(format!("reading {column}"), sea_orm::DbErr::from(err)))
+        self.0.try_get("", column).map_err(|err| Error::internal_from(format!("reading {column}"), err))
     }
 
     /// The account on one `side` ("from" or "to"), if the statement found it.
@@ -413,10 +410,8 @@ async fn in_one_transaction(
     let find = |id: i64| locked.iter().find(|a| a.id == id);
     let (from, to) = (find(request.from_account_id), find(request.to_account_id));
     let facts = Facts { authenticated, key_used, from: from.map(Found::from), to: to.map(Found::from) };
-    match judge(&token.username, request, facts) {
-        Verdict::Refused(refused) => return Err(refused),
-        Verdict::KeyUsed => return Ok(Attempt::KeyUsed),
-        Verdict::Allowed => {}
+    if let Verdict::KeyUsed = judge(&token.username, request, facts)? {
+        return Ok(Attempt::KeyUsed);
     }
     let (Some(from), Some(to)) = (from, to) else {
         return Err(Error::internal("a transfer that broke no rule found no account"));
