@@ -33,7 +33,7 @@ schema:
 ## The benchmark: the release server beside the raw-SQL limit, on a stock PostgreSQL and on SQLite (~140 s once built;
 ## BENCH_ONLY=transfer runs only the loads whose names contain it).
 bench:
-	cargo build -q --release -p simple-bank -p bench
+	cargo build -q --release -p simple-bank -p bank-bench
 	PG_STOCK=1 scripts/with-postgres target/release/bank-bench
 
 ## Redraw docs/schema.md from a freshly migrated PostgreSQL database.

@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 pub struct AppState {
     pub db: DatabaseConnection,
     pub snapshots: Snapshots,
+    /// Sockets verify the token of their `connection_init` with it.
     pub tokens: Arc<TokenConfig>,
     pub schema: graphql::BankSchema,
     pub metrics: Arc<Metrics>,

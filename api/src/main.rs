@@ -9,5 +9,5 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    api::cli::run(api::cli::Cli::parse()).await
+    simple_bank::cli::run(simple_bank::cli::Cli::parse()).await
 }

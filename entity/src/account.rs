@@ -20,7 +20,7 @@ pub struct Model {
 }
 
 /// The currencies the bank runs; stored as ISO 4217 codes and checked by `accounts_currency_supported`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
 pub enum Currency {
     #[sea_orm(string_value = "USD")]
@@ -32,15 +32,6 @@ pub enum Currency {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-    #[sea_orm(belongs_to = "super::user::Entity", from = "Column::Owner", to = "super::user::Column::Username")]
-    User,
-}
-
-impl Related<super::user::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::User.def()
-    }
-}
+pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}

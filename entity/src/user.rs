@@ -18,7 +18,7 @@ pub struct Model {
 }
 
 /// What a user may do; stored as text and checked by `users_role_known`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
 pub enum Role {
     #[sea_orm(string_value = "depositor")]
@@ -28,23 +28,6 @@ pub enum Role {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
-    #[sea_orm(has_many = "super::account::Entity")]
-    Account,
-    #[sea_orm(has_many = "super::email::Entity")]
-    Email,
-}
-
-impl Related<super::account::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Account.def()
-    }
-}
-
-impl Related<super::email::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Email.def()
-    }
-}
+pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -186,7 +186,7 @@ pub async fn open_session(
             session::Column::ExpiresAt,
         ])
         .select_from(still_current)
-        .map_err(|err| Error::Internal(format!("building the session insert: {err}")))?
+        .map_err(|err| Error::internal_from("building the session insert", err))?
         .to_owned();
     if db.execute(&insert).await?.rows_affected() != 1 {
         return Err(Error::InvalidCredentials);
@@ -342,7 +342,7 @@ fn issue(
         exp: access_token_expires_at.timestamp(),
     };
     let access_token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &config.encoding)
-        .map_err(|err| Error::Internal(format!("signing a token: {err}")))?;
+        .map_err(|err| Error::internal_from("signing a token", err))?;
     Ok(Tokens {
         access_token,
         access_token_expires_at,

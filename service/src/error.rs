@@ -2,103 +2,132 @@
 
 use sea_orm::{DbErr, RuntimeErr};
 
-use crate::constraint;
+use crate::{Code, constraint};
 
 /// Everything a service call can fail with. Each variant documents the stable `code` clients see.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// `BAD_USER_INPUT`: a value failed validation; `field` names the input field it came from.
+    /// [`Code::BadUserInput`]: a value failed validation; `field` names the domain value it was meant to be.
     #[error("{message}")]
-    InvalidInput { field: &'static str, message: String },
-    /// `USERNAME_TAKEN`: from the `users_pkey` constraint; usernames are never reused, even after deletion.
+    InvalidInput { field: Field, message: String },
+    /// [`Code::UsernameTaken`]: from the `users_pkey` constraint; usernames are never reused, even after deletion.
     #[error("that username is taken")]
     UsernameTaken,
-    /// `EMAIL_TAKEN`: from the `emails_pkey` constraint; an address is active for at most one user.
+    /// [`Code::EmailTaken`]: from the `emails_pkey` constraint; an address is active for at most one user.
     #[error("that email address is in use")]
     EmailTaken,
-    /// `INVALID_CREDENTIALS`: the same for an unknown user and a wrong password.
+    /// [`Code::InvalidCredentials`]: the same for an unknown user and a wrong password.
     #[error("invalid username or password")]
     InvalidCredentials,
-    /// `UNAUTHENTICATED`: no token, or a bad, expired or revoked one.
+    /// [`Code::Unauthenticated`]: no token, or a bad, expired or revoked one.
     #[error("authentication required: the token is missing, invalid, expired or revoked")]
     Unauthenticated,
-    /// `FORBIDDEN`: authenticated, but not allowed to do this.
+    /// [`Code::Forbidden`]: authenticated, but not allowed to do this.
     #[error("you are not allowed to do this")]
     Forbidden,
-    /// `NOT_FOUND`: the named thing does not exist (or is not visible to the caller).
+    /// [`Code::NotFound`]: the named thing does not exist (or is not visible to the caller).
     #[error("{what} not found")]
     NotFound { what: &'static str },
-    /// `ACCOUNT_EXISTS`: from `owner_currency_key`; one account per owner and currency.
+    /// [`Code::AccountExists`]: from `owner_currency_key`; one account per owner and currency.
     #[error("you already have an account in that currency")]
     AccountExists,
-    /// `CURRENCY_MISMATCH`: a transfer's accounts must both hold the transfer's currency.
+    /// [`Code::CurrencyMismatch`]: a transfer's accounts must both hold the transfer's currency.
     #[error("both accounts must hold the transfer's currency")]
     CurrencyMismatch,
-    /// `SAME_ACCOUNT`: a transfer moves money between two different accounts.
+    /// [`Code::SameAccount`]: a transfer moves money between two different accounts.
     #[error("a transfer needs two different accounts")]
     SameAccount,
-    /// `INSUFFICIENT_FUNDS`: the balance may not go below zero (also refused by `accounts_balance_nonnegative`).
+    /// [`Code::InsufficientFunds`]: the balance may not go below zero (also refused by `accounts_balance_nonnegative`).
     #[error("insufficient funds")]
     InsufficientFunds,
-    /// `IDEMPOTENCY_KEY_REUSED`: the key was used before with a different request.
+    /// [`Code::IdempotencyKeyReused`]: the key was used before with a different request.
     #[error("this idempotency key was used for a different request")]
     IdempotencyKeyReused,
-    /// `ACCOUNT_CLOSED`: the account was closed (its owner was deleted); money no longer moves into or out of it.
+    /// [`Code::AccountClosed`]: the account was closed (its owner was deleted); money no longer moves into or out of it.
     #[error("the account is closed")]
     AccountClosed,
-    /// `ACCOUNT_NOT_EMPTY`: a user whose accounts still hold money cannot be deleted; move the money out first.
+    /// [`Code::AccountNotEmpty`]: a user whose accounts still hold money cannot be deleted; move the money out first.
     #[error("the user's accounts still hold money")]
     AccountNotEmpty,
-    /// `BALANCE_OUT_OF_RANGE`: the balance would leave the range of `Money` (a signed 64-bit count of minor units).
+    /// [`Code::BalanceOutOfRange`]: the balance would leave the range of `Money` (a signed 64-bit count of minor units).
     #[error("the balance would leave the range of Money")]
     BalanceOutOfRange,
-    /// `RATE_LIMITED`: too many failed logins or sign-ups (see `throttle`); `retryAfter` says how many seconds to wait.
+    /// [`Code::RateLimited`]: too many failed logins or sign-ups (see `throttle`); `retryAfter` says how many seconds to wait.
     #[error("too many attempts; try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
-    /// `TOO_MANY_SUBSCRIPTIONS`: a socket may run at most `limit` subscriptions at once; end one first.
+    /// [`Code::TooManySubscriptions`]: a socket may run at most `limit` subscriptions at once; end one first.
     #[error("this socket already runs {limit} subscriptions, the most it may")]
     TooManySubscriptions { limit: usize },
-    /// `SERVICE_UNAVAILABLE` when the database cannot be reached, else `INTERNAL_SERVER_ERROR`.
+    /// [`Code::ServiceUnavailable`] when the database cannot be reached, else [`Code::InternalServerError`].
     #[error("database error")]
     Database(#[source] DbErr),
-    /// `INTERNAL_SERVER_ERROR`: a bug or an unexpected failure outside the database.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// [`Code::InternalServerError`]: a bug or an unexpected failure outside the database.
+    #[error("internal error: {context}")]
+    Internal {
+        context: String,
+        /// What failed, if something did, for the log's error chain.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// The domain value an input error is about. The service names no API's fields: each API maps these to the names
+/// its clients use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Username,
+    Password,
+    /// The password a password change proves first.
+    CurrentPassword,
+    FullName,
+    Email,
+    Amount,
+    IdempotencyKey,
 }
 
 impl Error {
     /// The stable code clients receive in `extensions.code`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Error::InvalidInput { .. } => "BAD_USER_INPUT",
-            Error::UsernameTaken => "USERNAME_TAKEN",
-            Error::EmailTaken => "EMAIL_TAKEN",
-            Error::InvalidCredentials => "INVALID_CREDENTIALS",
-            Error::Unauthenticated => "UNAUTHENTICATED",
-            Error::Forbidden => "FORBIDDEN",
-            Error::NotFound { .. } => "NOT_FOUND",
-            Error::AccountExists => "ACCOUNT_EXISTS",
-            Error::CurrencyMismatch => "CURRENCY_MISMATCH",
-            Error::SameAccount => "SAME_ACCOUNT",
-            Error::InsufficientFunds => "INSUFFICIENT_FUNDS",
-            Error::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
-            Error::AccountClosed => "ACCOUNT_CLOSED",
-            Error::AccountNotEmpty => "ACCOUNT_NOT_EMPTY",
-            Error::BalanceOutOfRange => "BALANCE_OUT_OF_RANGE",
-            Error::RateLimited { .. } => "RATE_LIMITED",
-            Error::TooManySubscriptions { .. } => "TOO_MANY_SUBSCRIPTIONS",
-            Error::Database(err) if is_unavailable(err) => "SERVICE_UNAVAILABLE",
-            Error::Database(_) | Error::Internal(_) => "INTERNAL_SERVER_ERROR",
+            Error::InvalidInput { .. } => Code::BadUserInput,
+            Error::UsernameTaken => Code::UsernameTaken,
+            Error::EmailTaken => Code::EmailTaken,
+            Error::InvalidCredentials => Code::InvalidCredentials,
+            Error::Unauthenticated => Code::Unauthenticated,
+            Error::Forbidden => Code::Forbidden,
+            Error::NotFound { .. } => Code::NotFound,
+            Error::AccountExists => Code::AccountExists,
+            Error::CurrencyMismatch => Code::CurrencyMismatch,
+            Error::SameAccount => Code::SameAccount,
+            Error::InsufficientFunds => Code::InsufficientFunds,
+            Error::IdempotencyKeyReused => Code::IdempotencyKeyReused,
+            Error::AccountClosed => Code::AccountClosed,
+            Error::AccountNotEmpty => Code::AccountNotEmpty,
+            Error::BalanceOutOfRange => Code::BalanceOutOfRange,
+            Error::RateLimited { .. } => Code::RateLimited,
+            Error::TooManySubscriptions { .. } => Code::TooManySubscriptions,
+            Error::Database(err) if is_unavailable(err) => Code::ServiceUnavailable,
+            Error::Database(_) | Error::Internal { .. } => Code::InternalServerError,
         }
     }
 
     /// Whether clients may see this error's message; other errors are logged and reach them masked.
     pub fn is_expected(&self) -> bool {
-        !matches!(self, Error::Database(_) | Error::Internal(_))
+        !matches!(self, Error::Database(_) | Error::Internal { .. })
     }
 
-    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(field: Field, message: impl Into<String>) -> Self {
         Error::InvalidInput { field, message: message.into() }
+    }
+
+    /// An unexpected state with nothing that failed to blame.
+    pub fn internal(context: impl Into<String>) -> Self {
+        Error::Internal { context: context.into(), source: None }
+    }
+
+    /// An unexpected failure of `source` while doing `context`.
+    pub fn internal_from(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Internal { context: context.into(), source: Some(Box::new(source)) }
     }
 }
 

@@ -1,9 +1,10 @@
-//! The bank's domain: users, sessions and (later) the ledger, as plain functions over a database connection.
+//! The bank's domain: users, sessions, accounts and transfers, as plain functions over a database connection.
 //!
 //! Nothing here knows about GraphQL or HTTP. Inputs arrive as parsed domain values (`domain`), results leave as
 //! entity models, and every failure is an [`Error`] with a stable code.
 
 pub mod auth;
+mod code;
 pub mod constraint;
 pub mod db;
 pub mod domain;
@@ -14,8 +15,9 @@ pub mod password;
 pub mod throttle;
 pub mod users;
 
+pub use code::Code;
 pub use entity;
-pub use error::{Error, ResultExt};
+pub use error::{Error, Field, ResultExt};
 
 /// Splits rows fetched with `LIMIT first + 1` into the page and whether more follow.
 pub(crate) fn page<T>(mut rows: Vec<T>, first: u64) -> (Vec<T>, bool) {

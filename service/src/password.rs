@@ -107,7 +107,7 @@ fn hash_in(area: &mut [Block], password: &[u8]) -> Result<String, Error> {
     let mut out = [0u8; HASH_LEN];
     argon2()
         .hash_password_into_with_memory(password, &salt, &mut out, area)
-        .map_err(|err| Error::Internal(format!("hashing a password: {err}")))?;
+        .map_err(|err| Error::internal_from("hashing a password", err))?;
     Ok(format!("{}{}${}", phc_prefix(), STANDARD_NO_PAD.encode(salt), STANDARD_NO_PAD.encode(out)))
 }
 
@@ -139,7 +139,7 @@ async fn run_blocking<T: Send + 'static>(
             let _ = result.send(work(area));
         }
     });
-    let stopped = || Error::Internal("password hashing has stopped".to_owned());
+    let stopped = || Error::internal("password hashing has stopped");
     HASHERS.0.send(job).map_err(|_| stopped())?;
     answer.await.map_err(|_| stopped())?
 }
@@ -163,7 +163,7 @@ mod tests {
     async fn hashes_in_argon2s_own_form_still_verify() -> Result<(), Error> {
         use argon2::PasswordHasher;
         let theirs = argon2().hash_password(b"correct horse battery").map(|h| h.to_string());
-        let theirs = theirs.map_err(|err| Error::Internal(err.to_string()))?;
+        let theirs = theirs.map_err(|err| Error::internal_from("hashing in argon2's own form", err))?;
         assert!(verify("correct horse battery", Some(theirs.clone())).await?);
         assert!(!verify("wrong horse battery", Some(theirs)).await?);
         let ours = hash(&Password::parse("correct horse battery")?).await?;

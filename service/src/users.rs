@@ -15,7 +15,7 @@ use crate::auth::{self, Caller};
 use crate::domain::{Email, FullName, Password, Username};
 use crate::feed::{Change, Feed};
 use crate::throttle::Throttle;
-use crate::{Error, ResultExt, password};
+use crate::{Error, Field, ResultExt, password};
 
 /// What sign-up needs, already validated.
 #[derive(Debug)]
@@ -152,7 +152,7 @@ pub async fn update<C: ConnectionTrait + TransactionTrait>(
             let current = change
                 .current
                 .as_deref()
-                .ok_or_else(|| Error::invalid("currentPassword", "changing the password needs the current one"))?;
+                .ok_or_else(|| Error::invalid(Field::CurrentPassword, "changing the password needs the current one"))?;
             let checked = auth::check_password(db, throttle, client, &Username::parse(username)?, current).await?;
             Some((checked, password::hash(&change.new).await?))
         }
@@ -222,7 +222,10 @@ pub async fn remove_email<C: ConnectionTrait + TransactionTrait>(
     let txn = db.begin().await?;
     let user = current(&txn, caller).await?;
     if user.email.as_deref() == Some(address.as_str()) {
-        return Err(Error::invalid("email", "the primary email cannot be removed; make another one primary first"));
+        return Err(Error::invalid(
+            Field::Email,
+            "the primary email cannot be removed; make another one primary first",
+        ));
     }
     let removed = email::Entity::delete_many()
         .filter(email::Column::Email.eq(address.as_str()))

@@ -253,7 +253,7 @@ async fn generated_operations_get_no_internal_error_and_leave_the_server_healthy
     let app = spawn_app(backend).await;
     let setup_started = Instant::now();
     let (world, callers) = open_bank(&app).await;
-    let schema = Schema::parse(&api::graphql::sdl());
+    let schema = Schema::parse(&simple_bank::graphql::sdl());
     let mut generator = Generator::new(&schema, &world, seed);
     let mut operations: Vec<Operation> = (0..count).map(|_| generator.operation()).collect();
     // FUZZ_ONLY=12,345: replay just those operations of the seed's sequence (printed in full), after the same setup.
@@ -362,7 +362,7 @@ async fn generated_operations_get_no_internal_error_and_leave_the_server_healthy
 /// deliberate syntax mistake parse, some carry each kind of mistake, and every field of the schema gets selected.
 #[test]
 fn the_generator_covers_every_field_of_the_schema_with_well_formed_operations_from_a_seed() {
-    let schema = Schema::parse(&api::graphql::sdl());
+    let schema = Schema::parse(&simple_bank::graphql::sdl());
     let world = World {
         protected_usernames: vec!["fuzz_banker".into(), "fuzz_depositor_0".into()],
         spare_usernames: vec!["spare_banker".into()],

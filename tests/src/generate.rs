@@ -1,6 +1,6 @@
 //! Random GraphQL operations generated from the server's own schema, for generative testing.
 //!
-//! [`Schema::parse`] reads the SDL (`api::graphql::sdl()`, what `schema.graphql` holds), so a field added to the
+//! [`Schema::parse`] reads the SDL (`simple_bank::graphql::sdl()`, what `schema.graphql` holds), so a field added to the
 //! schema is generated without anyone touching this file. [`Generator`] then writes operations the way a client
 //! (or an attacker) might: random root fields, sub-selections several levels deep through connections, aliases,
 //! inline fragments and named fragments, `@include`/`@skip`, arguments inline or as variables, with values drawn

@@ -7,11 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::{Application, cli::Cli};
 use clap::Parser;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
 use serde_json::{Value, json};
+use simple_bank::{Application, cli::Cli};
 use tempfile::TempDir;
 
 mod bank;
@@ -189,9 +189,9 @@ pub async fn spawn_app_on(database: TestDatabase) -> TestApp {
 pub async fn spawn_app_with(database: Arc<TestDatabase>, flags: &[&str]) -> TestApp {
     // The server's logs (warnings and errors, unless RUST_LOG says otherwise) show in a failing test's output.
     if std::env::var_os("RUST_LOG").is_none() {
-        api::telemetry::init_with("warn");
+        simple_bank::telemetry::init_with("warn");
     } else {
-        api::telemetry::init();
+        simple_bank::telemetry::init();
     }
     let base = [
         "simple-bank",

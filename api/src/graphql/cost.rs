@@ -335,10 +335,10 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> service::Code {
         match self {
-            Self::CostExceeded { .. } => "QUERY_COST_EXCEEDED",
-            Self::TooManyPasswordFields { .. } => "TOO_MANY_PASSWORD_FIELDS",
+            Self::CostExceeded { .. } => service::Code::QueryCostExceeded,
+            Self::TooManyPasswordFields { .. } => service::Code::TooManyPasswordFields,
         }
     }
 }
@@ -356,7 +356,7 @@ impl From<Refusal> for ServerError {
             ),
         };
         let error = async_graphql::Error::new(message).extend_with(|_, ext| {
-            ext.set("code", refusal.code());
+            ext.set("code", refusal.code().as_str());
             if let Refusal::CostExceeded { cost, limit } = refusal {
                 ext.set("cost", cost);
                 ext.set("limit", limit);

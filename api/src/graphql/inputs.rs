@@ -123,7 +123,7 @@ fn check_text(field: &str, text: &str, pos: Pos) -> ServerResult<()> {
     }
     let mut error = ServerError::new(format!("{field} must not contain control characters"), Some(pos));
     let mut extensions = ErrorExtensionValues::default();
-    extensions.set("code", "BAD_USER_INPUT");
+    extensions.set("code", service::Code::BadUserInput.as_str());
     extensions.set("field", field);
     error.extensions = Some(extensions);
     Err(error)

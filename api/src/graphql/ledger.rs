@@ -308,7 +308,7 @@ async fn load_account(ctx: &Context<'_>, id: i64) -> Result<Account, ApiError> {
 }
 
 pub(crate) fn parse_id(id: &ID, field: &'static str) -> Result<i64, ApiError> {
-    id.parse::<i64>().map_err(|_| service::Error::invalid(field, "not an id from this API").into())
+    id.parse::<i64>().map_err(|_| ApiError::invalid_argument(field, "not an id from this API"))
 }
 
 #[cfg(test)]

@@ -16,13 +16,14 @@ use std::future::Future;
 use async_graphql::connection::{Connection, CursorType, Edge, OpaqueCursor};
 use async_graphql::{Context, MergedObject, OutputType, Schema, SchemaBuilder};
 use sea_orm::DatabaseConnection;
+use service::Code;
 use service::auth::{Caller, TokenConfig, VerifiedToken};
 use service::db::Db;
 use service::feed::Feed;
 use service::throttle::Throttle;
 use tokio::sync::OnceCell;
 
-pub use self::error::ApiError;
+pub use self::error::{ApiError, coded};
 use self::loaders::Loaders;
 pub use self::subscriptions::{Subscription, SubscriptionSlots};
 use crate::Config;
@@ -162,12 +163,12 @@ where
 {
     let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(0..=MAX_PAGE_SIZE).contains(&first) {
-        return Err(service::Error::invalid("first", format!("first must be 0–{MAX_PAGE_SIZE}")).into());
+        return Err(ApiError::invalid_argument("first", format!("first must be 0–{MAX_PAGE_SIZE}")));
     }
     let after = after
         .map(|after| OpaqueCursor::<C>::decode_cursor(&after).map(|c| c.0))
         .transpose()
-        .map_err(|_| service::Error::invalid("after", "not a cursor from this API"))?;
+        .map_err(|_| ApiError::invalid_argument("after", "not a cursor from this API"))?;
     let has_previous = after.is_some();
     let (rows, has_next) = fetch(first as u64, after).await?;
     let mut connection = Connection::new(has_previous, has_next);
@@ -189,21 +190,16 @@ pub(crate) fn tokens<'a>(ctx: &Context<'a>) -> &'a TokenConfig {
     ctx.data_unchecked::<Arc<TokenConfig>>()
 }
 
-/// Gives every error a `code`: ours carry one already; async-graphql's own are a malformed document
-/// (`GRAPHQL_PARSE_FAILED`), a document that does not fit the schema (`GRAPHQL_VALIDATION_FAILED`), or an argument
-/// that does not fit its type, found while resolving a field (`BAD_USER_INPUT`).
+/// Gives every error a `code`: ours carry one already; a document that does not parse never reaches the executor
+/// (the HTTP layer answers it), so async-graphql's own are a document that does not fit the schema, found before
+/// any field ran (`GRAPHQL_VALIDATION_FAILED`), or an argument that does not fit its type, found while resolving a
+/// field (`BAD_USER_INPUT`, with the field's path).
 pub fn default_error_codes(response: &mut async_graphql::Response) {
     for error in &mut response.errors {
-        let code = if !error.path.is_empty() {
-            "BAD_USER_INPUT"
-        } else if error.message.contains(" --> ") {
-            "GRAPHQL_PARSE_FAILED"
-        } else {
-            "GRAPHQL_VALIDATION_FAILED"
-        };
+        let code = if error.path.is_empty() { Code::GraphqlValidationFailed } else { Code::BadUserInput };
         let extensions = error.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_none() {
-            extensions.set("code", code);
+            extensions.set("code", code.as_str());
         }
     }
 }

@@ -45,7 +45,7 @@ impl Subscription {
         let after = after
             .map(|after| OpaqueCursor::<i64>::decode_cursor(&after).map(|c| c.0))
             .transpose()
-            .map_err(|_| service::Error::invalid("after", "not a cursor from this API"))?;
+            .map_err(|_| ApiError::invalid_argument("after", "not a cursor from this API"))?;
         let slots = ctx.data_unchecked::<SubscriptionSlots>();
         let permit = slots
             .permits

@@ -246,7 +246,7 @@ impl UserMutation {
     async fn update_user(&self, ctx: &Context<'_>, input: UpdateUserInput) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
         if input.current_password.is_some() && input.password.is_none() {
-            return Err(service::Error::invalid("currentPassword", "given without a new password").into());
+            return Err(ApiError::invalid_argument("currentPassword", "given without a new password"));
         }
         let password = match input.password {
             Some(new) => Some(PasswordChange { current: input.current_password, new: Password::parse(&new)? }),

@@ -36,12 +36,12 @@ impl Documents {
         Self { model, max_cost, kept: Mutex::default() }
     }
 
-    /// The prepared document, or `None` when it does not parse (the executor parses it again to report why).
-    pub fn parse(&self, query: &str) -> Option<Arc<Prepared>> {
+    /// The prepared document, or why it does not parse.
+    pub fn parse(&self, query: &str) -> Result<Arc<Prepared>, async_graphql::parser::Error> {
         if let Some(prepared) = self.lock().get(query) {
-            return Some(prepared.clone());
+            return Ok(prepared.clone());
         }
-        let document = async_graphql::parser::parse_query(query).ok()?;
+        let document = async_graphql::parser::parse_query(query)?;
         let plans = document
             .operations
             .iter()
@@ -55,7 +55,7 @@ impl Documents {
             }
             kept.insert(query.to_owned(), prepared.clone());
         }
-        Some(prepared)
+        Ok(prepared)
     }
 
     /// What the operation called `name` (`None`: the anonymous one) asks of the server with these variables.
@@ -91,14 +91,14 @@ mod tests {
         let first = documents.parse(query).expect("parses");
         let kept = documents.parse(query).expect("parses");
         assert_eq!(format!("{:?}", first.document), format!("{:?}", kept.document));
-        assert!(documents.parse("{ unclosed").is_none());
+        assert!(documents.parse("{ unclosed").is_err());
     }
 
     #[tokio::test]
     async fn the_cache_never_holds_more_than_its_capacity() {
         let documents = documents().await;
         for i in 0..CAPACITY * 3 {
-            documents.parse(&format!("{{ f{i} }}"));
+            documents.parse(&format!("{{ f{i} }}")).expect("parses");
         }
         assert!(documents.lock().len() <= CAPACITY);
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationDefinition, OperationType};
-use async_graphql::{Name, ParseRequestError};
+use async_graphql::{Name, ParseRequestError, ServerError};
 use async_graphql_axum::GraphQLRequest;
 use axum::Extension;
 use axum::Router;
@@ -25,6 +25,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use service::Code;
 use service::db::Db;
 
 pub use self::documents::Documents;
@@ -44,16 +45,17 @@ impl From<ParseRequestError> for BadRequest {
 impl IntoResponse for BadRequest {
     fn into_response(self) -> Response {
         let (status, code) = match &self.0 {
-            ParseRequestError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
-            ParseRequestError::UnsupportedBatch => (StatusCode::BAD_REQUEST, "BATCH_NOT_SUPPORTED"),
-            _ => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+            ParseRequestError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, Code::PayloadTooLarge),
+            ParseRequestError::UnsupportedBatch => (StatusCode::BAD_REQUEST, Code::BatchNotSupported),
+            _ => (StatusCode::BAD_REQUEST, Code::BadRequest),
         };
-        let body = serde_json::json!({ "errors": [{
-            "message": format!("not a GraphQL request: {}", self.0),
-            "extensions": { "code": code },
-        }]});
-        (status, axum::Json(body)).into_response()
+        refused(status, code, format!("not a GraphQL request: {}", self.0)).into_response()
     }
+}
+
+/// A request answered without running it, in the shape of every GraphQL answer: one error, with its code.
+fn refused(status: StatusCode, code: Code, message: impl Into<String>) -> impl IntoResponse {
+    (status, axum::Json(async_graphql::Response::from_errors(vec![graphql::coded(code, message)])))
 }
 
 type Request = GraphQLRequest<BadRequest>;
@@ -64,12 +66,13 @@ const MAX_REQUEST_ID_LEN: usize = 64;
 /// Caller-chosen strings are cut to this many characters in log lines, so a caller cannot make them large.
 const MAX_LOGGED_CHARS: usize = 64;
 
-/// Every API route, with its middleware. Tests drive this directly or through a bound server.
+/// Every API route, with its middleware. `api/tests/router.rs` drives it in-process (`tower::ServiceExt::oneshot`);
+/// the integration tests drive it through a bound server.
 pub fn router(state: AppState, config: &Config) -> Router {
     Router::new()
         .route("/", get(graphiql::page))
         .route("/graphiql/{name}", get(graphiql::asset))
-        .route("/graphql", get(graphql_get).post(graphql))
+        .route("/graphql", get(graphql).post(graphql))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -126,48 +129,49 @@ impl TrustedProxies {
     }
 }
 
-/// GET runs queries only: a mutation over GET could be triggered by a link (CSRF) and would put its arguments,
-/// passwords included, into URLs and logs.
-/// A GET with `Upgrade: websocket` opens a subscription socket instead (see [`ws`]).
-async fn graphql_get(
-    state: State<AppState>,
+/// A GraphQL request over GET or POST. GET runs queries only: a mutation over GET could be triggered by a link
+/// (CSRF) and would put its arguments, passwords included, into URLs and logs. A GET with `Upgrade: websocket`
+/// opens a subscription socket instead (see [`ws`]).
+async fn graphql(
+    State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(proxies): Extension<TrustedProxies>,
     request: axum::extract::Request,
 ) -> Response {
     let client = proxies.client(peer, request.headers());
+    let method = request.method().clone();
     let upgrading =
         request.headers().get(header::UPGRADE).is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if upgrading {
-        return match WebSocketUpgrade::from_request(request, &state.0).await {
-            Ok(upgrade) => ws::upgrade(state.0, client, upgrade),
+        return match WebSocketUpgrade::from_request(request, &state).await {
+            Ok(upgrade) => ws::upgrade(state, client, upgrade),
             Err(rejection) => rejection.into_response(),
         };
     }
     let headers = request.headers().clone();
-    let request = match Request::from_request(request, &state.0).await {
+    let request = match Request::from_request(request, &state).await {
         Ok(request) => request,
         Err(rejection) => return rejection.into_response(),
     };
     let mut request = request.into_inner();
     let operation = Operation::of(&mut request, &state.documents);
-    if operation.mutation {
-        let body = serde_json::json!({ "errors": [{
-            "message": "mutations are accepted only over POST",
-            "extensions": { "code": "METHOD_NOT_ALLOWED" },
-        }]});
-        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], axum::Json(body)).into_response();
+    if operation.mutation && method != Method::POST {
+        let refusal =
+            refused(StatusCode::METHOD_NOT_ALLOWED, Code::MethodNotAllowed, "mutations are accepted only over POST");
+        return ([(header::ALLOW, "POST")], refusal).into_response();
     }
-    execute(state.0, client, &headers, request, operation).await
+    execute(state, client, &headers, request, operation).await
 }
 
 /// The operation a request selects: its name (if any), whether it is a mutation, and what it asks of the server.
-/// A document that does not parse selects nothing; the executor reports the syntax error.
+/// A document that does not parse selects nothing, and is answered with why.
 struct Operation {
     name: Option<String>,
     mutation: bool,
-    /// `None` when no operation is selected (execution says why).
+    /// `None` when no operation is selected (execution says why, or `unparsable` does).
     demand: Option<Demand>,
+    /// `GRAPHQL_PARSE_FAILED`: the document is not GraphQL, so it is answered without reaching the executor.
+    unparsable: Option<ServerError>,
 }
 
 impl Operation {
@@ -175,8 +179,13 @@ impl Operation {
     /// request for the executor to use.
     fn of(request: &mut async_graphql::Request, documents: &Documents) -> Self {
         let requested = request.operation_name.clone();
-        let Some(prepared) = documents.parse(&request.query) else {
-            return Self { name: requested, mutation: false, demand: None };
+        let prepared = match documents.parse(&request.query) {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                let mut error = ServerError::from(err);
+                error.extensions.get_or_insert_with(Default::default).set("code", Code::GraphqlParseFailed.as_str());
+                return Self { name: requested, mutation: false, demand: None, unparsable: Some(error) };
+            }
         };
         let document = &prepared.document;
         let is_mutation = |op: &OperationDefinition| op.ty == OperationType::Mutation;
@@ -185,12 +194,14 @@ impl Operation {
                 name: name.map(Name::to_string),
                 mutation: is_mutation(op),
                 demand: Some(documents.demand(&prepared, name, op, &request.variables)),
+                unparsable: None,
             },
             // No operation selected: execution will say so; over GET, refuse if any could mutate.
             None => Self {
                 name: requested,
                 mutation: document.operations.iter().any(|(_, op)| is_mutation(&op.node)),
                 demand: None,
+                unparsable: None,
             },
         };
         request.set_parsed_query(document.clone());
@@ -221,32 +232,24 @@ impl Operation {
     }
 }
 
-async fn graphql(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Extension(proxies): Extension<TrustedProxies>,
-    headers: HeaderMap,
-    request: Request,
-) -> Response {
-    let mut request = request.into_inner();
-    let operation = Operation::of(&mut request, &state.documents);
-    execute(state, proxies.client(peer, &headers), &headers, request, operation).await
-}
-
 /// Answers one operation: refused unexecuted when it asks too much, else run.
 async fn execute(
     state: AppState,
     client: IpAddr,
     headers: &HeaderMap,
     request: async_graphql::Request,
-    operation: Operation,
+    mut operation: Operation,
 ) -> Response {
     let started = Instant::now();
-    let refusals = operation.demand.map(|demand| demand.refusals(state.max_query_cost)).unwrap_or_default();
+    let refusals: Vec<ServerError> = match (operation.unparsable.take(), operation.demand) {
+        (Some(unparsable), _) => vec![unparsable],
+        (None, Some(demand)) => demand.refusals(state.max_query_cost).into_iter().map(Into::into).collect(),
+        (None, None) => Vec::new(),
+    };
     let mut response = if refusals.is_empty() {
         run(&state, client, headers, request, operation.mutation).await
     } else {
-        async_graphql::Response::from_errors(refusals.into_iter().map(Into::into).collect())
+        async_graphql::Response::from_errors(refusals)
     };
     graphql::default_error_codes(&mut response);
 
@@ -344,11 +347,14 @@ fn respond(response: async_graphql::Response, media: MediaType) -> Response {
     } else {
         (StatusCode::OK, serde_json::to_vec(&response))
     };
-    let body = body.unwrap_or_else(|err| {
-        tracing::error!(%err, "serialising a response");
-        br#"{"errors":[{"message":"internal server error","extensions":{"code":"INTERNAL_SERVER_ERROR"}}]}"#.to_vec()
-    });
-    (status, [(header::CONTENT_TYPE, media.content_type())], body).into_response()
+    match body {
+        Ok(body) => (status, [(header::CONTENT_TYPE, media.content_type())], body).into_response(),
+        Err(err) => {
+            tracing::error!(%err, "serialising a response");
+            refused(StatusCode::INTERNAL_SERVER_ERROR, Code::InternalServerError, "internal server error")
+                .into_response()
+        }
+    }
 }
 
 /// Browsers may call the API only from the configured origins; with none, no CORS headers are sent, which

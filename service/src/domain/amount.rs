@@ -1,4 +1,4 @@
-use crate::Error;
+use crate::{Error, Field};
 
 /// An amount of money to move: a positive number of minor units (cents). Zero and negative amounts are refused
 /// here, before any transaction starts; the schema refuses them again (`transfers_amount_positive`).
@@ -8,7 +8,7 @@ pub struct Amount(i64);
 impl Amount {
     pub fn parse(minor_units: i64) -> Result<Self, Error> {
         if minor_units <= 0 {
-            return Err(Error::invalid("amount", "an amount must be greater than zero"));
+            return Err(Error::invalid(Field::Amount, "an amount must be greater than zero"));
         }
         Ok(Self(minor_units))
     }

@@ -1,7 +1,7 @@
 use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
-use crate::Error;
+use crate::{Error, Field};
 
 /// An email address in its one canonical form, so that one mailbox has one spelling and a look-alike spelling of a
 /// taken address is taken too: trimmed; the domain mapped by IDNA (UTS 46, which folds fullwidth and other
@@ -12,7 +12,7 @@ use crate::Error;
 ///
 /// The check is for a plausible form (one `@`, a local part, a dotted domain of valid labels, no spaces); whether
 /// the mailbox exists is only known by writing to it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Email(String);
 
 impl Email {
@@ -20,7 +20,7 @@ impl Email {
     pub const MAX_LEN: usize = 254;
 
     pub fn parse(input: &str) -> Result<Self, Error> {
-        let invalid = |why: &str| Error::invalid("email", format!("not a plausible email address: {why}"));
+        let invalid = |why: &str| Error::invalid(Field::Email, format!("not a plausible email address: {why}"));
         // Bounds the normalising work before it starts; the canonical form is checked against the limit below.
         if input.len() > 4 * Self::MAX_LEN {
             return Err(invalid("too long"));

@@ -1,4 +1,4 @@
-use crate::Error;
+use crate::{Error, Field};
 
 /// A person's name as they write it: trimmed, 1–100 characters, no control characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -10,10 +10,10 @@ impl FullName {
     pub fn parse(input: &str) -> Result<Self, Error> {
         let name = input.trim();
         if name.is_empty() || name.chars().count() > Self::MAX_CHARS {
-            return Err(Error::invalid("fullName", format!("a full name has 1–{} characters", Self::MAX_CHARS)));
+            return Err(Error::invalid(Field::FullName, format!("a full name has 1–{} characters", Self::MAX_CHARS)));
         }
         if name.chars().any(char::is_control) {
-            return Err(Error::invalid("fullName", "a full name has no control characters"));
+            return Err(Error::invalid(Field::FullName, "a full name has no control characters"));
         }
         Ok(Self(name.to_owned()))
     }

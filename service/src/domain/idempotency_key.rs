@@ -1,4 +1,4 @@
-use crate::Error;
+use crate::{Error, Field};
 
 /// A client's name for one transfer request: 1–255 characters, none of them control characters.
 ///
@@ -13,12 +13,12 @@ impl IdempotencyKey {
     pub fn parse(input: &str) -> Result<Self, Error> {
         if input.is_empty() || input.chars().count() > Self::MAX_CHARS {
             return Err(Error::invalid(
-                "idempotencyKey",
+                Field::IdempotencyKey,
                 format!("an idempotency key has 1–{} characters", Self::MAX_CHARS),
             ));
         }
         if input.chars().any(char::is_control) {
-            return Err(Error::invalid("idempotencyKey", "an idempotency key has no control characters"));
+            return Err(Error::invalid(Field::IdempotencyKey, "an idempotency key has no control characters"));
         }
         Ok(Self(input.to_owned()))
     }
@@ -57,7 +57,7 @@ mod tests {
     fn empty_keys_and_control_characters_are_refused_naming_the_field() {
         for key in ["", "a\u{0}b", "tab\there", "new\nline", "del\u{7f}"] {
             let err = IdempotencyKey::parse(key).expect_err(key);
-            assert!(matches!(err, Error::InvalidInput { field: "idempotencyKey", .. }), "{key:?}: {err:?}");
+            assert!(matches!(err, Error::InvalidInput { field: Field::IdempotencyKey, .. }), "{key:?}: {err:?}");
         }
     }
 }

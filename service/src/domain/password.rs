@@ -1,6 +1,6 @@
 use std::fmt;
 
-use crate::Error;
+use crate::{Error, Field};
 
 /// A new password: 12–128 characters, none of them control characters. Its `Debug` never shows it, so it cannot leak into a log.
 ///
@@ -16,13 +16,13 @@ impl Password {
         let chars = input.chars().count();
         if !(Self::MIN_CHARS..=Self::MAX_CHARS).contains(&chars) {
             return Err(Error::invalid(
-                "password",
+                Field::Password,
                 format!("a password has {}–{} characters", Self::MIN_CHARS, Self::MAX_CHARS),
             ));
         }
         // A NUL or a line break is a copy-and-paste accident or an attack on something downstream, never a choice.
         if input.chars().any(char::is_control) {
-            return Err(Error::invalid("password", "a password has no control characters"));
+            return Err(Error::invalid(Field::Password, "a password has no control characters"));
         }
         Ok(Self(input.to_owned()))
     }

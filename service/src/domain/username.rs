@@ -1,10 +1,10 @@
-use crate::Error;
+use crate::{Error, Field};
 
 /// A username: 3–32 lower-case ASCII letters, digits and underscores.
 ///
 /// Usernames appear in URLs, logs and foreign keys; the narrow alphabet keeps them unambiguous (no case or Unicode
 /// look-alikes) and never in need of escaping.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Username(String);
 
 impl Username {
@@ -15,12 +15,15 @@ impl Username {
         let len = input.len();
         if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&len) {
             return Err(Error::invalid(
-                "username",
+                Field::Username,
                 format!("a username has {}–{} characters", Self::MIN_LEN, Self::MAX_LEN),
             ));
         }
         if !input.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-            return Err(Error::invalid("username", "a username has only lower-case letters, digits and underscores"));
+            return Err(Error::invalid(
+                Field::Username,
+                "a username has only lower-case letters, digits and underscores",
+            ));
         }
         Ok(Self(input.to_owned()))
     }

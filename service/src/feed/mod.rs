@@ -87,7 +87,8 @@ impl Feed {
         if self.0.backend != DbBackend::Postgres {
             return Ok(());
         }
-        let payload = serde_json::to_string(change).map_err(|err| Error::Internal(err.to_string()))?;
+        let payload = serde_json::to_string(change)
+            .map_err(|err| Error::internal_from("serialising a change for the feed", err))?;
         db.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT pg_notify($1, $2)",

@@ -2,7 +2,8 @@
 //! nothing.
 //!
 //! Both accounts are locked in id order, so two opposite transfers (A→B and B→A) queue instead of deadlocking.
-//! A refused transfer answers with the first broken rule, in one order on both backends (see [`refusal`]).
+//! Both backends gather the same [`Facts`] and one function, [`judge`], decides; they differ only in how they read
+//! and write.
 //! On PostgreSQL the whole transfer is one statement: a transfer waits on round trips far more than on work, and
 //! one statement is also one atomic transaction. SQLite runs in-process (a round trip costs nothing there) and has
 //! no data-modifying `WITH`, so there the same steps run as statements in one transaction. Both are held to the
@@ -102,6 +103,39 @@ enum Attempt {
     KeyUsed,
 }
 
+/// Everything a transfer found, under its row locks, that decides it; both backends gather these and [`judge`]
+/// decides.
+struct Facts<'a> {
+    /// The token's session is live, as `auth::check_session` asks.
+    authenticated: bool,
+    /// A transfer with the request's key from its account was committed before.
+    key_used: bool,
+    from: Option<Found<'a>>,
+    to: Option<Found<'a>>,
+}
+
+/// What [`judge`] decides of a transfer it does not refuse.
+enum Verdict {
+    /// Answer as the earlier request with this key was answered.
+    KeyUsed,
+    Allowed,
+}
+
+/// The one judge of a transfer: the session first, then a key used before, then the rules of [`refusal`]; a
+/// refusal is the error to answer with.
+fn judge(caller: &str, request: &TransferRequest, facts: Facts) -> Result<Verdict, Error> {
+    if !facts.authenticated {
+        return Err(Error::Unauthenticated);
+    }
+    if facts.key_used {
+        return Ok(Verdict::KeyUsed);
+    }
+    match refusal(caller, request, facts.from, facts.to) {
+        Some(refused) => Err(refused),
+        None => Ok(Verdict::Allowed),
+    }
+}
+
 /// What a transfer found of one of its accounts, under its row lock.
 struct Found<'a> {
     owner: &'a str,
@@ -167,8 +201,10 @@ fn is_refusal(err: &Error) -> bool {
 }
 
 /// Whether a transfer with the request's key from its account has been committed.
-async fn key_committed(db: &DatabaseConnection, request: &TransferRequest) -> Result<bool, Error> {
-    let key = request.idempotency_key.as_ref().map(IdempotencyKey::as_str);
+async fn key_committed(db: &impl ConnectionTrait, request: &TransferRequest) -> Result<bool, Error> {
+    let Some(key) = request.idempotency_key.as_ref().map(IdempotencyKey::as_str) else {
+        return Ok(false);
+    };
     Ok(transfer::Entity::find()
         .filter(transfer::Column::FromAccountId.eq(request.from_account_id))
         .filter(transfer::Column::IdempotencyKey.eq(key))
@@ -277,30 +313,29 @@ async fn in_one_statement(
         ],
     );
     let row = match db.query_one_raw(statement).await {
-        Ok(row) => row.ok_or_else(|| Error::Internal("a transfer statement returned no row".to_owned()))?,
+        Ok(row) => row.ok_or_else(|| Error::internal("a transfer statement returned no row"))?,
         Err(err) if constraint::violated(&err).as_deref() == Some(KEY_CONSTRAINT) => return Ok(Attempt::KeyUsed),
         Err(err) => {
             return Err(Error::from(err)).on_constraint("accounts_balance_nonnegative", || Error::InsufficientFunds);
         }
     };
     let get = Columns(&row);
-    if !get.value::<bool>("authenticated")? {
-        return Err(Error::Unauthenticated);
-    }
-    if get.value::<bool>("key_used")? {
-        return Ok(Attempt::KeyUsed);
-    }
     let from_owner: Option<String> = get.value("from_owner")?;
     let to_owner: Option<String> = get.value("to_owner")?;
+    // A written transfer is committed: the statement's own rules allowed it, so it is answered as done.
     let Some(transfer_id) = get.value::<Option<i64>>("transfer_id")? else {
-        let from = get.found("from", from_owner.as_deref())?;
-        let to = get.found("to", to_owner.as_deref())?;
-        let refused = refusal(&caller.username, request, from, to);
-        return Err(
-            refused.unwrap_or_else(|| Error::Internal("a transfer that broke no rule wrote nothing".to_owned()))
-        );
+        let facts = Facts {
+            authenticated: get.value("authenticated")?,
+            key_used: get.value("key_used")?,
+            from: get.found("from", from_owner.as_deref())?,
+            to: get.found("to", to_owner.as_deref())?,
+        };
+        return match judge(&caller.username, request, facts)? {
+            Verdict::KeyUsed => Ok(Attempt::KeyUsed),
+            Verdict::Allowed => Err(Error::internal("a transfer that broke no rule wrote nothing")),
+        };
     };
-    let missing = || Error::Internal(format!("transfer {transfer_id} found no account"));
+    let missing = || Error::internal(format!("transfer {transfer_id} found no account"));
     let (from_owner, to_owner) = (from_owner.ok_or_else(missing)?, to_owner.ok_or_else(missing)?);
 
     let time = |column| get.value::<DateTime<Utc>>(column);
@@ -357,7 +392,7 @@ struct Columns<'a>(&'a QueryResult);
 
 impl Columns<'_> {
     fn value<T: sea_orm::TryGetable>(&self, column: &str) -> Result<T, Error> {
-        self.0.try_get("", column).map_err(|err| Error::Internal(format!("reading {column}: {err}")))
+        self.0.try_get("", column).map_err(|err| Error::internal_from(format!("reading {column}"), err))
     }
 
     /// The account on one `side` ("from" or "to"), if the statement found it.
@@ -368,7 +403,7 @@ impl Columns<'_> {
         let code: String = self.value(&format!("{side}_currency"))?;
         Ok(Some(Found {
             owner,
-            currency: Currency::try_from_value(&code).map_err(|err| Error::Internal(err.to_string()))?,
+            currency: Currency::try_from_value(&code).map_err(|err| Error::internal_from("reading a currency", err))?,
             balance: self.value(&format!("{side}_balance"))?,
             closed: self.value(&format!("{side}_closed"))?,
         }))
@@ -384,18 +419,12 @@ async fn in_one_transaction(
     request_hash: Option<&str>,
 ) -> Result<Attempt, Error> {
     let txn = db.begin().await?;
-    let caller = auth::check_session(&txn, token).await?;
-    if let Some(key) = &request.idempotency_key
-        && transfer::Entity::find()
-            .filter(transfer::Column::FromAccountId.eq(request.from_account_id))
-            .filter(transfer::Column::IdempotencyKey.eq(key.as_str()))
-            .one(&txn)
-            .await?
-            .is_some()
-    {
-        return Ok(Attempt::KeyUsed);
-    }
-
+    let authenticated = match auth::check_session(&txn, token).await {
+        Ok(_) => true,
+        Err(Error::Unauthenticated) => false,
+        Err(err) => return Err(err),
+    };
+    let key_used = key_committed(&txn, request).await?;
     let amount = request.amount.minor_units();
     let locked = account::Entity::find()
         .filter(account::Column::Id.is_in([request.from_account_id, request.to_account_id]))
@@ -405,11 +434,12 @@ async fn in_one_transaction(
         .await?;
     let find = |id: i64| locked.iter().find(|a| a.id == id);
     let (from, to) = (find(request.from_account_id), find(request.to_account_id));
-    if let Some(refused) = refusal(&caller.user.username, request, from.map(Found::from), to.map(Found::from)) {
-        return Err(refused);
+    let facts = Facts { authenticated, key_used, from: from.map(Found::from), to: to.map(Found::from) };
+    if let Verdict::KeyUsed = judge(&token.username, request, facts)? {
+        return Ok(Attempt::KeyUsed);
     }
     let (Some(from), Some(to)) = (from, to) else {
-        return Err(Error::Internal("a transfer that broke no rule found no account".to_owned()));
+        return Err(Error::internal("a transfer that broke no rule found no account"));
     };
 
     let transfer = transfer::ActiveModel {
@@ -437,7 +467,7 @@ async fn in_one_transaction(
         .exec_with_returning(&txn)
         .await
         .on_constraint("accounts_balance_nonnegative", || Error::InsufficientFunds)?;
-    let missing = || Error::Internal(format!("transfer {} wrote less than it should", transfer.id));
+    let missing = || Error::internal(format!("transfer {} wrote less than it should", transfer.id));
     let from_account = moved.iter().find(|a| a.id == from.id).cloned().ok_or_else(missing)?;
     let to_account = moved.iter().find(|a| a.id == to.id).cloned().ok_or_else(missing)?;
     // Each entry left its account as the update under the row lock did.
@@ -471,9 +501,9 @@ async fn replay(
         .filter(transfer::Column::IdempotencyKey.eq(request.idempotency_key.as_ref().map(IdempotencyKey::as_str)))
         .one(db)
         .await?
-        .ok_or_else(|| Error::Internal("an idempotency key vanished".to_owned()))?;
+        .ok_or_else(|| Error::internal("an idempotency key vanished"))?;
     let accounts = accounts_by_ids(db, &[transfer.from_account_id, transfer.to_account_id]).await?;
-    let missing = || Error::Internal(format!("transfer {} is incomplete", transfer.id));
+    let missing = || Error::internal(format!("transfer {} is incomplete", transfer.id));
     let account = |id| accounts.iter().find(|a| a.id == id).cloned().ok_or_else(missing);
     let from_account = account(transfer.from_account_id)?;
     // The key belongs to whoever may debit the account; anyone else learns nothing about its transfer.
