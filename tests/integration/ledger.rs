@@ -246,6 +246,29 @@ async fn ten_concurrent_identical_requests_with_one_key_make_exactly_one_transfe
     assert_ledger_consistent(&app.db).await;
 }
 
+async fn one_idempotency_key_on_two_debited_accounts_makes_two_transfers(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let AliceAndBob { alice, bob, .. } = AliceAndBob::open(&app).await;
+    let keyed = |from: &str, to: &str| {
+        let mut input = transfer_input(from, to, 100, "USD");
+        input["input"]["idempotencyKey"] = json!("same-key");
+        input
+    };
+
+    let from_alice = app.graphql(TRANSFER, keyed(&alice.account, &bob.account), Some(&alice.token)).await;
+    let from_bob = app.graphql(TRANSFER, keyed(&bob.account, &alice.account), Some(&bob.token)).await;
+
+    // Keys are per debited account: each account's key is its own.
+    let ids = [
+        from_alice.assert_ok().str("createTransfer/transfer/id"),
+        from_bob.assert_ok().str("createTransfer/transfer/id"),
+    ];
+    assert_ne!(ids[0], ids[1]);
+    assert_eq!(balance(&app, &alice.token, &alice.account).await, "10000");
+    assert_eq!(balance(&app, &bob.token, &bob.account).await, "5000");
+    assert_eq!(assert_ledger_consistent(&app.db).await, AliceAndBob::TOTAL);
+}
+
 async fn concurrent_transfers_both_ways_never_lose_money_and_every_read_sees_the_total(backend: Backend) {
     let app = spawn_app(backend).await;
     let bank = Bank::open(&app, 6, 1_000).await;
@@ -296,6 +319,7 @@ on_both_backends!(
     a_retried_transfer_gets_its_first_answer_even_when_it_could_no_longer_succeed,
     a_token_whose_session_ended_or_whose_user_changed_moves_nothing,
     ten_concurrent_identical_requests_with_one_key_make_exactly_one_transfer,
+    one_idempotency_key_on_two_debited_accounts_makes_two_transfers,
     concurrent_transfers_both_ways_never_lose_money_and_every_read_sees_the_total,
     nested_users_and_accounts_cost_a_few_statements_whatever_the_page_size,
 );
