@@ -339,19 +339,6 @@ impl Server {
         Err("the server did not become ready".into())
     }
 
-    async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Result<Value> {
-        let mut request =
-            self.http.post(format!("{}/graphql", self.base)).json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let body: Value = request.send().await?.json().await?;
-        match body.pointer("/errors/0/extensions/code").and_then(Value::as_str) {
-            Some(code) => Err(code.to_owned().into()),
-            None => Ok(body),
-        }
-    }
-
     async fn statements(&self) -> Option<u64> {
         let text = self.http.get(format!("{}/metrics", self.metrics)).send().await.ok()?.text().await.ok()?;
         text.lines().find_map(|line| line.strip_prefix("db_statements_total ")?.parse().ok())
