@@ -35,9 +35,9 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use sea_orm::sqlx::postgres::{PgConnection, PgPoolOptions};
-use sea_orm::sqlx::sqlite::SqlitePoolOptions;
 use sea_orm::sqlx::{self, Connection, Executor};
 use serde_json::{Value, json};
+use tests::{Backend, Bank, PASSWORD, TRANSFER, TestApp, TestDatabase, ledger_check, transfer_input};
 
 const CONCURRENCY: usize = 16;
 const USERS: usize = 200;
@@ -48,9 +48,7 @@ const ROUNDS: usize = 5;
 /// Each turn: a warm-up, then the measured part.
 const WARMUP: Duration = Duration::from_secs(1);
 const TURN: Duration = Duration::from_secs(3);
-const PASSWORD: &str = "correct horse battery";
 const SECRET: &str = "benchmark-secret-that-is-32-bytes-long";
-const TRANSFER: &str = "mutation($input: CreateTransferInput!) { createTransfer(input: $input) { transfer { id } } }";
 const USERS_QUERY: &str =
     "{ users(first: 20) { edges { node { username fullName email accounts { id balance currency } } } } }";
 const ME: &str = "{ me { accounts { balance } } }";
@@ -179,7 +177,7 @@ async fn main() -> Result<()> {
     // PostgreSQL: the server, and the same work sent straight to the database.
     let pg_url = fresh_postgres_database(&admin_url, "bench").await?;
     let server = Server::start(&binary, &pg_url)?;
-    let bank = Bank::open(&server, USERS).await?;
+    let bank = open_bank(&server, Backend::Postgres, USERS).await?;
     let pool = PgPoolOptions::new().max_connections(CONCURRENCY as u32).connect(&pg_url).await?;
     pool.execute(RAW_TRANSFER_FUNCTION).await?;
     let accounts: Arc<Vec<i64>> =
@@ -254,13 +252,13 @@ async fn main() -> Result<()> {
         results.push(me);
     }
     drop(server);
-    let pg_total = check_ledger_postgres(&pool).await?;
+    let pg_total = check_ledger(&pg_url, "PostgreSQL").await?;
 
     // SQLite: loads 1–2, where zero errors is the bar.
     let dir = tempfile::tempdir()?;
     let sqlite_url = format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display());
     let server = Server::start(&binary, &sqlite_url)?;
-    let bank = Bank::open(&server, 50).await?;
+    let bank = open_bank(&server, Backend::Sqlite, 50).await?;
     let clients = server.clients(CONCURRENCY).await?;
     results.extend(
         in_turns(
@@ -274,7 +272,7 @@ async fn main() -> Result<()> {
         .await,
     );
     drop(server);
-    let sqlite_total = check_ledger_sqlite(&sqlite_url).await?;
+    let sqlite_total = check_ledger(&sqlite_url, "SQLite").await?;
 
     let report = report(&results, pg_total, sqlite_total);
     print!("{report}");
@@ -286,7 +284,6 @@ async fn main() -> Result<()> {
 /// The release server as a process, so its memory can be read from /proc.
 struct Server {
     child: Child,
-    binary: PathBuf,
     database_url: String,
     address: SocketAddr,
     base: String,
@@ -313,9 +310,9 @@ impl Server {
             .stdout(Stdio::null())
             .spawn()?;
         let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
-        let (binary, database_url) = (binary.clone(), database_url.to_owned());
+        let database_url = database_url.to_owned();
         let (base, metrics) = (format!("http://{address}"), format!("http://{metrics_address}"));
-        Ok(Self { child, binary, database_url, address, base, metrics, http })
+        Ok(Self { child, database_url, address, base, metrics, http })
     }
 
     /// `n` keep-alive HTTP/1.1 connections for a load's clients, one each.
@@ -340,19 +337,6 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Err("the server did not become ready".into())
-    }
-
-    async fn graphql(&self, query: &str, variables: Value, token: Option<&str>) -> Result<Value> {
-        let mut request =
-            self.http.post(format!("{}/graphql", self.base)).json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let body: Value = request.send().await?.json().await?;
-        match body.pointer("/errors/0/extensions/code").and_then(Value::as_str) {
-            Some(code) => Err(code.to_owned().into()),
-            None => Ok(body),
-        }
     }
 
     async fn statements(&self) -> Option<u64> {
@@ -381,75 +365,47 @@ impl Drop for Server {
     }
 }
 
-struct Bank {
-    banker: String,
-    tokens: Vec<String>,
-    accounts: Vec<String>,
+/// Opens the kit's bank on `server`: a banker and `users` depositors with funded USD accounts, the same setup
+/// the tests use.
+async fn open_bank(server: &Server, backend: Backend, users: usize) -> Result<Arc<Bank>> {
+    server.wait_ready().await?;
+    let database = Arc::new(TestDatabase::existing(server.database_url.clone(), backend));
+    let app = TestApp::at(server.base.clone(), database).await;
+    Ok(Arc::new(Bank::open(&app, users, 100_000_000).await))
 }
 
-impl Bank {
-    /// Signs up a banker (made one with `set-role`) and `users` depositors with funded USD accounts.
-    async fn open(server: &Server, users: usize) -> Result<Arc<Self>> {
-        server.wait_ready().await?;
-        let sign_up = "mutation($i: CreateUserInput!) { createUser(input: $i) { username } }";
-        let login = "mutation($i: LoginInput!) { login(input: $i) { accessToken } }";
-        let user = |name: String| json!({ "i": { "username": name, "password": PASSWORD, "fullName": "Bench User", "email": format!("{name}@example.com") } });
-        server.graphql(sign_up, user("banker".into()), None).await?;
-        let status = Command::new(&server.binary)
-            .args(["set-role", "banker", "banker"])
-            .env("DATABASE_URL", &server.database_url)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .status()?;
-        if !status.success() {
-            return Err("set-role failed".into());
-        }
-        let credentials = |name: &str| json!({ "i": { "username": name, "password": PASSWORD } });
-        let banker = server.graphql(login, credentials("banker"), None).await?["data"]["login"]["accessToken"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let banker_token = &banker;
-        let people = futures::future::try_join_all((0..users).map(|i| async move {
-            let name = format!("user_{i:03}");
-            server.graphql(sign_up, user(name.clone()), None).await?;
-            let token = server.graphql(login, credentials(&name), None).await?["data"]["login"]["accessToken"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let account = server
-                .graphql("mutation { createAccount(currency: USD) { id } }", json!({}), Some(&token))
-                .await?["data"]["createAccount"]["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            server
-                .graphql(
-                    "mutation($i: DepositInput!) { deposit(input: $i) { id } }",
-                    json!({ "i": { "accountId": account, "amount": "100000000" } }),
-                    Some(banker_token),
-                )
-                .await?;
-            Result::Ok((token, account))
-        }))
-        .await?;
-        let (tokens, accounts) = people.into_iter().unzip();
-        Ok(Arc::new(Self { banker, tokens, accounts }))
-    }
+/// The loads' requests, made on the kit's bank.
+trait Loads {
+    fn transfer(
+        self: &Arc<Self>,
+        clients: &Dedicated<Client>,
+        rng: &mut rand::rngs::ThreadRng,
+    ) -> impl Future<Output = Result<()>> + Send + use<Self>;
+    fn users_page(self: &Arc<Self>, clients: &Dedicated<Client>)
+    -> impl Future<Output = Result<()>> + Send + use<Self>;
+    fn me(
+        self: &Arc<Self>,
+        clients: &Dedicated<Client>,
+        rng: &mut rand::rngs::ThreadRng,
+    ) -> impl Future<Output = Result<()>> + Send + use<Self>;
+    fn flood_logins(self: &Arc<Self>, clients: Dedicated<Client>, count: Arc<AtomicU64>)
+    -> tokio::task::JoinHandle<()>;
+}
 
+impl Loads for Bank {
     fn transfer(
         self: &Arc<Self>,
         clients: &Dedicated<Client>,
         rng: &mut rand::rngs::ThreadRng,
     ) -> impl Future<Output = Result<()>> + Send + use<> {
-        let (from, to) = pick_pair(&self.accounts, rng);
+        let (from, to) = pick_pair(&self.holders, rng);
         let (bank, clients) = (self.clone(), clients.clone());
         async move {
+            let (from, to) = (&bank.holders[from], &bank.holders[to]);
+            let mut input = transfer_input(&from.account, &to.account, "1", "USD");
             // Every transfer carries a fresh idempotency key, as a careful client's would.
-            let key = format!("bench-{:016x}", rand::random::<u64>());
-            let input = json!({ "input": { "fromAccountId": bank.accounts[from], "toAccountId": bank.accounts[to],
-                                           "amount": "1", "currency": "USD", "idempotencyKey": key } });
-            post(&clients, TRANSFER, input, Some(&bank.tokens[from])).await
+            input["input"]["idempotencyKey"] = json!(format!("bench-{:016x}", rand::random::<u64>()));
+            post(&clients, TRANSFER, input, Some(&from.token)).await
         }
     }
 
@@ -463,9 +419,9 @@ impl Bank {
         clients: &Dedicated<Client>,
         rng: &mut rand::rngs::ThreadRng,
     ) -> impl Future<Output = Result<()>> + Send + use<> {
-        let who = rng.random_range(0..self.tokens.len());
+        let who = rng.random_range(0..self.holders.len());
         let (bank, clients) = (self.clone(), clients.clone());
-        async move { post(&clients, ME, json!({}), Some(&bank.tokens[who])).await }
+        async move { post(&clients, ME, json!({}), Some(&bank.holders[who].token)).await }
     }
 
     /// 16 clients logging in as fast as they can (valid passwords, so throttling does not stop them).
@@ -474,14 +430,14 @@ impl Bank {
         clients: Dedicated<Client>,
         count: Arc<AtomicU64>,
     ) -> tokio::task::JoinHandle<()> {
-        let users = self.tokens.len();
+        let names: Arc<Vec<String>> = Arc::new(self.holders.iter().map(|h| h.username.clone()).collect());
         tokio::spawn(async move {
             let flooders = (0..CONCURRENCY).map(|c| {
-                let (clients, count) = (clients.clone(), count.clone());
+                let (clients, count, names) = (clients.clone(), count.clone(), names.clone());
                 async move {
                     let mut n = c;
                     loop {
-                        let name = format!("user_{:03}", n % users);
+                        let name = &names[n % names.len()];
                         let input = json!({ "i": { "username": name, "password": PASSWORD } });
                         let query = "mutation($i: LoginInput!) { login(input: $i) { accessToken } }";
                         if post(&clients, query, input, None).await.is_ok() {
@@ -768,41 +724,15 @@ async fn fresh_postgres_database(admin_url: &str, name: &str) -> Result<String> 
     Ok(format!("{server}/{name}"))
 }
 
-/// Each counts what breaks an invariant, as a 64-bit integer on both databases: zero means it holds.
-const LEDGER_CHECKS: [(&str, &str); 3] = [
-    (
-        "balance = Σ entries",
-        "SELECT count(*) FROM accounts a \
-         WHERE a.balance <> (SELECT coalesce(sum(e.amount), 0) FROM entries e WHERE e.account_id = a.id)",
-    ),
-    ("no negative balance", "SELECT count(*) FROM accounts WHERE balance < 0"),
-    (
-        "money conserved",
-        "SELECT CAST((SELECT coalesce(sum(balance), 0) FROM accounts) \
-         - (SELECT coalesce(sum(amount), 0) FROM entries WHERE transfer_id IS NULL) AS BIGINT)",
-    ),
-];
-const TOTAL: &str = "SELECT CAST(coalesce(sum(balance), 0) AS BIGINT) FROM accounts";
-
-async fn check_ledger_postgres(pool: &sqlx::PgPool) -> Result<i64> {
-    for (what, sql) in LEDGER_CHECKS {
-        let broken: i64 = sqlx::query_scalar(sql).fetch_one(pool).await?;
-        if broken != 0 {
-            return Err(format!("ledger check failed on PostgreSQL: {what}").into());
-        }
+/// The kit's ledger invariants ([`tests::LEDGER_INVARIANTS`]), checked in the database: all the money in the bank.
+async fn check_ledger(url: &str, backend: &str) -> Result<i64> {
+    let db = sea_orm::Database::connect(url).await?;
+    let (broken, total) = ledger_check(&db).await;
+    db.close().await?;
+    if !broken.is_empty() {
+        return Err(format!("ledger check failed on {backend}: {broken:?}").into());
     }
-    Ok(sqlx::query_scalar(TOTAL).fetch_one(pool).await?)
-}
-
-async fn check_ledger_sqlite(url: &str) -> Result<i64> {
-    let pool = SqlitePoolOptions::new().max_connections(1).connect(url).await?;
-    for (what, sql) in LEDGER_CHECKS {
-        let broken: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await?;
-        if broken != 0 {
-            return Err(format!("ledger check failed on SQLite: {what}").into());
-        }
-    }
-    Ok(sqlx::query_scalar(TOTAL).fetch_one(&pool).await?)
+    Ok(total)
 }
 
 fn report(results: &[Measured], pg_total: i64, sqlite_total: i64) -> String {

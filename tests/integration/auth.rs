@@ -43,6 +43,10 @@ async fn a_login_token_authenticates_and_no_token_does_not(backend: Backend) {
 async fn forged_tokens_are_refused(backend: Backend) {
     let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
+    // Bob exists, so a token naming him on alice's session is refused by the session-to-user check, not because
+    // no such user exists.
+    let bob = app.user("bob").await;
+    assert_eq!(me_code(&app, &bob).await, None, "bob's own token works");
     let claims = claims_of(&alice);
     let body = |c: &Value| URL_SAFE_NO_PAD.encode(c.to_string());
 
@@ -61,6 +65,8 @@ async fn forged_tokens_are_refused(backend: Backend) {
     expired["exp"] = json!(now() - 600);
     let mut wrong_audience = claims.clone();
     wrong_audience["aud"] = json!("someone-else");
+    let mut wrong_issuer = claims.clone();
+    wrong_issuer["iss"] = json!("someone-else");
 
     for (what, token) in [
         ("alg none", alg_none),
@@ -68,6 +74,7 @@ async fn forged_tokens_are_refused(backend: Backend) {
         ("edited claims", edited),
         ("expired", sign(&expired, JWT_SECRET)),
         ("wrong audience", sign(&wrong_audience, JWT_SECRET)),
+        ("wrong issuer", sign(&wrong_issuer, JWT_SECRET)),
         ("another user's name on a real session", sign(&as_bob, JWT_SECRET)),
     ] {
         assert_eq!(me_code(&app, &token).await.as_deref(), Some("UNAUTHENTICATED"), "{what}");

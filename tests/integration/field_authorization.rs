@@ -179,14 +179,7 @@ impl Scene {
 
     /// Moves one cent: the transfer's id.
     async fn transfer(&self, token: &str, from: &str, to: &str) -> String {
-        let response = self
-            .app
-            .graphql(
-                "mutation($input: CreateTransferInput!) { createTransfer(input: $input) { transfer { id } } }",
-                json!({ "input": { "fromAccountId": from, "toAccountId": to, "amount": 1, "currency": "USD" } }),
-                Some(token),
-            )
-            .await;
+        let response = self.app.graphql(tests::TRANSFER, tests::transfer_input(from, to, 1, "USD"), Some(token)).await;
         response.assert_ok();
         response.str("createTransfer/transfer/id")
     }

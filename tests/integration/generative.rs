@@ -92,11 +92,13 @@ async fn open_bank(app: &TestApp) -> (World, Callers) {
     for (from, to) in [(0, 1), (1, 2)] {
         let response = app
             .graphql(
-                "mutation($input: CreateTransferInput!) { createTransfer(input: $input) { transfer { id } } }",
-                json!({ "input": {
-                    "fromAccountId": world.depositor_accounts[from][0], "toAccountId": world.depositor_accounts[to][0],
-                    "amount": "100", "currency": "USD",
-                }}),
+                tests::TRANSFER,
+                tests::transfer_input(
+                    &world.depositor_accounts[from][0],
+                    &world.depositor_accounts[to][0],
+                    "100",
+                    "USD",
+                ),
                 Some(&depositors[from].1),
             )
             .await;

@@ -1,7 +1,9 @@
 //! GraphQL over HTTP: what the transport accepts.
 
 use serde_json::json;
-use tests::{Backend, on_both_backends, spawn_app};
+use std::sync::Arc;
+
+use tests::{Backend, TestDatabase, on_both_backends, spawn_app, spawn_app_with};
 
 async fn queries_work_over_get_and_mutations_are_refused_with_405(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -77,7 +79,51 @@ async fn every_answer_carries_a_request_id_and_keeps_the_callers(backend: Backen
     assert_eq!(given.expect("an answer").headers()["x-request-id"], "trace-me-42");
 }
 
+async fn a_document_that_is_not_graphql_is_refused_with_graphql_parse_failed(backend: Backend) {
+    let app = spawn_app(backend).await;
+
+    let response = app.graphql("{ me { username ", json!({}), None).await;
+
+    assert_eq!(response.error_code(), Some("GRAPHQL_PARSE_FAILED"), "{:#}", response.0);
+}
+
+async fn with_introspection_off_the_schema_is_not_answered(backend: Backend) {
+    let database = Arc::new(TestDatabase::empty(backend).await);
+    let app = spawn_app_with(database, &["--introspection", "false"]).await;
+
+    let response = app.graphql("{ __schema { types { name } } }", json!({}), None).await;
+
+    // async-graphql answers the hidden schema as null.
+    assert!(response.0.pointer("/data/__schema/types").is_none_or(|v| v.is_null()), "{:#}", response.0);
+    app.graphql("{ __typename }", json!({}), None).await.assert_ok();
+}
+
+async fn cors_allows_the_configured_origins_and_no_other(backend: Backend) {
+    let database = Arc::new(TestDatabase::empty(backend).await);
+    let app = spawn_app_with(database, &["--cors-allowed-origins", "https://app.example.com"]).await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, format!("{}/graphql", app.address))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+
+    let allowed = preflight("https://app.example.com").await.expect("an answer");
+    let other = preflight("https://evil.example.com").await.expect("an answer");
+
+    assert_eq!(
+        allowed.headers().get("access-control-allow-origin").map(|v| v.as_bytes()),
+        Some(&b"https://app.example.com"[..])
+    );
+    assert!(other.headers().get("access-control-allow-origin").is_none(), "{:?}", other.headers());
+}
+
 on_both_backends!(
+    a_document_that_is_not_graphql_is_refused_with_graphql_parse_failed,
+    with_introspection_off_the_schema_is_not_answered,
+    cors_allows_the_configured_origins_and_no_other,
     queries_work_over_get_and_mutations_are_refused_with_405,
     the_full_introspection_query_fits_the_limits,
     metrics_count_requests_by_operation_errors_by_code_transfers_and_pool_use,

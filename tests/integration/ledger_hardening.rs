@@ -5,16 +5,15 @@ use std::collections::HashSet;
 
 use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
 use serde_json::{Value, json};
-use tests::{Backend, Response, TestApp, assert_ledger_consistent, on_both_backends, spawn_app};
-
-const TRANSFER: &str = "mutation($input: CreateTransferInput!) { createTransfer(input: $input) { transfer { id } } }";
+use tests::{AliceAndBob, Backend, Response, TRANSFER, TestApp, assert_ledger_consistent, on_both_backends, spawn_app};
 const DEPOSIT: &str = "mutation($input: DepositInput!) { deposit(input: $input) { id } }";
 const MAX_MONEY: &str = "9223372036854775807";
 
+/// A USD transfer, with an idempotency key or without.
 fn transfer_input(from: &str, to: &str, amount: impl Into<Value>, key: Option<&str>) -> Value {
-    json!({ "input": {
-        "fromAccountId": from, "toAccountId": to, "amount": amount.into(), "currency": "USD", "idempotencyKey": key,
-    }})
+    let mut input = tests::transfer_input(from, to, amount, "USD");
+    input["input"]["idempotencyKey"] = json!(key);
+    input
 }
 
 async fn deposit(app: &TestApp, banker: &str, account: &str, amount: impl Into<Value>) -> Response {
@@ -76,60 +75,71 @@ async fn twenty_identical_keyed_requests_at_once_move_the_whole_balance_exactly_
 
 async fn idempotency_keys_have_1_to_255_characters_and_no_control_characters(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_, alice, alice_usd, _, bob_usd) = crate::ledger::bank(&app).await;
+    let AliceAndBob { alice, bob, .. } = AliceAndBob::open(&app).await;
 
     for key in [String::new(), "x".repeat(256), "a\u{0}b".into(), "line\nbreak".into()] {
-        let refused = app.graphql(TRANSFER, transfer_input(&alice_usd, &bob_usd, 1, Some(&key)), Some(&alice)).await;
+        let refused = app
+            .graphql(TRANSFER, transfer_input(&alice.account, &bob.account, 1, Some(&key)), Some(&alice.token))
+            .await;
         assert_eq!(refused.error_code(), Some("BAD_USER_INPUT"), "{key:?}");
         assert_eq!(refused.error_field(), Some("idempotencyKey"), "{key:?}");
     }
     let longest = "é".repeat(255);
-    app.graphql(TRANSFER, transfer_input(&alice_usd, &bob_usd, 1, Some(&longest)), Some(&alice)).await.assert_ok();
+    app.graphql(TRANSFER, transfer_input(&alice.account, &bob.account, 1, Some(&longest)), Some(&alice.token))
+        .await
+        .assert_ok();
     assert_eq!(count(&app, "SELECT count(*) FROM transfers").await, 1);
 }
 
 async fn a_user_is_deleted_only_once_their_accounts_are_empty(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (banker, alice, alice_usd, bob, bob_usd) = crate::ledger::bank(&app).await;
-    let alice_eur = app.open_account(&alice, "EUR").await;
+    let AliceAndBob { banker, alice, bob } = AliceAndBob::open(&app).await;
+    let alice_eur = app.open_account(&alice.token, "EUR").await;
     app.deposit(&banker, &alice_eur, 1).await;
 
-    assert_eq!(delete_user(&app, &alice, "alice").await.error_code(), Some("ACCOUNT_NOT_EMPTY"));
-    app.graphql(TRANSFER, transfer_input(&alice_usd, &bob_usd, 10_000, None), Some(&alice)).await.assert_ok();
+    assert_eq!(delete_user(&app, &alice.token, "alice").await.error_code(), Some("ACCOUNT_NOT_EMPTY"));
+    app.graphql(TRANSFER, transfer_input(&alice.account, &bob.account, 10_000, None), Some(&alice.token))
+        .await
+        .assert_ok();
     assert_eq!(delete_user(&app, &banker, "alice").await.error_code(), Some("ACCOUNT_NOT_EMPTY"), "the EUR cent");
     let closed = count(&app, "SELECT count(*) FROM accounts WHERE closed_at IS NOT NULL").await;
     assert_eq!(closed, 0, "a refused deletion closes nothing");
-    assert_eq!(app.graphql("{ me { username } }", json!({}), Some(&alice)).await.str("me/username"), "alice");
+    assert_eq!(app.graphql("{ me { username } }", json!({}), Some(&alice.token)).await.str("me/username"), "alice");
 
-    let bob_eur = app.open_account(&bob, "EUR").await;
+    let bob_eur = app.open_account(&bob.token, "EUR").await;
     let eur = json!({ "input": { "fromAccountId": alice_eur, "toAccountId": bob_eur, "amount": 1, "currency": "EUR" }});
-    app.graphql(TRANSFER, eur, Some(&alice)).await.assert_ok();
-    assert_eq!(delete_user(&app, &alice, "alice").await.data("deleteUser"), &json!(true));
+    app.graphql(TRANSFER, eur, Some(&alice.token)).await.assert_ok();
+    assert_eq!(delete_user(&app, &alice.token, "alice").await.data("deleteUser"), &json!(true));
     assert_eq!(count(&app, "SELECT count(*) FROM accounts WHERE closed_at IS NOT NULL").await, 2);
     assert_eq!(assert_ledger_consistent(&app.db).await, 15_001);
 }
 
 async fn a_closed_account_takes_no_money_and_bankers_still_read_its_history(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (banker, alice, alice_usd, bob, bob_usd) = crate::ledger::bank(&app).await;
-    let bob_eur = app.open_account(&bob, "EUR").await;
-    app.graphql(TRANSFER, transfer_input(&bob_usd, &alice_usd, 5_000, None), Some(&bob)).await.assert_ok();
+    let AliceAndBob { banker, alice, bob } = AliceAndBob::open(&app).await;
+    let bob_eur = app.open_account(&bob.token, "EUR").await;
+    app.graphql(TRANSFER, transfer_input(&bob.account, &alice.account, 5_000, None), Some(&bob.token))
+        .await
+        .assert_ok();
     assert_eq!(delete_user(&app, &banker, "bob").await.data("deleteUser"), &json!(true));
 
-    assert_eq!(deposit(&app, &banker, &bob_usd, 1).await.error_code(), Some("ACCOUNT_CLOSED"));
-    let into_closed = app.graphql(TRANSFER, transfer_input(&alice_usd, &bob_usd, 100, None), Some(&alice)).await;
+    assert_eq!(deposit(&app, &banker, &bob.account, 1).await.error_code(), Some("ACCOUNT_CLOSED"));
+    let into_closed =
+        app.graphql(TRANSFER, transfer_input(&alice.account, &bob.account, 100, None), Some(&alice.token)).await;
     assert_eq!(into_closed.error_code(), Some("ACCOUNT_CLOSED"));
     // ACCOUNT_CLOSED comes after CURRENCY_MISMATCH and before INSUFFICIENT_FUNDS, on both backends.
-    let wrong_currency = app.graphql(TRANSFER, transfer_input(&alice_usd, &bob_eur, 100, None), Some(&alice)).await;
+    let wrong_currency =
+        app.graphql(TRANSFER, transfer_input(&alice.account, &bob_eur, 100, None), Some(&alice.token)).await;
     assert_eq!(wrong_currency.error_code(), Some("CURRENCY_MISMATCH"));
-    let too_much = app.graphql(TRANSFER, transfer_input(&alice_usd, &bob_usd, 1_000_000, None), Some(&alice)).await;
+    let too_much =
+        app.graphql(TRANSFER, transfer_input(&alice.account, &bob.account, 1_000_000, None), Some(&alice.token)).await;
     assert_eq!(too_much.error_code(), Some("ACCOUNT_CLOSED"));
 
     let history = app
         .graphql(
             "query($id: ID!) { account(id: $id) { balance closedAt owner { username }
                 entries { nodes { amount } } transfers { nodes { amount toAccount { id } } } } }",
-            json!({ "id": bob_usd }),
+            json!({ "id": bob.account }),
             Some(&banker),
         )
         .await;
@@ -139,10 +149,13 @@ async fn a_closed_account_takes_no_money_and_bankers_still_read_its_history(back
     assert_eq!(history.data("account/entries/nodes"), &json!([{ "amount": "-5000" }, { "amount": "5000" }]));
     assert_eq!(
         history.data("account/transfers/nodes"),
-        &json!([{ "amount": "5000", "toAccount": { "id": alice_usd } }])
+        &json!([{ "amount": "5000", "toAccount": { "id": alice.account } }])
     );
-    let open =
-        app.graphql("query($id: ID!) { account(id: $id) { closedAt } }", json!({ "id": alice_usd }), Some(&alice));
+    let open = app.graphql(
+        "query($id: ID!) { account(id: $id) { closedAt } }",
+        json!({ "id": alice.account }),
+        Some(&alice.token),
+    );
     assert_eq!(open.await.data("account/closedAt"), &Value::Null);
     assert_eq!(assert_ledger_consistent(&app.db).await, 15_000);
 }

@@ -3,7 +3,9 @@
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::json;
-use tests::{Backend, TestDatabase, migrate, on_both_backends, schema_of, spawn_app};
+use tests::{
+    AliceAndBob, Backend, TRANSFER, TestDatabase, migrate, on_both_backends, schema_of, spawn_app, transfer_input,
+};
 
 async fn down_one_and_up_one_reproduce_the_schema_exactly(backend: Backend) {
     let db = TestDatabase::migrated(backend).await;
@@ -71,12 +73,11 @@ async fn add_users_fails_naming_owners_that_are_not_users_and_changes_nothing(ba
 
 async fn idempotency_keys_survive_moving_off_their_transfers_and_back(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_, alice, alice_usd, _, bob_usd) = crate::ledger::bank(&app).await;
-    let transfer = "mutation($input: CreateTransferInput!) { createTransfer(input: $input) { transfer { id } } }";
-    let mut input = json!({ "input": {
-        "fromAccountId": alice_usd, "toAccountId": bob_usd, "amount": 100, "currency": "USD", "idempotencyKey": "order-1",
-    }});
-    let first = app.graphql(transfer, input.clone(), Some(&alice)).await.assert_ok().str("createTransfer/transfer/id");
+    let AliceAndBob { alice, bob, .. } = AliceAndBob::open(&app).await;
+    let mut input = transfer_input(&alice.account, &bob.account, 100, "USD");
+    input["input"]["idempotencyKey"] = json!("order-1");
+    let first =
+        app.graphql(TRANSFER, input.clone(), Some(&alice.token)).await.assert_ok().str("createTransfer/transfer/id");
 
     let steps = steps_to_undo("m20260101_000006_transfer_idempotency");
     migrate(&app.database, false, Some(steps)).await.expect("down to idempotency_keys");
@@ -84,19 +85,20 @@ async fn idempotency_keys_survive_moving_off_their_transfers_and_back(backend: B
     let moved = rows(&conn, "SELECT username || ' ' || key || ' ' || transfer_id FROM idempotency_keys").await;
     assert_eq!(moved, [format!("alice order-1 {first}")]);
     // Hashes made before `account_closing` spelt the currency as Rust's `Debug` did; its `down` restores that.
-    let debug_spelling = hash(&format!("{alice_usd}|{bob_usd}|100|Usd"));
+    let debug_spelling = hash(&format!("{}|{}|100|Usd", alice.account, bob.account));
     assert_eq!(rows(&conn, "SELECT request_hash FROM idempotency_keys").await, [debug_spelling]);
     migrate(&app.database, true, Some(steps)).await.expect("up onto transfers");
     assert_eq!(rows(&conn, "SELECT idempotency_key FROM transfers").await, ["order-1"]);
     assert_eq!(
         rows(&conn, "SELECT request_hash FROM transfers").await,
-        [hash(&format!("{alice_usd}|{bob_usd}|100|USD"))]
+        [hash(&format!("{}|{}|100|USD", alice.account, bob.account))]
     );
 
-    let retry = app.graphql(transfer, input.clone(), Some(&alice)).await.assert_ok().str("createTransfer/transfer/id");
+    let retry =
+        app.graphql(TRANSFER, input.clone(), Some(&alice.token)).await.assert_ok().str("createTransfer/transfer/id");
     assert_eq!(retry, first, "the retry replays the transfer made before the keys moved");
     input["input"]["amount"] = json!(101);
-    let changed = app.graphql(transfer, input, Some(&alice)).await;
+    let changed = app.graphql(TRANSFER, input, Some(&alice.token)).await;
     assert_eq!(changed.error_code(), Some("IDEMPOTENCY_KEY_REUSED"));
 }
 

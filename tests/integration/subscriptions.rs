@@ -6,10 +6,9 @@ use std::time::{Duration, Instant};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use tests::{
-    Backend, Received, Socket, TestApp, assert_ledger_consistent, on_both_backends, spawn_app, spawn_app_with,
+    AliceAndBob, Backend, Received, Socket, TestApp, assert_ledger_consistent, on_both_backends, spawn_app,
+    spawn_app_with,
 };
-
-use crate::ledger::bank;
 
 const ENTRY_ADDED: &str = "subscription($id: ID!, $after: String) {
     entryAdded(accountId: $id, after: $after) { cursor node { amount balanceAfter } } }";
@@ -46,7 +45,8 @@ async fn newest_cursor(app: &TestApp, token: &str, account: &str) -> String {
 
 async fn fifty_concurrent_transfers_into_one_account_arrive_as_fifty_events_in_ledger_order(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (banker, alice, alice_usd, bob, bob_usd) = bank(&app).await;
+    let AliceAndBob { banker, alice, bob } = AliceAndBob::open(&app).await;
+    let (alice, alice_usd, bob, bob_usd) = (alice.token, alice.account, bob.token, bob.account);
     let carol = app.user("carol").await;
     let carol_usd = app.open_account(&carol, "USD").await;
     app.deposit(&banker, &carol_usd, 5_000).await;
@@ -89,7 +89,8 @@ async fn fifty_concurrent_transfers_into_one_account_arrive_as_fifty_events_in_l
 
 async fn a_client_resuming_from_its_last_cursor_gets_what_it_missed_once_and_then_what_follows(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_, alice, alice_usd, bob, bob_usd) = bank(&app).await;
+    let AliceAndBob { alice, bob, .. } = AliceAndBob::open(&app).await;
+    let (alice, alice_usd, bob, bob_usd) = (alice.token, alice.account, bob.token, bob.account);
     let mut socket = Socket::connect(&app.address, &alice).await;
     socket
         .subscribe("1", ENTRY_ADDED, json!({ "id": alice_usd, "after": newest_cursor(&app, &alice, &alice_usd).await }))
@@ -117,7 +118,8 @@ async fn a_client_resuming_from_its_last_cursor_gets_what_it_missed_once_and_the
 
 async fn someone_elses_account_is_refused_and_the_socket_stays_open(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (banker, _, alice_usd, bob, bob_usd) = bank(&app).await;
+    let AliceAndBob { banker, alice, bob } = AliceAndBob::open(&app).await;
+    let (alice_usd, bob, bob_usd) = (alice.account, bob.token, bob.account);
     let mut socket = Socket::connect(&app.address, &bob).await;
     socket.subscribe("theirs", ENTRY_ADDED, json!({ "id": alice_usd })).await;
     let refused = match socket.receive().await {
@@ -193,7 +195,8 @@ mod feed_on_postgres {
     async fn an_entry_written_through_one_server_reaches_a_subscriber_of_another_within_a_second() {
         let first = spawn_app(Backend::Postgres).await;
         let second = spawn_app_with(Arc::clone(&first.database), &[]).await;
-        let (_, alice, alice_usd, bob, bob_usd) = bank(&first).await;
+        let AliceAndBob { alice, bob, .. } = AliceAndBob::open(&first).await;
+        let (alice, alice_usd, bob, bob_usd) = (alice.token, alice.account, bob.token, bob.account);
         let mut socket = Socket::connect(&second.address, &alice).await;
         socket
             .subscribe(
@@ -214,7 +217,8 @@ mod feed_on_postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn killing_the_listening_connection_mid_stream_loses_no_entry() {
         let app = spawn_app(Backend::Postgres).await;
-        let (_, alice, alice_usd, bob, bob_usd) = bank(&app).await;
+        let AliceAndBob { alice, bob, .. } = AliceAndBob::open(&app).await;
+        let (alice, alice_usd, bob, bob_usd) = (alice.token, alice.account, bob.token, bob.account);
         let mut socket = Socket::connect(&app.address, &alice).await;
         socket
             .subscribe(

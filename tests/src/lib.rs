@@ -19,7 +19,10 @@ pub mod generate;
 mod pg_server;
 mod socket;
 
-pub use bank::{Bank, Holder};
+pub use bank::{
+    AliceAndBob, Bank, Holder, LEDGER_INVARIANTS, Outcomes, TOTAL_MONEY, TRANSFER, assert_ledger_consistent,
+    ledger_check, transfer_input,
+};
 pub use pg_server::PgServer;
 pub use socket::{Received, Socket};
 
@@ -106,6 +109,11 @@ impl TestDatabase {
     /// The database's name on its PostgreSQL server.
     pub fn name(&self) -> &str {
         self.url.rsplit_once('/').map_or("", |(_, name)| name)
+    }
+
+    /// A database that exists already (say, one the benchmark made), at `url`.
+    pub fn existing(url: String, backend: Backend) -> Self {
+        Self { url, backend, _dir: None }
     }
 
     /// A new database with every migration applied.
@@ -328,44 +336,6 @@ impl TestApp {
         service::users::set_role(&self.db, &name, service::entity::user::Role::Banker).await.expect("set-role");
         self.login(username).await.0
     }
-}
-
-/// Asserts the ledger's invariants directly in the database: every balance equals the sum of its account's entries,
-/// no balance is negative, and all money in the bank is what deposits brought in. Returns that total.
-pub async fn assert_ledger_consistent(db: &DatabaseConnection) -> i64 {
-    let one = |sql: &'static str| async move {
-        db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
-            .await
-            .expect("a ledger query")
-            .expect("a row")
-            .try_get_by_index::<i64>(0)
-            .expect("an integer")
-    };
-    let mismatched = one("SELECT count(*) FROM accounts a WHERE a.balance <> \
-         (SELECT coalesce(sum(e.amount), 0) FROM entries e WHERE e.account_id = a.id)")
-    .await;
-    assert_eq!(mismatched, 0, "accounts whose balance is not the sum of their entries");
-    assert_eq!(one("SELECT count(*) FROM accounts WHERE balance < 0").await, 0, "negative balances");
-    let unbalanced = one(
-        "SELECT count(*) FROM transfers t WHERE \
-         (SELECT count(*) FROM entries e WHERE e.transfer_id = t.id AND e.account_id = t.from_account_id AND e.amount = -t.amount) <> 1 \
-         OR (SELECT count(*) FROM entries e WHERE e.transfer_id = t.id AND e.account_id = t.to_account_id AND e.amount = t.amount) <> 1",
-    )
-    .await;
-    assert_eq!(unbalanced, 0, "transfers without exactly their two entries");
-    let total = one("SELECT CAST(coalesce(sum(balance), 0) AS BIGINT) FROM accounts").await;
-    let deposited = one("SELECT CAST(coalesce(sum(amount), 0) AS BIGINT) FROM entries WHERE transfer_id IS NULL").await;
-    assert_eq!(total, deposited, "money was created or lost");
-    let misnumbered = one("SELECT count(*) FROM accounts a WHERE a.entry_count <> \
-         (SELECT count(*) FROM entries e WHERE e.account_id = a.id) \
-         OR a.entry_count <> (SELECT coalesce(max(e.account_seq), 0) FROM entries e WHERE e.account_id = a.id)")
-    .await;
-    assert_eq!(misnumbered, 0, "accounts whose entries are not numbered 1, 2, 3, … without a gap");
-    let wrong_balance_after = one("SELECT count(*) FROM entries e WHERE e.balance_after <> \
-         (SELECT sum(r.amount) FROM entries r WHERE r.account_id = e.account_id AND r.account_seq <= e.account_seq)")
-    .await;
-    assert_eq!(wrong_balance_after, 0, "entries whose balance_after is not the running sum of their account's ledger");
-    total
 }
 
 impl TestApp {

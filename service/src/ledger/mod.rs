@@ -215,3 +215,106 @@ pub async fn accounts_by_ids(db: &impl ConnectionTrait, ids: &[i64]) -> Result<V
 pub async fn transfers_by_ids(db: &impl ConnectionTrait, ids: &[i64]) -> Result<Vec<transfer::Model>, Error> {
     Ok(transfer::Entity::find().filter(transfer::Column::Id.is_in(ids.iter().copied())).all(db).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The retry of transactions the database aborted for concurrency: what counts as transient, and that
+    //! `with_retry` runs such a transaction again, and nothing else.
+
+    use std::borrow::Cow;
+    use std::sync::Arc;
+
+    use sea_orm::sqlx::error::{DatabaseError, ErrorKind};
+
+    use super::*;
+
+    /// A database error with a given SQLSTATE (PostgreSQL) or extended result code (SQLite).
+    #[derive(Debug)]
+    struct Coded(&'static str);
+
+    impl std::fmt::Display for Coded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "database error {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Coded {}
+
+    impl DatabaseError for Coded {
+        fn message(&self) -> &str {
+            "aborted"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn database_error(code: &'static str) -> DbErr {
+        DbErr::Exec(RuntimeErr::SqlxError(Arc::new(sea_orm::sqlx::Error::Database(Box::new(Coded(code))))))
+    }
+
+    #[test]
+    fn serialization_failures_deadlocks_and_a_busy_sqlite_are_transient_and_nothing_else_is() {
+        for code in ["40001", "40P01", "5", "6"] {
+            assert!(is_transient(&database_error(code)), "{code}");
+        }
+        for code in ["23505", "23514", "42P01", "1"] {
+            assert!(!is_transient(&database_error(code)), "{code}");
+        }
+        assert!(!is_transient(&DbErr::Custom("not from the database".into())));
+    }
+
+    #[tokio::test]
+    async fn a_transaction_aborted_for_serialization_is_run_again_until_it_commits() {
+        let mut tries = 0;
+
+        let result = with_retry(|| {
+            tries += 1;
+            let outcome = if tries < 4 { Err(Error::Database(database_error("40001"))) } else { Ok(tries) };
+            async move { outcome }
+        })
+        .await;
+
+        assert_eq!(result.ok(), Some(4), "three serialization failures retried, the fourth try committed");
+    }
+
+    #[tokio::test]
+    async fn a_transaction_that_keeps_being_aborted_gives_up_after_the_last_attempt() {
+        let mut tries = 0;
+
+        let result: Result<(), Error> = with_retry(|| {
+            tries += 1;
+            async { Err(Error::Database(database_error("40P01"))) }
+        })
+        .await;
+
+        assert!(matches!(result, Err(Error::Database(_))));
+        assert_eq!(tries, MAX_ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn any_other_error_is_answered_at_once() {
+        let mut tries = 0;
+
+        let result: Result<(), Error> = with_retry(|| {
+            tries += 1;
+            async { Err(Error::Database(database_error("23505"))) }
+        })
+        .await;
+
+        assert!(result.is_err());
+        assert_eq!(tries, 1);
+    }
+}
