@@ -7,14 +7,14 @@
 //! failure *before* its password is checked, so a refused attempt costs no argon2 work; a success then takes its
 //! count back.
 //!
-//! Login failures are bounded three ways, checked from the narrowest to the broadest key:
+//! Login failures are bounded three ways, counted in this order:
 //! - per client address, across usernames: one address cannot spray guesses over many accounts;
 //! - per (username, address): one address cannot guess one password for long, while the owner, elsewhere, still
 //!   logs in;
 //! - per username, a higher ceiling: many addresses together cannot guess one password indefinitely.
 //!
-//! An attempt refused by a narrower key does not reach the broader ones, so one address's refused guesses do not
-//! use up the username's ceiling and lock its owner out. Sign-ups are bounded per address, since each costs a
+//! An attempt refused by one count does not reach the next, so one address's refused guesses do not use up the
+//! username's ceiling and lock its owner out. Sign-ups are bounded per address, since each costs a
 //! password hash. IPv6 addresses are counted by their /64 prefix, the block one subscriber is normally given.
 
 use std::net::IpAddr;
@@ -65,18 +65,16 @@ impl Throttle {
     ) -> Result<(), Error> {
         let now = now();
         self.sweep_if_due(db, now).await;
-        let address = address_key(address);
         let limits = &self.limits;
         let window = limits.login_window;
         // One transaction for the three counts, so that a flood costs one commit (on SQLite, one sync to disk) per
         // attempt rather than one per count. A refusal still commits the counts made before it.
         let txn = db.begin().await?;
+        let keys = LoginKeys::of(username, address);
         let counted = async {
-            self.count(&txn, &format!("login/address/{address}"), limits.login_per_address, window, now).await?;
-            let pair = format!("login/username+address/{}/{address}", username.as_str());
-            self.count(&txn, &pair, limits.login_per_username_and_address, window, now).await?;
-            let username = format!("login/username/{}", username.as_str());
-            self.count(&txn, &username, limits.login_per_username, window, now).await
+            self.count(&txn, &keys.address, limits.login_per_address, window, now).await?;
+            self.count(&txn, &keys.pair, limits.login_per_username_and_address, window, now).await?;
+            self.count(&txn, &keys.username, limits.login_per_username, window, now).await
         }
         .await;
         txn.commit().await?;
@@ -92,15 +90,13 @@ impl Throttle {
         username: &Username,
         address: IpAddr,
     ) -> Result<(), Error> {
-        let address = address_key(address);
-        let pair = format!("login/username+address/{}/{address}", username.as_str());
-        let refunded = [format!("login/address/{address}"), format!("login/username/{}", username.as_str())];
+        let LoginKeys { address, pair, username } = LoginKeys::of(username, address);
         login_throttle::Entity::update_many()
             .col_expr(
                 Column::Count,
                 Expr::case(Column::Key.eq(pair.clone()), 0).finally(Expr::col(Column::Count).sub(1)).into(),
             )
-            .filter(Column::Key.is_in(refunded.into_iter().chain([pair])))
+            .filter(Column::Key.is_in([address, username, pair]))
             .filter(Column::Count.gt(0))
             .exec(db)
             .await?;
@@ -181,6 +177,24 @@ impl Throttle {
 /// the same form.
 fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(0)
+}
+
+/// The three counters of a login: per address, per (username, address), per username.
+struct LoginKeys {
+    address: String,
+    pair: String,
+    username: String,
+}
+
+impl LoginKeys {
+    fn of(username: &Username, address: IpAddr) -> Self {
+        let (username, address) = (username.as_str(), address_key(address));
+        Self {
+            pair: format!("login/username+address/{username}/{address}"),
+            address: format!("login/address/{address}"),
+            username: format!("login/username/{username}"),
+        }
+    }
 }
 
 /// The part of an address that identifies one client: an IPv4 address (also when written IPv4-mapped), or an

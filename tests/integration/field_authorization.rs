@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use serde_json::{Value, json};
-use tests::{Backend, PASSWORD, TestApp, on_both_backends, spawn_app};
+use tests::{AliceAndBob, Backend, PASSWORD, TestApp, on_both_backends, spawn_app, transfer_input};
 
 /// Paths that no data can reach, with why; every other path must reach a user.
 const UNREACHABLE: &[(&str, &str)] = &[
@@ -381,4 +381,45 @@ async fn every_path_to_a_user_shows_a_depositor_only_the_username_of_others_and_
     }
 }
 
-on_both_backends!(every_path_to_a_user_shows_a_depositor_only_the_username_of_others_and_a_banker_everything);
+/// Paying someone tells the payer nothing of the receiver's balance (their entry's `balanceAfter` is it) nor whether
+/// the receiver was deleted (`closedAt`); the payer's own side answers in full.
+async fn paying_someone_reveals_neither_their_balance_nor_whether_their_account_closed(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let AliceAndBob { alice, bob, .. } = AliceAndBob::open(&app).await;
+    let pay = "mutation($input: CreateTransferInput!) { createTransfer(input: $input) { \
+               fromEntry { balanceAfter } toEntry { balanceAfter } toAccount { id closedAt } } }";
+
+    let response = app.graphql(pay, transfer_input(&alice.account, &bob.account, 1, "USD"), Some(&alice.token)).await;
+
+    assert_eq!(response.data("createTransfer/fromEntry/balanceAfter"), "9999", "the payer's own balance");
+    let withheld = |path: &str| response.0.pointer(&format!("/data/{path}")).is_none_or(Value::is_null);
+    assert!(withheld("createTransfer/toEntry"), "{:#}", response.0);
+    assert!(withheld("createTransfer/toAccount/closedAt"), "{:#}", response.0);
+    assert_eq!(response.data("createTransfer/toAccount/id"), &json!(bob.account));
+    let mut refused: Vec<String> = response.0["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|error| {
+            assert_eq!(error["extensions"]["code"], "FORBIDDEN", "{error:#}");
+            error["path"]
+                .as_array()
+                .expect("a path")
+                .iter()
+                .map(|p| p.as_str().unwrap_or("?"))
+                .collect::<Vec<_>>()
+                .join(".")
+        })
+        .collect();
+    refused.sort();
+    assert_eq!(refused, ["createTransfer.toAccount.closedAt", "createTransfer.toEntry"]);
+
+    let theirs = "query($id: ID!) { account(id: $id) { closedAt entries(first: 1) { nodes { balanceAfter } } } }";
+    let own = app.graphql(theirs, json!({ "id": bob.account }), Some(&bob.token)).await;
+    assert_eq!(own.assert_ok().data("account/entries/nodes/0/balanceAfter"), "5001", "the receiver sees it all");
+}
+
+on_both_backends!(
+    every_path_to_a_user_shows_a_depositor_only_the_username_of_others_and_a_banker_everything,
+    paying_someone_reveals_neither_their_balance_nor_whether_their_account_closed,
+);

@@ -41,6 +41,9 @@ const PASSWORD_INPUTS: [&str; 2] = ["password", "currentPassword"];
 /// Nesting the walk follows (selections and fragment spreads together). Legitimate operations stay far below it
 /// (the depth limit is 16); a long chain of fragments could otherwise exhaust the stack. Deeper is over any limit.
 const MAX_WALK_DEPTH: usize = 256;
+/// Fragment spreads the password-field count follows before it stops: enough for any real mutation, and a bound
+/// on a document that spreads fragments within fragments to multiply its size.
+const MAX_SPREADS: usize = 1_000;
 
 /// The schema as the walk sees it: for each output type, its fields' shapes; and the introspection answer itself.
 pub struct Model {
@@ -319,7 +322,7 @@ impl Demand {
             refusals.push(Refusal::CostExceeded { cost: self.cost, limit: max_cost });
         }
         if self.hashing_fields > 1 {
-            refusals.push(Refusal::TooManyPasswordFields { count: self.hashing_fields });
+            refusals.push(Refusal::TooManyPasswordFields);
         }
         refusals
     }
@@ -331,14 +334,14 @@ pub enum Refusal {
     /// `QUERY_COST_EXCEEDED`, with `extensions.cost` and `extensions.limit`.
     CostExceeded { cost: u64, limit: u64 },
     /// `TOO_MANY_PASSWORD_FIELDS`: more than one of `createUser`, `login` and a password-changing `updateUser`.
-    TooManyPasswordFields { count: usize },
+    TooManyPasswordFields,
 }
 
 impl Refusal {
     pub fn code(&self) -> service::Code {
         match self {
             Self::CostExceeded { .. } => service::Code::QueryCostExceeded,
-            Self::TooManyPasswordFields { .. } => service::Code::TooManyPasswordFields,
+            Self::TooManyPasswordFields => service::Code::TooManyPasswordFields,
         }
     }
 }
@@ -350,10 +353,9 @@ impl From<Refusal> for ServerError {
                 "the operation could return up to {cost} nodes, over the limit of {limit}: ask for smaller pages \
                  or fewer nested lists"
             ),
-            Refusal::TooManyPasswordFields { count } => format!(
-                "the operation selects {count} fields that check or set a password (createUser, login, updateUser \
-                 with a password); send one per request"
-            ),
+            Refusal::TooManyPasswordFields => "the operation selects more than one field that checks or sets a \
+                password (createUser, login, updateUser with a password); send one per request"
+                .to_owned(),
         };
         let error = async_graphql::Error::new(message).extend_with(|_, ext| {
             ext.set("code", refusal.code().as_str());
@@ -555,37 +557,43 @@ impl<'a> Walk<'a> {
         given.or_else(default).cloned().unwrap_or(Value::Null)
     }
 
-    /// The distinct response keys of the root fields that hash a password; a mutation's only. Fields of one key
-    /// are merged into one by the executor, so `...F ...F` hashes once. Fragments are expanded without recursion.
+    /// How many root fields that hash a password a mutation selects, counting every selection: the executor runs
+    /// each one, also two of one response key (`t: login(…) t: login(…)`, `...F ...F`), and merges only their
+    /// results. The count stops at two, which is already a refusal, and so does a walk that has spread fragments
+    /// more than [`MAX_SPREADS`] times (a document that large is over the cost limit anyway).
     fn hashing_fields(&mut self) -> usize {
         if self.operation.ty != OperationType::Mutation {
             return 0;
         }
         let (operation, document) = (self.operation, self.document);
-        let mut keys = HashSet::new();
-        let mut seen = HashSet::new();
+        let mut count = 0;
+        let mut spreads = 0;
         let mut pending = vec![&operation.selection_set.node];
         while let Some(set) = pending.pop() {
             for selection in &set.items {
                 match &selection.node {
                     Selection::Field(field) => {
                         if self.hashes(&field.node) {
-                            keys.insert(field.node.response_key().node.as_str());
+                            count += 1;
+                            if count > 1 {
+                                return count;
+                            }
                         }
                     }
                     Selection::InlineFragment(fragment) => pending.push(&fragment.node.selection_set.node),
                     Selection::FragmentSpread(spread) => {
-                        let name = spread.node.fragment_name.node.as_str();
-                        if let Some(fragment) = document.fragments.get(name)
-                            && seen.insert(name)
-                        {
+                        spreads += 1;
+                        if spreads > MAX_SPREADS {
+                            return count;
+                        }
+                        if let Some(fragment) = document.fragments.get(spread.node.fragment_name.node.as_str()) {
                             pending.push(&fragment.node.selection_set.node);
                         }
                     }
                 }
             }
         }
-        keys.len()
+        count
     }
 
     /// `createUser` and `login` always hash; `updateUser` when its input carries a new or the current password.
@@ -747,10 +755,12 @@ mod tests {
         let login = r#"login(input: {username: "a", password: "b"}) { accessToken }"#;
         assert_eq!(hashing(&format!("mutation {{ {login} }}"), json!({})).await, 1);
         let many: String = (0..500).map(|i| format!("l{i}: {login} ")).collect();
-        assert_eq!(hashing(&format!("mutation {{ {many} }}"), json!({})).await, 500);
+        assert_eq!(hashing(&format!("mutation {{ {many} }}"), json!({})).await, 2, "counting stops at a refusal");
+        let same_key = format!("mutation {{ t: {login} t: {login} t: {login} }}");
+        assert_eq!(hashing(&same_key, json!({})).await, 2, "one response key still runs each of its fields");
         assert_eq!(hashing("query { me { username } }", json!({})).await, 0);
         let twice = "mutation { ...L ...L } fragment L on Mutation { login(input: {username: \"a\", password: \"b\"}) { accessToken } }";
-        assert_eq!(hashing(twice, json!({})).await, 1, "one response key runs once");
+        assert_eq!(hashing(twice, json!({})).await, 2, "a fragment spread twice runs twice");
 
         let update = "mutation($input: UpdateUserInput!) { a: updateUser(input: $input) { username } \
                       b: createUser(input: {username: \"u\", password: \"p\", fullName: \"f\", email: \"e\"}) { username } }";
@@ -768,7 +778,7 @@ mod tests {
         let demand = |cost, hashing_fields| Demand { cost, hashing_fields };
         assert_eq!(demand(10, 1).refusals(10), vec![]);
         assert_eq!(demand(11, 1).refusals(10), vec![Refusal::CostExceeded { cost: 11, limit: 10 }]);
-        assert_eq!(demand(5, 2).refusals(10), vec![Refusal::TooManyPasswordFields { count: 2 }]);
+        assert_eq!(demand(5, 2).refusals(10), vec![Refusal::TooManyPasswordFields]);
         let error = ServerError::from(Refusal::CostExceeded { cost: 11, limit: 10 });
         let extensions = error.extensions.expect("extensions");
         assert_eq!(extensions.get("code"), Some(&Value::from("QUERY_COST_EXCEEDED")));

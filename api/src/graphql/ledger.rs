@@ -104,8 +104,10 @@ impl Account {
     }
 
     /// When the account closed (its owner was deleted); money no longer moves into or out of it. Null while open.
-    async fn closed_at(&self) -> Option<DateTime<Utc>> {
-        self.0.closed_at
+    /// The owner or a banker only: it would tell anyone else that the owner was deleted.
+    async fn closed_at(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>, ApiError> {
+        authorize_owner(ctx, &self.0.owner).await?;
+        Ok(self.0.closed_at)
     }
 
     /// The account's ledger, newest first (the owner or a banker only). Its cursors are those of
@@ -223,8 +225,10 @@ impl TransferResult {
         Entry(self.0.from_entry.clone())
     }
 
-    async fn to_entry(&self) -> Entry {
-        Entry(self.0.to_entry.clone())
+    /// The receiving account's entry (its owner or a banker only): its `balanceAfter` is that account's balance.
+    async fn to_entry(&self, ctx: &Context<'_>) -> Result<Option<Entry>, ApiError> {
+        authorize_owner(ctx, &self.0.to_account.owner).await?;
+        Ok(Some(Entry(self.0.to_entry.clone())))
     }
 }
 
