@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use tests::{
-    AliceAndBob, Backend, Received, Socket, TestApp, TestDatabase, assert_ledger_consistent, on_both_backends, spawn_app,
-    spawn_app_with,
+    AliceAndBob, Backend, Received, Socket, TestApp, TestDatabase, assert_ledger_consistent, on_both_backends,
+    spawn_app, spawn_app_with,
 };
 
 const ENTRY_ADDED: &str = "subscription($id: ID!, $after: String) {
@@ -168,6 +168,17 @@ async fn a_bad_or_missing_token_closes_the_socket_with_4403(backend: Backend) {
     let mut bare = Socket::open(&app.address).await;
     bare.send(json!({ "type": "connection_init" })).await;
     assert_eq!(bare.close_code().await, Some(4403));
+}
+
+async fn the_tokens_key_in_connection_init_may_be_capitalised_as_graphiql_sends_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let mut socket = Socket::open(&app.address).await;
+    socket.send(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {alice}") } })).await;
+    match socket.receive().await {
+        Received::Message(message) if message["type"] == "connection_ack" => {}
+        other => panic!("expected connection_ack, got {other:?}"),
+    }
 }
 
 async fn a_socket_that_never_initialises_is_closed_with_4408(backend: Backend) {
@@ -349,6 +360,7 @@ on_both_backends!(
     logging_out_closes_the_sessions_socket_with_4403,
     a_bad_or_missing_token_closes_the_socket_with_4403,
     a_socket_that_never_initialises_is_closed_with_4408,
+    the_tokens_key_in_connection_init_may_be_capitalised_as_graphiql_sends_it,
     a_password_change_closes_the_other_sessions_sockets_with_4403,
     deleting_the_user_closes_their_sockets_with_4403,
     an_expiring_access_token_closes_its_socket_with_4403,
