@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use tests::{
-    AliceAndBob, Backend, Received, Socket, TestApp, assert_ledger_consistent, on_both_backends, spawn_app,
-    spawn_app_with,
+    AliceAndBob, Backend, Received, Socket, TestApp, TestDatabase, assert_ledger_consistent, on_both_backends,
+    spawn_app, spawn_app_with,
 };
 
 const ENTRY_ADDED: &str = "subscription($id: ID!, $after: String) {
@@ -170,12 +170,187 @@ async fn a_bad_or_missing_token_closes_the_socket_with_4403(backend: Backend) {
     assert_eq!(bare.close_code().await, Some(4403));
 }
 
+async fn the_tokens_key_in_connection_init_may_be_capitalised_as_graphiql_sends_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let mut socket = Socket::open(&app.address).await;
+    socket.send(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {alice}") } })).await;
+    match socket.receive().await {
+        Received::Message(message) if message["type"] == "connection_ack" => {}
+        other => panic!("expected connection_ack, got {other:?}"),
+    }
+}
+
 async fn a_socket_that_never_initialises_is_closed_with_4408(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut socket = Socket::open(&app.address).await;
     let started = Instant::now();
     assert_eq!(socket.close_code().await, Some(4408));
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// The `extensions.code` of an operation's refusal, whether the server sent it as `error` or as `next`.
+fn refusal_code(message: &Value) -> &Value {
+    let errors = if message["type"] == "error" { &message["payload"] } else { &message["payload"]["errors"] };
+    &errors[0]["extensions"]["code"]
+}
+
+/// Waits for the next event of `id`, letting messages of other operations (say a refused one completing) pass.
+async fn next_event_of(socket: &mut Socket, id: &str) -> Value {
+    loop {
+        match socket.receive().await {
+            Received::Message(message) if message["id"] == id && message["type"] == "next" => {
+                return message["payload"].clone();
+            }
+            Received::Message(message) if message["id"] != id => continue,
+            other => panic!("expected an event for {id}, got {other:?}"),
+        }
+    }
+}
+
+/// The socket closes with 4403 within two seconds of `started`.
+async fn assert_closed_for_the_session(socket: &mut Socket, started: Instant) {
+    assert_eq!(socket.close_code().await, Some(4403));
+    assert!(started.elapsed() < Duration::from_secs(2), "closed after {:?}", started.elapsed());
+}
+
+async fn a_password_change_closes_the_other_sessions_sockets_with_4403(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.sign_up("alice").await;
+    let (elsewhere, _) = app.login("alice").await;
+    let account = app.open_account(&elsewhere, "USD").await;
+    let mut socket = Socket::connect(&app.address, &elsewhere).await;
+    socket.subscribe("1", ENTRY_ADDED, json!({ "id": account })).await;
+    let (here, _) = app.login("alice").await;
+
+    let change = app
+        .graphql(
+            "mutation($input: UpdateUserInput!) { updateUser(input: $input) { username } }",
+            json!({ "input": { "password": "a-brand-new-passphrase-9", "currentPassword": tests::PASSWORD } }),
+            Some(&here),
+        )
+        .await;
+    change.assert_ok();
+    let started = Instant::now();
+
+    assert_closed_for_the_session(&mut socket, started).await;
+}
+
+async fn deleting_the_user_closes_their_sockets_with_4403(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let banker = app.banker("bea").await;
+    let alice = app.user("alice").await;
+    let account = app.open_account(&alice, "USD").await;
+    let mut socket = Socket::connect(&app.address, &alice).await;
+    socket.subscribe("1", ENTRY_ADDED, json!({ "id": account })).await;
+
+    let deleted = app.graphql("mutation { deleteUser(username: \"alice\") }", json!({}), Some(&banker)).await;
+    deleted.assert_ok();
+    let started = Instant::now();
+
+    assert_closed_for_the_session(&mut socket, started).await;
+}
+
+async fn an_expiring_access_token_closes_its_socket_with_4403(backend: Backend) {
+    let database = Arc::new(TestDatabase::empty(backend).await);
+    let app = spawn_app_with(database, &["--access-token-ttl-secs", "2"]).await;
+    app.sign_up("alice").await;
+    let issued = Instant::now();
+    let (access, _) = app.login("alice").await;
+    let account = app.open_account(&access, "USD").await;
+    let mut socket = Socket::connect(&app.address, &access).await;
+    socket.subscribe("1", ENTRY_ADDED, json!({ "id": account })).await;
+
+    assert_eq!(socket.close_code().await, Some(4403));
+    // The token lives two seconds (counted in whole seconds); the socket goes within two more.
+    let lived = issued.elapsed();
+    assert!(lived >= Duration::from_secs(1) && lived < Duration::from_secs(4), "closed after {lived:?}");
+}
+
+async fn a_subscription_over_the_sockets_limit_is_refused_and_the_others_keep_running(backend: Backend) {
+    let database = Arc::new(TestDatabase::empty(backend).await);
+    let app = spawn_app_with(database, &["--max-subscriptions-per-socket", "1"]).await;
+    let AliceAndBob { banker, alice, .. } = AliceAndBob::open(&app).await;
+    let (alice, alice_usd) = (alice.token, alice.account);
+    let mut socket = Socket::connect(&app.address, &alice).await;
+    let after = newest_cursor(&app, &alice, &alice_usd).await;
+    socket.subscribe("first", ENTRY_ADDED, json!({ "id": alice_usd, "after": after })).await;
+    socket.subscribe("second", ENTRY_ADDED, json!({ "id": alice_usd, "after": after })).await;
+
+    let refused = match socket.receive().await {
+        Received::Message(message) if message["id"] == "second" => message,
+        other => panic!("expected the second refused, got {other:?}"),
+    };
+    assert_eq!(refusal_code(&refused), "TOO_MANY_SUBSCRIPTIONS", "{refused}");
+    app.deposit(&banker, &alice_usd, 3).await;
+    assert_eq!(event(&next_event_of(&mut socket, "first").await).1, 3, "the first goes on");
+
+    // Completing the first frees its slot.
+    socket.send(json!({ "id": "first", "type": "complete" })).await;
+    socket.subscribe("third", ENTRY_ADDED, json!({ "id": alice_usd, "after": after })).await;
+    assert_eq!(event(&next_event_of(&mut socket, "third").await).1, 3);
+}
+
+async fn a_socket_over_the_users_limit_is_closed_with_4429_and_the_others_stay(backend: Backend) {
+    let database = Arc::new(TestDatabase::empty(backend).await);
+    let app = spawn_app_with(database, &["--max-sockets-per-user", "1"]).await;
+    let AliceAndBob { banker, alice, bob } = AliceAndBob::open(&app).await;
+    let (alice, alice_usd) = (alice.token, alice.account);
+    let mut first = Socket::connect(&app.address, &alice).await;
+
+    let mut second = Socket::init(&app.address, &alice).await;
+    assert_eq!(second.close_code().await, Some(4429));
+    // Another user's sockets are theirs to count.
+    Socket::connect(&app.address, &bob.token).await;
+
+    let after = newest_cursor(&app, &alice, &alice_usd).await;
+    first.subscribe("1", ENTRY_ADDED, json!({ "id": alice_usd, "after": after })).await;
+    app.deposit(&banker, &alice_usd, 4).await;
+    assert_eq!(event(&first.next_payload("1").await).1, 4, "the first socket is undisturbed");
+}
+
+async fn a_subscription_costing_more_than_the_limit_is_refused_and_the_socket_stays_open(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let AliceAndBob { banker, alice, .. } = AliceAndBob::open(&app).await;
+    let (alice, alice_usd) = (alice.token, alice.account);
+    let mut socket = Socket::connect(&app.address, &alice).await;
+    // 100 entries of each of 100 entries' accounts: some 20,000 nodes, over the default 4,000.
+    let costly = "subscription($id: ID!) { entryAdded(accountId: $id) { node { account {
+        entries(first: 100) { nodes { account { entries(first: 100) { nodes { id amount } } } } } } } } }";
+    socket.subscribe("costly", costly, json!({ "id": alice_usd })).await;
+    let refused = match socket.receive().await {
+        Received::Message(message) if message["id"] == "costly" => message,
+        other => panic!("expected the refusal, got {other:?}"),
+    };
+    assert_eq!(refusal_code(&refused), "QUERY_COST_EXCEEDED", "{refused}");
+
+    let after = newest_cursor(&app, &alice, &alice_usd).await;
+    socket.subscribe("cheap", ENTRY_ADDED, json!({ "id": alice_usd, "after": after })).await;
+    app.deposit(&banker, &alice_usd, 5).await;
+    assert_eq!(event(&next_event_of(&mut socket, "cheap").await).1, 5);
+}
+
+async fn the_server_pings_and_a_client_that_answers_keeps_its_socket(backend: Backend) {
+    let database = Arc::new(TestDatabase::empty(backend).await);
+    let app = spawn_app_with(database, &["--ws-ping-interval-secs", "1"]).await;
+    let AliceAndBob { banker, alice, .. } = AliceAndBob::open(&app).await;
+    let (alice, alice_usd) = (alice.token, alice.account);
+    let mut socket = Socket::connect(&app.address, &alice).await;
+    let after = newest_cursor(&app, &alice, &alice_usd).await;
+    socket.subscribe("1", ENTRY_ADDED, json!({ "id": alice_usd, "after": after })).await;
+
+    // Four pings answered span more than the three intervals a silent client is given.
+    let started = Instant::now();
+    for _ in 0..4 {
+        match socket.receive_unanswered().await {
+            Received::Message(message) if message["type"] == "ping" => socket.send(json!({ "type": "pong" })).await,
+            other => panic!("expected a ping, got {other:?}"),
+        }
+    }
+    assert!(started.elapsed() > Duration::from_secs(3));
+
+    app.deposit(&banker, &alice_usd, 6).await;
+    assert_eq!(event(&socket.next_payload("1").await).1, 6, "the socket still serves");
 }
 
 on_both_backends!(
@@ -185,6 +360,14 @@ on_both_backends!(
     logging_out_closes_the_sessions_socket_with_4403,
     a_bad_or_missing_token_closes_the_socket_with_4403,
     a_socket_that_never_initialises_is_closed_with_4408,
+    the_tokens_key_in_connection_init_may_be_capitalised_as_graphiql_sends_it,
+    a_password_change_closes_the_other_sessions_sockets_with_4403,
+    deleting_the_user_closes_their_sockets_with_4403,
+    an_expiring_access_token_closes_its_socket_with_4403,
+    a_subscription_over_the_sockets_limit_is_refused_and_the_others_keep_running,
+    a_socket_over_the_users_limit_is_closed_with_4429_and_the_others_stay,
+    a_subscription_costing_more_than_the_limit_is_refused_and_the_socket_stays_open,
+    the_server_pings_and_a_client_that_answers_keeps_its_socket,
 );
 
 /// The change feed across processes and connections, which only PostgreSQL has.

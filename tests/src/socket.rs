@@ -90,6 +90,19 @@ impl Socket {
         }
     }
 
+    /// The next message or the close as the server sent it: pings too, unanswered.
+    pub async fn receive_unanswered(&mut self) -> Received {
+        loop {
+            let next = tokio::time::timeout(PATIENCE, self.stream.next()).await.expect("the server answers in time");
+            match next {
+                None | Some(Err(_)) => return Received::Closed(None),
+                Some(Ok(Message::Close(frame))) => return Received::Closed(frame.map(|f| f.code.into())),
+                Some(Ok(Message::Text(text))) => return Received::Message(serde_json::from_str(&text).expect("JSON")),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
     /// The payload of the next `next` message, which must be for `id`.
     pub async fn next_payload(&mut self, id: &str) -> Value {
         match self.receive().await {

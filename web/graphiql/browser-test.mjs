@@ -1,6 +1,6 @@
 // GraphiQL in headless Chromium against a running server (SERVER_URL, started by scripts/with-server, which
-// creates the user `carol`): the page loads with no request leaving the server, runs a query and shows the result,
-// and sends the Authorization header set in its Headers tab.
+// creates the banker `carol`): the page loads with no request leaving the server, runs a query and shows the
+// result, sends the Authorization header set in its Headers tab, and runs a subscription over the server's socket.
 import { chromium } from 'playwright-core';
 
 const server = process.env.SERVER_URL ?? 'http://127.0.0.1:8000';
@@ -34,6 +34,19 @@ async function resultContains(page, text) {
   });
 }
 
+async function graphql(query, variables, token) {
+  const headers = { 'content-type': 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const body = await fetch(`${server}/graphql`, { method: 'POST', headers, body: JSON.stringify({ query, variables }) })
+    .then((r) => r.json());
+  if (body.errors) throw new Error(`${query}: ${JSON.stringify(body.errors)}`);
+  return body.data;
+}
+
+const login = async (username) =>
+  (await graphql('mutation($u: String!) { login(input: {username: $u, password: "correct horse battery"}) { accessToken } }',
+    { u: username })).login.accessToken;
+
 try {
   const page = await browser.newPage();
   const elsewhere = [];
@@ -55,17 +68,31 @@ try {
   });
 
   await check('the Authorization header set in the Headers tab is sent', async () => {
-    const login = await fetch(`${server}/graphql`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        query: 'mutation { login(input: {username: "carol", password: "correct horse battery"}) { accessToken } }',
-      }),
-    }).then((r) => r.json());
-    const token = login.data.login.accessToken;
+    const token = await login('carol');
     await page.evaluate((t) => localStorage.setItem('graphiql:headers', JSON.stringify({ Authorization: `Bearer ${t}` })), token);
     await run(page, '{ me { username } }');
     await resultContains(page, '"carol"');
+  });
+
+  await check('a subscription runs over the socket with the header as its credentials, and a deposit shows', async () => {
+    await graphql(`mutation { createUser(input: {username: "dave", password: "correct horse battery",
+      fullName: "Dave Example", email: "dave@example.com"}) { username } }`);
+    const dave = await login('dave');
+    const carol = await login('carol');
+    const account = (await graphql('mutation { createAccount(currency: USD) { id } }', {}, dave)).createAccount.id;
+    const deposit = (amount) => graphql('mutation($a: ID!, $n: Money!) { deposit(input: {accountId: $a, amount: $n}) { id } }',
+      { a: account, n: amount }, carol);
+    // From the cursor of a first deposit, so that the second shows however soon after the socket opens it commits.
+    await deposit(100);
+    const cursor = (await graphql('query($a: ID!) { account(id: $a) { entries(first: 1) { edges { cursor } } } }',
+      { a: account }, dave)).account.entries.edges[0].cursor;
+    await page.evaluate((t) => localStorage.setItem('graphiql:headers', JSON.stringify({ Authorization: `Bearer ${t}` })), dave);
+    const sockets = [];
+    page.on('websocket', (socket) => sockets.push(socket.url()));
+    await run(page, `subscription { entryAdded(accountId: "${account}", after: "${cursor}") { node { amount balanceAfter } } }`);
+    await deposit(4242);
+    await resultContains(page, '"4342"');
+    if (!sockets.some((url) => url.startsWith(server.replace(/^http/, 'ws')))) throw new Error(`sockets: ${sockets}`);
   });
 } finally {
   await browser.close();

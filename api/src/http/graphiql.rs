@@ -26,6 +26,7 @@ const DEFAULT_QUERY: &str = r#"# Welcome to simple-bank.
 # 2. Copy "accessToken" from the result, open the Headers tab below and set:
 #      { "Authorization": "Bearer <accessToken>" }
 # 3. Run Me.
+# 4. Subscriptions (entryAdded) run over a socket on /graphql with the same header.
 
 mutation SignUp {
   createUser(input: {username: "alice", password: "correct horse battery", fullName: "Alice Liddell", email: "alice@example.com"}) {
@@ -57,7 +58,7 @@ pub async fn page(State(state): State<AppState>) -> Html<String> {
     if state.graphiql_assets.is_some() {
         return Html(offline_page());
     }
-    Html(GraphiQLSource::build().endpoint("/graphql").title("simple-bank").finish())
+    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql").title("simple-bank").finish())
 }
 
 pub async fn asset(State(state): State<AppState>, UrlPath(name): UrlPath<String>) -> Response {
@@ -95,8 +96,11 @@ fn offline_page() -> String {
   <script>
     // `?query=…` opens with that document instead of the walk-through, for links and tests.
     const query = new URLSearchParams(location.search).get('query') ?? undefined;
-    // The fetcher sends the headers set in the Headers tab (the Authorization header) with every request.
-    const fetcher = GraphiQL.createFetcher({{ url: '/graphql' }});
+    // The fetcher sends the headers set in the Headers tab (the Authorization header) with every request; for a
+    // subscription it opens a graphql-transport-ws socket on the same path (graphql-ws is in GraphiQL's build) and
+    // sends those headers as connection_init's payload, which is where the server looks for the token.
+    const subscriptionUrl = `${{location.protocol === 'https:' ? 'wss' : 'ws'}}://${{location.host}}/graphql`;
+    const fetcher = GraphiQL.createFetcher({{ url: '/graphql', subscriptionUrl }});
     ReactDOM.createRoot(document.getElementById('graphiql')).render(
       React.createElement(GraphiQL, {{
         fetcher,

@@ -1,7 +1,7 @@
 //! The subscription socket: `graphql-transport-ws` (the `graphql-ws` library's protocol) on `/graphql`.
 //!
 //! A thin layer around async-graphql's protocol engine, for what it leaves out: the access token travels in
-//! `connection_init`'s payload (`{"authorization": "Bearer <accessToken>"}`) and a missing, bad, expired or
+//! `connection_init`'s payload (`{"authorization": "Bearer <accessToken>"}`, the key in any case) and a missing, bad, expired or
 //! revoked one closes the socket with 4403 before anything runs; no `connection_init` within
 //! `WS_INIT_TIMEOUT_SECS` closes with 4408; the server pings every `WS_PING_INTERVAL_SECS`; and the socket closes
 //! with 4403 when its session ends (logout, password change, the user deleted: the change feed says so and the
@@ -209,7 +209,8 @@ async fn authenticate(
     state: &AppState,
     payload: Option<&serde_json::Value>,
 ) -> Option<(String, VerifiedToken, Caller)> {
-    let header = payload?.get("authorization")?.as_str()?;
+    // Any case, as an HTTP header name: GraphiQL's fetcher sends its Headers tab as the payload, `Authorization`.
+    let header = payload?.as_object()?.iter().find(|(key, _)| key.eq_ignore_ascii_case("authorization"))?.1.as_str()?;
     let token = header.strip_prefix("Bearer ")?.trim().to_owned();
     let verified = service::auth::verify(&state.tokens, &token).ok()?;
     let caller = service::auth::check_session(&state.db, &verified).await.ok()?;

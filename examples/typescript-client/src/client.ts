@@ -1,6 +1,9 @@
 // A minimal typed client: an operation's document fixes its variables' and result's types.
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import { print } from 'graphql';
+import { createClient, type Client } from 'graphql-ws';
+// Node 20 has no WebSocket of its own that graphql-ws accepts: `ws` is one.
+import WebSocket from 'ws';
 
 /** A GraphQL error as the server sends it, with its stable code. */
 export class GraphQLError extends Error {
@@ -23,6 +26,11 @@ export class BankClient {
     return new BankClient(this.url, token);
   }
 
+  /** A socket for subscriptions (`graphql-transport-ws` on the same path), authenticated as this client. */
+  socket(): BankSocket {
+    return new BankSocket(this.url.replace(/^http/, 'ws'), this.token);
+  }
+
   async request<Result, Variables>(document: TypedDocumentNode<Result, Variables>, variables: Variables): Promise<Result> {
     const response = await fetch(this.url, {
       method: 'POST',
@@ -38,5 +46,34 @@ export class BankClient {
     if (error) throw new GraphQLError(error.message, error.extensions?.code);
     if (!body.data) throw new GraphQLError(`no data (HTTP ${response.status})`, undefined);
     return body.data;
+  }
+}
+
+/** Subscriptions over one socket, opened on the first and closed after the last (graphql-ws's `lazy`). */
+export class BankSocket {
+  private readonly client: Client;
+
+  constructor(url: string, token?: string) {
+    this.client = createClient({
+      url,
+      webSocketImpl: WebSocket,
+      // The access token travels in connection_init's payload; a function, so that a reconnect (the server closes
+      // the socket with 4403 when the session ends or the token expires) could send a fresh one.
+      connectionParams: () => (token ? { authorization: `Bearer ${token}` } : {}),
+    });
+  }
+
+  /** The operation's events; a refusal (say FORBIDDEN) is thrown as a {@link GraphQLError}. */
+  async *subscribe<Result, Variables>(document: TypedDocumentNode<Result, Variables>, variables: Variables): AsyncGenerator<Result> {
+    const results = this.client.iterate<Result>({ query: print(document), variables: variables as Record<string, unknown> });
+    for await (const result of results) {
+      const error = result.errors?.[0];
+      if (error) throw new GraphQLError(error.message, error.extensions?.code as string | undefined);
+      if (result.data) yield result.data;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.client.dispose();
   }
 }

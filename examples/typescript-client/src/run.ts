@@ -1,7 +1,10 @@
 // Runs the README's walk-through against a live server (SERVER_URL) and checks every answer. The server must have
 // a banker `carol` with the password below, as scripts/with-server sets up.
 import { BankClient, GraphQLError } from './client.js';
-import { DepositDocument, LogInDocument, MeDocument, OpenAccountDocument, SignUpDocument, TransferDocument } from './generated/graphql.js';
+import {
+  DepositDocument, EntryAddedDocument, LogInDocument, MeDocument, NewestEntryDocument, OpenAccountDocument, SignUpDocument,
+  TransferDocument,
+} from './generated/graphql.js';
 
 const PASSWORD = 'correct horse battery';
 const server = new BankClient(`${process.env.SERVER_URL ?? 'http://127.0.0.1:8000'}/graphql`);
@@ -32,11 +35,28 @@ expect(aliceUsd.balance === '0', 'a new account to be empty');
 const { deposit } = await banker.request(DepositDocument, { input: { accountId: aliceUsd.id, amount: '10000' } });
 expect(deposit.account.balance === '10000', 'the deposit to arrive');
 
+// Alice watches her ledger from its newest entry (the deposit's), so that no entry after it can be missed however
+// soon after the socket opens the transfer commits.
+const { account } = await alice.request(NewestEntryDocument, { id: aliceUsd.id });
+const after = account?.entries?.edges[0]?.cursor;
+expect(after !== undefined, "a cursor for alice's deposit");
+const socket = alice.socket();
+const events = socket.subscribe(EntryAddedDocument, { accountId: aliceUsd.id, after });
+
 const input = { fromAccountId: aliceUsd.id, toAccountId: bobUsd.id, amount: '2500', currency: 'USD' as const, idempotencyKey: 'ts-client-1' };
 const first = await alice.request(TransferDocument, { input });
 const retry = await alice.request(TransferDocument, { input });
 expect(first.createTransfer.transfer.id === retry.createTransfer.transfer.id, 'a retry to return the same transfer');
 expect(retry.createTransfer.fromAccount.balance === '7500', 'the money to move once');
+
+const event = await Promise.race([
+  events.next(),
+  new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no event within 10 s')), 10_000).unref()),
+]);
+expect(!event.done && event.value.entryAdded.node.amount === '-2500', 'the transfer pushed to alice');
+expect(!event.done && event.value.entryAdded.node.balanceAfter === '7500', 'the event to carry the balance after it');
+await events.return(undefined);
+await socket.close();
 
 try {
   await bob.request(DepositDocument, { input: { accountId: bobUsd.id, amount: '1' } });
@@ -47,4 +67,4 @@ try {
 
 const { me } = await bob.request(MeDocument, {});
 expect(me.accounts?.[0]?.balance === '2500', "bob's balance to be 2500");
-console.log('typescript client: sign-up, log-in, accounts, deposit, idempotent transfer and me all answered as expected');
+console.log('typescript client: sign-up, log-in, accounts, deposit, idempotent transfer, the subscribed event and me all answered as expected');
