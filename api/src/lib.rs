@@ -46,6 +46,8 @@ pub struct SocketSettings {
     pub ping_interval_secs: u64,
     pub max_sockets_per_user: usize,
     pub max_subscriptions_per_socket: usize,
+    /// The largest message or frame a socket accepts: `BODY_LIMIT_BYTES`, as for a request over HTTP.
+    pub max_message_bytes: usize,
     sockets: Arc<http::ws::Sockets>,
 }
 
@@ -72,6 +74,7 @@ impl AppState {
             ping_interval_secs: config.ws_ping_interval_secs,
             max_sockets_per_user: config.max_sockets_per_user,
             max_subscriptions_per_socket: config.max_subscriptions_per_socket,
+            max_message_bytes: config.body_limit_bytes,
             sockets: Arc::default(),
         });
         Ok(Self { db, snapshots, tokens, schema, metrics, graphiql_assets, documents, max_query_cost, feed, ws })

@@ -191,8 +191,10 @@ pub async fn update<C: ConnectionTrait + TransactionTrait>(
     } else {
         user
     };
-    // Sockets of the user re-check their sessions: the others ended, and tokens issued before the change too.
-    let ended = update.password.is_some().then(|| Change::SessionsEnded(user.username.clone()));
+    // Sockets of the user re-check their sessions: after a password change the others ended, and tokens issued
+    // before it too; after a role change, a socket must not keep acting with the old role.
+    let changed = update.password.is_some() || update.role.is_some();
+    let ended = changed.then(|| Change::SessionsEnded(user.username.clone()));
     if let Some(ended) = &ended {
         feed.announce(&txn, ended).await?;
     }

@@ -90,12 +90,6 @@ impl RequestAuth {
     pub fn new(token: Option<String>, client: IpAddr) -> Self {
         Self { token, caller: OnceCell::new(), client }
     }
-
-    /// Credentials already checked: a socket's, whose session was checked at `connection_init` and whose end
-    /// closes the socket.
-    pub fn checked(token: String, caller: Caller, client: IpAddr) -> Self {
-        Self { token: Some(token), caller: OnceCell::new_with(Some(caller)), client }
-    }
 }
 
 /// The authenticated caller of this request, or `UNAUTHENTICATED`.

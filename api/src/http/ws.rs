@@ -30,7 +30,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::Operation;
 use crate::AppState;
 use crate::graphql::loaders::Loaders;
-use crate::graphql::{self, BankSchema, RequestAuth, SubscriptionSlots};
+use crate::graphql::{self, RequestAuth, SubscriptionSlots};
 
 /// The subprotocol spoken.
 pub const PROTOCOL: &str = "graphql-transport-ws";
@@ -77,7 +77,8 @@ impl Drop for SocketSlot {
 
 /// Upgrades a GET on `/graphql` to a subscription socket.
 pub fn upgrade(state: AppState, client: IpAddr, upgrade: WebSocketUpgrade) -> Response {
-    let upgrade = upgrade.protocols([PROTOCOL]);
+    let limit = state.ws.max_message_bytes;
+    let upgrade = upgrade.protocols([PROTOCOL]).max_message_size(limit).max_frame_size(limit);
     if upgrade.selected_protocol().is_none() {
         return (StatusCode::BAD_REQUEST, format!("a GraphQL socket speaks the subprotocol {PROTOCOL}"))
             .into_response();
@@ -85,14 +86,20 @@ pub fn upgrade(state: AppState, client: IpAddr, upgrade: WebSocketUpgrade) -> Re
     upgrade.on_upgrade(move |socket| serve(state, client, socket))
 }
 
-/// The schema, with each operation's demand judged first and every error given a code.
+/// The schema, with each operation's demand judged first and every error given a code. Each operation carries the
+/// socket's token and checks its session afresh when a field needs the caller, as an HTTP request does: a socket
+/// does not keep acting with a role or session it had at `connection_init`.
 #[derive(Clone)]
-struct Judged(AppState);
+struct Judged {
+    state: AppState,
+    token: String,
+    client: IpAddr,
+}
 
 impl Executor for Judged {
     fn execute(&self, request: async_graphql::Request) -> impl Future<Output = async_graphql::Response> + Send {
-        let schema: BankSchema = self.0.schema.clone();
-        async move { schema.execute(request).await }
+        let mut responses = self.execute_stream(request, None);
+        async move { responses.next().await.unwrap_or_else(|| async_graphql::Response::new(async_graphql::Value::Null)) }
     }
 
     fn execute_stream(
@@ -100,10 +107,11 @@ impl Executor for Judged {
         mut request: async_graphql::Request,
         session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, async_graphql::Response> {
-        let operation = Operation::of(&mut request, &self.0.documents);
-        let refusals = operation.demand.map(|demand| demand.refusals(self.0.max_query_cost)).unwrap_or_default();
+        let operation = Operation::of(&mut request, &self.state.documents);
+        let refusals = operation.demand.map(|demand| demand.refusals(self.state.max_query_cost)).unwrap_or_default();
         let responses = if refusals.is_empty() {
-            Executor::execute_stream(&self.0.schema, request, session_data)
+            let request = request.data(RequestAuth::new(Some(self.token.clone()), self.client));
+            Executor::execute_stream(&self.state.schema, request, session_data)
         } else {
             let refused = async_graphql::Response::from_errors(refusals.into_iter().map(Into::into).collect());
             stream::once(ready(refused)).boxed()
@@ -134,6 +142,8 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
         let _ = sink.send(close(UNAUTHORIZED, "Unauthorized: send connection_init first")).await;
         return;
     };
+    // Listening before the session is checked, so that a session ending in between is still heard.
+    let mut sessions = state.feed.sessions();
     let Some((token, verified, caller)) = authenticate(&state, payload.as_ref()).await else {
         let _ = sink.send(close(FORBIDDEN, "Forbidden: a valid access token is required")).await;
         return;
@@ -142,11 +152,10 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
         let _ = sink.send(close(TOO_MANY_SOCKETS, "Too many sockets for this user")).await;
         return;
     };
-    let username = caller.user.username.clone();
+    let (username, role) = (caller.user.username.clone(), caller.user.role);
 
     let db = Db::Pool(state.db.clone());
     let mut data = Data::default();
-    data.insert(RequestAuth::checked(token, caller, client));
     data.insert(Loaders::new(&db));
     data.insert(db);
     data.insert(SubscriptionSlots::new(state.ws.max_subscriptions_per_socket));
@@ -155,11 +164,10 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
         next_text(&mut incoming).await.map(|text| (text, incoming))
     }));
     let ping_interval = Duration::from_secs(state.ws.ping_interval_secs.max(1));
-    let mut sessions = state.feed.sessions();
     let (ended_tx, mut ended_rx) = tokio::sync::mpsc::channel(1);
-    let engine = Engine::new(Judged(state.clone()), input, Protocols::GraphQLWS)
-        .connection_data(data)
-        .keepalive_timeout(ping_interval * 3);
+    let judged = Judged { state: state.clone(), token, client };
+    let engine =
+        Engine::new(judged, input, Protocols::GraphQLWS).connection_data(data).keepalive_timeout(ping_interval * 3);
     let mut engine = std::pin::pin!(engine);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
     let expiry = tokio::time::sleep_until(until(verified.expires_at));
@@ -187,14 +195,24 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
                     // subscription's read in flight keeps the connection the check waits for (SQLite has one).
                     let (db, verified, ended) = (state.db.clone(), verified.clone(), ended_tx.clone());
                     tokio::spawn(async move {
-                        if service::auth::check_session(&db, &verified).await.is_err() {
+                        // Only a verdict ends the socket: a database that is briefly away (many sockets re-check
+                        // at once after the listener reconnects) is no reason to drop valid users.
+                        let over = match service::auth::check_session(&db, &verified).await {
+                            Err(service::Error::Unauthenticated) => true,
+                            Ok(now) => now.user.role != role,
+                            Err(err) => {
+                                tracing::warn!(%err, "re-checking a socket's session");
+                                false
+                            }
+                        };
+                        if over {
                             let _ = ended.send(()).await;
                         }
                     });
                 }
                 continue;
             }
-            Some(()) = ended_rx.recv() => close(FORBIDDEN, "Forbidden: the session ended"),
+            Some(()) = ended_rx.recv() => close(FORBIDDEN, "Forbidden: the session ended or changed"),
             () = &mut expiry => close(FORBIDDEN, "Forbidden: the access token expired"),
         };
         let closing = matches!(outgoing, Message::Close(_));

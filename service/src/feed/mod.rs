@@ -41,7 +41,8 @@ const SESSION_BUFFER: usize = 1024;
 pub enum Change {
     /// Entries committed: each account with its newest `account_seq`.
     Entries(Vec<(i64, i64)>),
-    /// Some session of this user ended (logout, password change, deletion, a copied refresh token).
+    /// Some session of this user ended (logout, password change, deletion, a copied refresh token), or what the user
+    /// may do changed (a new role): their sockets re-check.
     SessionsEnded(String),
 }
 
@@ -129,7 +130,7 @@ impl Feed {
                     cursor = entry.account_seq;
                     yield entry;
                 }
-                if caught_up && watch.receiver.changed().await.is_err() {
+                if caught_up && watch.changed().await.is_err() {
                     // The feed is gone: the server is stopping.
                     break;
                 }
@@ -145,7 +146,7 @@ impl Feed {
     fn watch(&self, account_id: i64) -> AccountWatch {
         let mut accounts = self.0.accounts.lock().unwrap_or_else(PoisonError::into_inner);
         let receiver = accounts.entry(account_id).or_insert_with(|| watch::channel(0).0).subscribe();
-        AccountWatch { feed: self.0.clone(), account_id, receiver }
+        AccountWatch { feed: self.0.clone(), account_id, receiver: Some(receiver) }
     }
 }
 
@@ -181,14 +182,25 @@ impl Inner {
 struct AccountWatch {
     feed: Arc<Inner>,
     account_id: i64,
-    receiver: watch::Receiver<i64>,
+    /// `None` only while dropping, so that the registry's count no longer includes it.
+    receiver: Option<watch::Receiver<i64>>,
+}
+
+impl AccountWatch {
+    async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        match &mut self.receiver {
+            Some(receiver) => receiver.changed().await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 impl Drop for AccountWatch {
     fn drop(&mut self) {
         let mut accounts = self.feed.accounts.lock().unwrap_or_else(PoisonError::into_inner);
-        // This watch's own receiver is still counted.
-        if accounts.get(&self.account_id).is_some_and(|sender| sender.receiver_count() <= 1) {
+        // Given up under the lock, so that of two last watches dropping at once, the second sees no receiver left.
+        drop(self.receiver.take());
+        if accounts.get(&self.account_id).is_some_and(|sender| sender.receiver_count() == 0) {
             accounts.remove(&self.account_id);
         }
     }
