@@ -251,6 +251,28 @@ async fn deleting_the_user_closes_their_sockets_with_4403(backend: Backend) {
     assert_closed_for_the_session(&mut socket, started).await;
 }
 
+async fn a_role_change_closes_the_users_sockets_with_4403(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let banker = app.banker("bea").await;
+    let carol = app.banker("carol").await;
+    let alice = app.user("alice").await;
+    let account = app.open_account(&alice, "USD").await;
+    let mut socket = Socket::connect(&app.address, &carol).await;
+    socket.subscribe("1", ENTRY_ADDED, json!({ "id": account })).await;
+
+    let demoted = app
+        .graphql(
+            "mutation { updateUser(input: {username: \"carol\", role: DEPOSITOR}) { role } }",
+            json!({}),
+            Some(&banker),
+        )
+        .await;
+    demoted.assert_ok();
+    let started = Instant::now();
+
+    assert_closed_for_the_session(&mut socket, started).await;
+}
+
 async fn an_expiring_access_token_closes_its_socket_with_4403(backend: Backend) {
     let database = Arc::new(TestDatabase::empty(backend).await);
     let app = spawn_app_with(database, &["--access-token-ttl-secs", "2"]).await;
@@ -363,6 +385,7 @@ on_both_backends!(
     the_tokens_key_in_connection_init_may_be_capitalised_as_graphiql_sends_it,
     a_password_change_closes_the_other_sessions_sockets_with_4403,
     deleting_the_user_closes_their_sockets_with_4403,
+    a_role_change_closes_the_users_sockets_with_4403,
     an_expiring_access_token_closes_its_socket_with_4403,
     a_subscription_over_the_sockets_limit_is_refused_and_the_others_keep_running,
     a_socket_over_the_users_limit_is_closed_with_4429_and_the_others_stay,
