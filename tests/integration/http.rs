@@ -1,8 +1,10 @@
 //! GraphQL over HTTP: what the transport accepts.
 
-use serde_json::json;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use sea_orm::ConnectionTrait;
+use serde_json::json;
 use tests::{Backend, TestDatabase, on_both_backends, spawn_app, spawn_app_with};
 
 async fn queries_work_over_get_and_mutations_are_refused_with_405(backend: Backend) {
@@ -120,7 +122,81 @@ async fn cors_allows_the_configured_origins_and_no_other(backend: Backend) {
     assert!(other.headers().get("access-control-allow-origin").is_none(), "{:?}", other.headers());
 }
 
+/// `REQUEST_TIMEOUT_SECS` bounds a request from its head to its answer, reading the body included: a client that
+/// announces a body and then sends it slower than that is answered 408 instead of holding a task forever.
+async fn a_body_that_trickles_in_slower_than_the_request_timeout_is_answered_408(backend: Backend) {
+    let database = Arc::new(TestDatabase::empty(backend).await);
+    let app = spawn_app_with(database, &["--request-timeout-secs", "1"]).await;
+    let started = Instant::now();
+
+    // 100 bytes announced, the first 10 sent, the rest never.
+    let answer = app.post_raw_http(&["Content-Length: 100"], br#"{"query": "#).await;
+
+    assert_eq!(answer.status, 408, "{answer:?}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(5), "answered after {waited:?}");
+    app.graphql("{ __typename }", json!({}), None).await.assert_ok();
+}
+
+/// Over `BODY_LIMIT_BYTES`, whether the length is announced or the body just keeps coming: 413, and a GraphQL
+/// error with the code `PAYLOAD_TOO_LARGE` in the body, as the README's table of codes promises.
+///
+/// Ignored until the server keeps that promise: today an announced length over the limit is answered by
+/// tower-http's `RequestBodyLimitLayer` itself (413, the bare text `length limit exceeded`), and a chunked body that
+/// grows over it reaches the GraphQL extractor as an I/O error (400 `BAD_REQUEST`).
+async fn a_body_over_the_limit_is_answered_413_with_payload_too_large(backend: Backend) {
+    let database = Arc::new(TestDatabase::empty(backend).await);
+    let app = spawn_app_with(database, &["--body-limit-bytes", "1024"]).await;
+    let query = format!(r#"{{"query": "{{ __typename }}", "padding": "{}"}}"#, " ".repeat(2048));
+    let chunked = format!("{:x}\r\n{query}\r\n0\r\n\r\n", query.len());
+
+    let announced = app.post_raw_http(&[&format!("Content-Length: {}", query.len())], query.as_bytes()).await;
+    let streamed = app.post_raw_http(&["Transfer-Encoding: chunked"], chunked.as_bytes()).await;
+
+    for (what, answer) in [("announced", announced), ("streamed", streamed)] {
+        assert_eq!(answer.status, 413, "{what}: {answer:?}");
+        assert_eq!(answer.error_code().as_deref(), Some("PAYLOAD_TOO_LARGE"), "{what}: {answer:?}");
+    }
+}
+
+/// A failure the server did not expect (here a table renamed under it) reaches the client as
+/// `INTERNAL_SERVER_ERROR` with an opaque message: nothing of the SQL, the table or the database's words.
+async fn an_unexpected_database_failure_is_answered_internal_server_error_and_nothing_of_its_cause(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    app.open_account(&alice, "USD").await;
+    let accounts = "{ me { accounts { id balance } } }";
+    app.graphql(accounts, json!({}), Some(&alice)).await.assert_ok();
+    app.db.execute_unprepared("ALTER TABLE accounts RENAME TO accounts_elsewhere").await.expect("rename");
+
+    let response = app.graphql(accounts, json!({}), Some(&alice)).await;
+
+    let error = &response.0["errors"][0];
+    assert_eq!(error["message"], "internal server error", "{:#}", response.0);
+    assert_eq!(error["extensions"], json!({ "code": "INTERNAL_SERVER_ERROR" }), "{:#}", response.0);
+    let text = response.0.to_string().to_lowercase();
+    for leak in ["elsewhere", "sql", "select", "relation", "table", "exist"] {
+        assert!(!text.contains(leak), "{leak:?} leaked: {text}");
+    }
+    app.db.execute_unprepared("ALTER TABLE accounts_elsewhere RENAME TO accounts").await.expect("rename back");
+    app.graphql(accounts, json!({}), Some(&alice)).await.assert_ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the server answers 413 without PAYLOAD_TOO_LARGE, and 400 to a chunked body (see the test's comment)"]
+async fn sqlite_a_body_over_the_limit_is_answered_413_with_payload_too_large() {
+    a_body_over_the_limit_is_answered_413_with_payload_too_large(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the server answers 413 without PAYLOAD_TOO_LARGE, and 400 to a chunked body (see the test's comment)"]
+async fn postgres_a_body_over_the_limit_is_answered_413_with_payload_too_large() {
+    a_body_over_the_limit_is_answered_413_with_payload_too_large(Backend::Postgres).await;
+}
+
 on_both_backends!(
+    a_body_that_trickles_in_slower_than_the_request_timeout_is_answered_408,
+    an_unexpected_database_failure_is_answered_internal_server_error_and_nothing_of_its_cause,
     a_document_that_is_not_graphql_is_refused_with_graphql_parse_failed,
     with_introspection_off_the_schema_is_not_answered,
     cors_allows_the_configured_origins_and_no_other,

@@ -1,21 +1,17 @@
 //! Accounts, deposits and transfers: money is never created, lost, overdrawn or moved twice.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 use tests::{
     AliceAndBob, Backend, Bank, JWT_SECRET, PASSWORD, TestApp, assert_ledger_consistent, claims_of, on_both_backends,
-    sign, spawn_app, transfer_input,
+    sign, spawn_app, spawn_app_with, transfer_input,
 };
 
 /// A transfer with everything its answer can show: the transfer, the sender's new balance and both entries.
 const TRANSFER: &str = "mutation($input: CreateTransferInput!) { createTransfer(input: $input) {
     transfer { id amount currency fromAccount { id } toAccount { id } }
     fromAccount { balance } fromEntry { amount transfer { id } } toEntry { amount } } }";
-
-async fn balance(app: &TestApp, token: &str, account: &str) -> String {
-    let response =
-        app.graphql("query($id: ID!) { account(id: $id) { balance } }", json!({ "id": account }), Some(token)).await;
-    response.str("account/balance")
-}
 
 async fn an_account_per_currency_and_a_second_one_is_refused(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -72,7 +68,7 @@ async fn a_transfer_moves_money_and_writes_two_entries(backend: Backend) {
     assert_eq!(response.str("createTransfer/fromEntry/amount"), "-2500");
     assert_eq!(response.str("createTransfer/toEntry/amount"), "2500");
     assert_eq!(response.data("createTransfer/fromEntry/transfer/id"), response.data("createTransfer/transfer/id"));
-    assert_eq!(balance(&app, &bob.token, &bob.account).await, "7500");
+    assert_eq!(app.balance(&bob.token, &bob.account).await, "7500");
     assert_eq!(assert_ledger_consistent(&app.db).await, 15_000);
 }
 
@@ -103,7 +99,7 @@ async fn a_transfer_is_refused_with_a_clear_code_for_each_broken_rule(backend: B
         assert_eq!(code(input.clone(), token).await.as_deref(), Some(expected), "{input}");
     }
     assert_eq!(assert_ledger_consistent(&app.db).await, 15_100);
-    assert_eq!(balance(&app, &alice.token, &alice.account).await, "10000");
+    assert_eq!(app.balance(&alice.token, &alice.account).await, "10000");
 }
 
 async fn accounts_and_transfers_are_visible_to_their_owners_and_bankers_only(backend: Backend) {
@@ -185,7 +181,7 @@ async fn a_retried_transfer_with_the_same_idempotency_key_moves_money_once(backe
 
     assert_eq!(first.data("createTransfer/transfer"), retry.data("createTransfer/transfer"));
     assert_eq!(changed.error_code(), Some("IDEMPOTENCY_KEY_REUSED"));
-    assert_eq!(balance(&app, &alice.token, &alice.account).await, "9300");
+    assert_eq!(app.balance(&alice.token, &alice.account).await, "9300");
     assert_ledger_consistent(&app.db).await;
 }
 
@@ -226,24 +222,43 @@ async fn a_retried_transfer_gets_its_first_answer_even_when_it_could_no_longer_s
     let retry = app.graphql(TRANSFER, input, Some(&alice.token)).await;
 
     assert_eq!(first.assert_ok().data("createTransfer/transfer"), retry.assert_ok().data("createTransfer/transfer"));
-    assert_eq!(balance(&app, &alice.token, &alice.account).await, "0");
+    assert_eq!(app.balance(&alice.token, &alice.account).await, "0");
     assert_ledger_consistent(&app.db).await;
 }
 
-async fn ten_concurrent_identical_requests_with_one_key_make_exactly_one_transfer(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let AliceAndBob { alice, bob, .. } = AliceAndBob::open(&app).await;
+/// Sends ten identical requests with one idempotency key at once, spread over `apps`, and asserts that exactly one
+/// transfer was made and that every request was answered with it.
+async fn ten_identical_keyed_requests_make_one_transfer(apps: &[&TestApp]) {
+    let app = apps[0];
+    let AliceAndBob { alice, bob, .. } = AliceAndBob::open(app).await;
     let mut input = transfer_input(&alice.account, &bob.account, 1_000, "USD");
     input["input"]["idempotencyKey"] = json!("double-click");
 
-    let requests = (0..10).map(|_| app.graphql(TRANSFER, input.clone(), Some(&alice.token)));
+    let requests = (0..10).map(|i| apps[i % apps.len()].graphql(TRANSFER, input.clone(), Some(&alice.token)));
     let responses = futures::future::join_all(requests).await;
 
     let ids: std::collections::HashSet<String> =
         responses.iter().map(|r| r.assert_ok().str("createTransfer/transfer/id")).collect();
-    assert_eq!(ids.len(), 1, "one transfer, answered ten times");
-    assert_eq!(balance(&app, &alice.token, &alice.account).await, "9000");
-    assert_ledger_consistent(&app.db).await;
+    assert_eq!(ids.len(), 1, "one transfer, answered ten times: {ids:?}");
+    assert_eq!(app.count("SELECT count(*) FROM transfers").await, 1, "one transfer in the database");
+    assert_eq!(app.balance(&alice.token, &alice.account).await, "9000");
+    assert_eq!(assert_ledger_consistent(&app.db).await, AliceAndBob::TOTAL);
+}
+
+async fn ten_concurrent_identical_requests_with_one_key_make_exactly_one_transfer(backend: Backend) {
+    let app = spawn_app(backend).await;
+
+    ten_identical_keyed_requests_make_one_transfer(&[&app]).await;
+}
+
+/// Two servers on one PostgreSQL database, as two replicas behind a load balancer: the key is claimed in the
+/// database, not in a server's memory, so ten identical requests spread over both still make one transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_identical_keyed_requests_across_two_servers_on_one_database_make_exactly_one_transfer() {
+    let first = spawn_app(Backend::Postgres).await;
+    let second = spawn_app_with(Arc::clone(&first.database), &[]).await;
+
+    ten_identical_keyed_requests_make_one_transfer(&[&first, &second]).await;
 }
 
 async fn one_idempotency_key_on_two_debited_accounts_makes_two_transfers(backend: Backend) {
@@ -264,8 +279,8 @@ async fn one_idempotency_key_on_two_debited_accounts_makes_two_transfers(backend
         from_bob.assert_ok().str("createTransfer/transfer/id"),
     ];
     assert_ne!(ids[0], ids[1]);
-    assert_eq!(balance(&app, &alice.token, &alice.account).await, "10000");
-    assert_eq!(balance(&app, &bob.token, &bob.account).await, "5000");
+    assert_eq!(app.balance(&alice.token, &alice.account).await, "10000");
+    assert_eq!(app.balance(&bob.token, &bob.account).await, "5000");
     assert_eq!(assert_ledger_consistent(&app.db).await, AliceAndBob::TOTAL);
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde_json::{Value, json};
 use tests::{AliceAndBob, Backend, Response, TRANSFER, TestApp, assert_ledger_consistent, on_both_backends, spawn_app};
 const DEPOSIT: &str = "mutation($input: DepositInput!) { deposit(input: $input) { id } }";
@@ -24,26 +24,10 @@ async fn delete_user(app: &TestApp, token: &str, username: &str) -> Response {
     app.graphql("mutation($u: String!) { deleteUser(username: $u) }", json!({ "u": username }), Some(token)).await
 }
 
-async fn balance(app: &TestApp, token: &str, account: &str) -> String {
-    let response =
-        app.graphql("query($id: ID!) { account(id: $id) { balance } }", json!({ "id": account }), Some(token)).await;
-    response.str("account/balance")
-}
-
-/// One number from the database.
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    let row = app.db.query_one_raw(Statement::from_string(app.db.get_database_backend(), sql)).await.expect(sql);
-    row.expect("a row").try_get_by_index::<i64>(0).expect("an integer")
-}
-
 async fn twenty_identical_keyed_requests_at_once_move_the_whole_balance_exactly_once(backend: Backend) {
     let app = spawn_app(backend).await;
-    let banker = app.banker("banker").await;
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
-    let alice_usd = app.open_account(&alice, "USD").await;
-    let bob_usd = app.open_account(&bob, "USD").await;
-    app.deposit(&banker, &alice_usd, 1_000).await;
+    let AliceAndBob { alice, bob, .. } = AliceAndBob::holding(&app, 1_000, 0).await;
+    let (alice, alice_usd, bob, bob_usd) = (alice.token, alice.account, bob.token, bob.account);
     let input = transfer_input(&alice_usd, &bob_usd, 1_000, Some("pay-rent"));
 
     // All twenty are in flight at once. On PostgreSQL another transaction holds alice's account until they have
@@ -61,15 +45,15 @@ async fn twenty_identical_keyed_requests_at_once_move_the_whole_balance_exactly_
     };
     let (responses, ()) = tokio::join!(requests, release);
 
-    assert_eq!(count(&app, "SELECT count(*) FROM transfers").await, 1, "one transfer");
-    let transfer = count(&app, "SELECT id FROM transfers").await.to_string();
+    assert_eq!(app.count("SELECT count(*) FROM transfers").await, 1, "one transfer");
+    let transfer = app.count("SELECT id FROM transfers").await.to_string();
     // A request racing the first waits on the account's lock, so by the time it answers the first has committed:
     // every one of them gets the first one's transfer, none a refusal.
     for response in &responses {
         assert_eq!(response.assert_ok().str("createTransfer/transfer/id"), transfer, "{:#}", response.0);
     }
-    assert_eq!(balance(&app, &alice, &alice_usd).await, "0");
-    assert_eq!(balance(&app, &bob, &bob_usd).await, "1000");
+    assert_eq!(app.balance(&alice, &alice_usd).await, "0");
+    assert_eq!(app.balance(&bob, &bob_usd).await, "1000");
     assert_eq!(assert_ledger_consistent(&app.db).await, 1_000);
 }
 
@@ -88,7 +72,7 @@ async fn idempotency_keys_have_1_to_255_characters_and_no_control_characters(bac
     app.graphql(TRANSFER, transfer_input(&alice.account, &bob.account, 1, Some(&longest)), Some(&alice.token))
         .await
         .assert_ok();
-    assert_eq!(count(&app, "SELECT count(*) FROM transfers").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM transfers").await, 1);
 }
 
 async fn a_user_is_deleted_only_once_their_accounts_are_empty(backend: Backend) {
@@ -102,7 +86,7 @@ async fn a_user_is_deleted_only_once_their_accounts_are_empty(backend: Backend) 
         .await
         .assert_ok();
     assert_eq!(delete_user(&app, &banker, "alice").await.error_code(), Some("ACCOUNT_NOT_EMPTY"), "the EUR cent");
-    let closed = count(&app, "SELECT count(*) FROM accounts WHERE closed_at IS NOT NULL").await;
+    let closed = app.count("SELECT count(*) FROM accounts WHERE closed_at IS NOT NULL").await;
     assert_eq!(closed, 0, "a refused deletion closes nothing");
     assert_eq!(app.graphql("{ me { username } }", json!({}), Some(&alice.token)).await.str("me/username"), "alice");
 
@@ -110,7 +94,7 @@ async fn a_user_is_deleted_only_once_their_accounts_are_empty(backend: Backend) 
     let eur = json!({ "input": { "fromAccountId": alice_eur, "toAccountId": bob_eur, "amount": 1, "currency": "EUR" }});
     app.graphql(TRANSFER, eur, Some(&alice.token)).await.assert_ok();
     assert_eq!(delete_user(&app, &alice.token, "alice").await.data("deleteUser"), &json!(true));
-    assert_eq!(count(&app, "SELECT count(*) FROM accounts WHERE closed_at IS NOT NULL").await, 2);
+    assert_eq!(app.count("SELECT count(*) FROM accounts WHERE closed_at IS NOT NULL").await, 2);
     assert_eq!(assert_ledger_consistent(&app.db).await, 15_001);
 }
 
@@ -181,7 +165,7 @@ async fn a_deposit_racing_a_deletion_either_lands_first_or_finds_the_account_clo
         outcomes.insert(outcome);
     }
     eprintln!("outcomes: {outcomes:?}");
-    let frozen = count(&app, "SELECT count(*) FROM accounts WHERE closed_at IS NOT NULL AND balance <> 0").await;
+    let frozen = app.count("SELECT count(*) FROM accounts WHERE closed_at IS NOT NULL AND balance <> 0").await;
     assert_eq!(frozen, 0, "money in a closed account");
     assert_ledger_consistent(&app.db).await;
 }
@@ -198,34 +182,30 @@ async fn a_deposit_past_the_top_of_the_money_range_is_refused_and_moves_nothing(
         assert_eq!(refused.error_code(), Some("BALANCE_OUT_OF_RANGE"), "{amount}: {:#}", refused.0);
     }
 
-    assert_eq!(balance(&app, &alice, &alice_usd).await, MAX_MONEY);
+    assert_eq!(app.balance(&alice, &alice_usd).await, MAX_MONEY);
     assert_eq!(assert_ledger_consistent(&app.db).await, i64::MAX);
 }
 
 async fn a_transfer_into_a_full_account_is_refused_and_moves_nothing(backend: Backend) {
     let app = spawn_app(backend).await;
-    let banker = app.banker("banker").await;
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
-    let alice_usd = app.open_account(&alice, "USD").await;
-    let bob_usd = app.open_account(&bob, "USD").await;
-    deposit(&app, &banker, &alice_usd, 10).await.assert_ok();
+    let AliceAndBob { banker, alice, bob } = AliceAndBob::holding(&app, 10, 0).await;
+    let (alice, alice_usd, bob, bob_usd) = (alice.token, alice.account, bob.token, bob.account);
     deposit(&app, &banker, &bob_usd, (i64::MAX - 9).to_string()).await.assert_ok();
 
     app.graphql(TRANSFER, transfer_input(&alice_usd, &bob_usd, 9, None), Some(&alice)).await.assert_ok();
     let refused = app.graphql(TRANSFER, transfer_input(&alice_usd, &bob_usd, 1, Some("one-more")), Some(&alice)).await;
 
     assert_eq!(refused.error_code(), Some("BALANCE_OUT_OF_RANGE"), "{:#}", refused.0);
-    assert_eq!(balance(&app, &alice, &alice_usd).await, "1");
-    assert_eq!(balance(&app, &bob, &bob_usd).await, MAX_MONEY);
-    assert_eq!(count(&app, "SELECT count(*) FROM transfers").await, 1, "only the transfer that fit");
+    assert_eq!(app.balance(&alice, &alice_usd).await, "1");
+    assert_eq!(app.balance(&bob, &bob_usd).await, MAX_MONEY);
+    assert_eq!(app.count("SELECT count(*) FROM transfers").await, 1, "only the transfer that fit");
     // The bank as a whole holds more than one Money can count, so the ledger is checked account by account.
-    let unbalanced = count(
-        &app,
-        "SELECT count(*) FROM accounts a WHERE a.balance <> \
+    let unbalanced = app
+        .count(
+            "SELECT count(*) FROM accounts a WHERE a.balance <> \
          (SELECT coalesce(sum(e.amount), 0) FROM entries e WHERE e.account_id = a.id)",
-    )
-    .await;
+        )
+        .await;
     assert_eq!(unbalanced, 0);
 }
 

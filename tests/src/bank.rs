@@ -24,11 +24,13 @@ pub struct Holder {
 }
 
 impl Holder {
-    /// Signs up `username`, opens a USD account and has `banker` deposit `amount` into it.
+    /// Signs up `username`, opens a USD account and has `banker` deposit `amount` into it (nothing if 0).
     pub async fn open(app: &TestApp, banker: &str, username: &str, amount: i64) -> Self {
         let token = app.user(username).await;
         let account = app.open_account(&token, "USD").await;
-        app.deposit(banker, &account, amount).await;
+        if amount > 0 {
+            app.deposit(banker, &account, amount).await;
+        }
         Self { username: username.to_owned(), token, account }
     }
 }
@@ -45,9 +47,14 @@ impl AliceAndBob {
     pub const TOTAL: i64 = 15_000;
 
     pub async fn open(app: &TestApp) -> Self {
+        Self::holding(app, 10_000, 5_000).await
+    }
+
+    /// The banker, and alice and bob with these amounts on their USD accounts (0: nothing deposited).
+    pub async fn holding(app: &TestApp, alice: i64, bob: i64) -> Self {
         let banker = app.banker("banker").await;
-        let alice = Holder::open(app, &banker, "alice", 10_000).await;
-        let bob = Holder::open(app, &banker, "bob", 5_000).await;
+        let alice = Holder::open(app, &banker, "alice", alice).await;
+        let bob = Holder::open(app, &banker, "bob", bob).await;
         Self { banker, alice, bob }
     }
 }

@@ -15,7 +15,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 
-use async_graphql::parser::types::{BaseType, Type, TypeKind, TypeSystemDefinition};
+use async_graphql::parser::types::{BaseType, FieldDefinition, Type, TypeKind, TypeSystemDefinition};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -82,29 +82,18 @@ impl Schema {
                                 .map(|a| Arg { name: a.node.name.node.to_string(), ty: a.node.ty.node.clone() })
                                 .collect()
                         };
+                    let fields = |list: &[async_graphql::Positioned<FieldDefinition>]| {
+                        list.iter()
+                            .map(|f| Field {
+                                name: f.node.name.node.to_string(),
+                                args: args(&f.node.arguments),
+                                ty: f.node.ty.node.clone(),
+                            })
+                            .collect()
+                    };
                     let kind = match &ty.node.kind {
-                        TypeKind::Object(object) => Kind::Object(
-                            object
-                                .fields
-                                .iter()
-                                .map(|f| Field {
-                                    name: f.node.name.node.to_string(),
-                                    args: args(&f.node.arguments),
-                                    ty: f.node.ty.node.clone(),
-                                })
-                                .collect(),
-                        ),
-                        TypeKind::Interface(interface) => Kind::Object(
-                            interface
-                                .fields
-                                .iter()
-                                .map(|f| Field {
-                                    name: f.node.name.node.to_string(),
-                                    args: args(&f.node.arguments),
-                                    ty: f.node.ty.node.clone(),
-                                })
-                                .collect(),
-                        ),
+                        TypeKind::Object(object) => Kind::Object(fields(&object.fields)),
+                        TypeKind::Interface(interface) => Kind::Object(fields(&interface.fields)),
                         TypeKind::InputObject(input) => Kind::Input(args(&input.fields)),
                         TypeKind::Enum(e) => {
                             Kind::Enum(e.values.iter().map(|v| v.node.value.node.to_string()).collect())

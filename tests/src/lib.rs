@@ -17,6 +17,7 @@ use tempfile::TempDir;
 mod bank;
 pub mod generate;
 mod pg_server;
+mod raw_http;
 mod socket;
 
 pub use bank::{
@@ -24,6 +25,7 @@ pub use bank::{
     ledger_check, transfer_input,
 };
 pub use pg_server::PgServer;
+pub use raw_http::RawAnswer;
 pub use socket::{Received, Socket};
 
 /// The key test servers sign tokens with, so tests can forge tokens the way an attacker with the key could.
@@ -350,6 +352,18 @@ impl TestApp {
             .await;
         response.assert_ok();
         response.str("createAccount/id")
+    }
+
+    /// An account's balance, as the holder of `token` reads it.
+    pub async fn balance(&self, token: &str, account: &str) -> String {
+        let query = "query($id: ID!) { account(id: $id) { balance } }";
+        self.graphql(query, json!({ "id": account }), Some(token)).await.str("account/balance")
+    }
+
+    /// One number the database answers `sql` with (a count, say), read directly.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let row = self.db.query_one_raw(Statement::from_string(self.db.get_database_backend(), sql)).await;
+        row.expect(sql).expect("a row").try_get_by_index::<i64>(0).expect("an integer")
     }
 
     /// Deposits `amount` as the banker holding `banker`.
