@@ -27,6 +27,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, Trans
 
 use crate::Error;
 use crate::domain::Username;
+use crate::ledger::with_retry;
 
 /// How many failures or sign-ups each key may have per window.
 #[derive(Clone, Copy, Debug)]
@@ -67,18 +68,22 @@ impl Throttle {
         self.sweep_if_due(db, now).await;
         let limits = &self.limits;
         let window = limits.login_window;
-        // One transaction for the three counts, so that a flood costs one commit (on SQLite, one sync to disk) per
-        // attempt rather than one per count. A refusal still commits the counts made before it.
-        let txn = db.begin().await?;
         let keys = LoginKeys::of(username, address);
-        let counted = async {
-            self.count(&txn, &keys.address, limits.login_per_address, window, now).await?;
-            self.count(&txn, &keys.pair, limits.login_per_username_and_address, window, now).await?;
-            self.count(&txn, &keys.username, limits.login_per_username, window, now).await
-        }
-        .await;
-        txn.commit().await?;
-        counted
+        // One transaction for the three counts, so that a flood costs one commit (on SQLite, one sync to disk) per
+        // attempt rather than one per count. A refusal still commits the counts made before it. Concurrent attempts
+        // bump the same rows, which a SERIALIZABLE database may abort: then the whole attempt is counted again.
+        with_retry(|| async {
+            let txn = db.begin().await?;
+            let counted = async {
+                self.count(&txn, &keys.address, limits.login_per_address, window, now).await?;
+                self.count(&txn, &keys.pair, limits.login_per_username_and_address, window, now).await?;
+                self.count(&txn, &keys.username, limits.login_per_username, window, now).await
+            }
+            .await;
+            txn.commit().await?;
+            counted
+        })
+        .await
     }
 
     /// The password was right: the attempt [`admit_login`](Self::admit_login) counted was no failure. The
@@ -91,16 +96,19 @@ impl Throttle {
         address: IpAddr,
     ) -> Result<(), Error> {
         let LoginKeys { address, pair, username } = LoginKeys::of(username, address);
-        login_throttle::Entity::update_many()
-            .col_expr(
-                Column::Count,
-                Expr::case(Column::Key.eq(pair.clone()), 0).finally(Expr::col(Column::Count).sub(1)).into(),
-            )
-            .filter(Column::Key.is_in([address, username, pair]))
-            .filter(Column::Count.gt(0))
-            .exec(db)
-            .await?;
-        Ok(())
+        with_retry(|| async {
+            login_throttle::Entity::update_many()
+                .col_expr(
+                    Column::Count,
+                    Expr::case(Column::Key.eq(pair.clone()), 0).finally(Expr::col(Column::Count).sub(1)).into(),
+                )
+                .filter(Column::Key.is_in([address.clone(), username.clone(), pair.clone()]))
+                .filter(Column::Count.gt(0))
+                .exec(db)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Counts a sign-up from `address` before its password is hashed; `RATE_LIMITED` past the limit.
@@ -108,7 +116,7 @@ impl Throttle {
         let now = now();
         self.sweep_if_due(db, now).await;
         let key = format!("signup/address/{}", address_key(address));
-        self.count(db, &key, self.limits.signups_per_address, self.limits.signup_window, now).await
+        with_retry(|| self.count(db, &key, self.limits.signups_per_address, self.limits.signup_window, now)).await
     }
 
     /// Adds one to `key`'s count in its current window (a new window if the last one has ended), in one statement,

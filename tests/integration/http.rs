@@ -140,10 +140,6 @@ async fn a_body_that_trickles_in_slower_than_the_request_timeout_is_answered_408
 
 /// Over `BODY_LIMIT_BYTES`, whether the length is announced or the body just keeps coming: 413, and a GraphQL
 /// error with the code `PAYLOAD_TOO_LARGE` in the body, as the README's table of codes promises.
-///
-/// Ignored until the server keeps that promise: today an announced length over the limit is answered by
-/// tower-http's `RequestBodyLimitLayer` itself (413, the bare text `length limit exceeded`), and a chunked body that
-/// grows over it reaches the GraphQL extractor as an I/O error (400 `BAD_REQUEST`).
 async fn a_body_over_the_limit_is_answered_413_with_payload_too_large(backend: Backend) {
     let database = Arc::new(TestDatabase::empty(backend).await);
     let app = spawn_app_with(database, &["--body-limit-bytes", "1024"]).await;
@@ -182,19 +178,8 @@ async fn an_unexpected_database_failure_is_answered_internal_server_error_and_no
     app.graphql(accounts, json!({}), Some(&alice)).await.assert_ok();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the server answers 413 without PAYLOAD_TOO_LARGE, and 400 to a chunked body (see the test's comment)"]
-async fn sqlite_a_body_over_the_limit_is_answered_413_with_payload_too_large() {
-    a_body_over_the_limit_is_answered_413_with_payload_too_large(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the server answers 413 without PAYLOAD_TOO_LARGE, and 400 to a chunked body (see the test's comment)"]
-async fn postgres_a_body_over_the_limit_is_answered_413_with_payload_too_large() {
-    a_body_over_the_limit_is_answered_413_with_payload_too_large(Backend::Postgres).await;
-}
-
 on_both_backends!(
+    a_body_over_the_limit_is_answered_413_with_payload_too_large,
     a_body_that_trickles_in_slower_than_the_request_timeout_is_answered_408,
     an_unexpected_database_failure_is_answered_internal_server_error_and_nothing_of_its_cause,
     a_document_that_is_not_graphql_is_refused_with_graphql_parse_failed,

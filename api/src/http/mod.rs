@@ -53,6 +53,28 @@ impl IntoResponse for BadRequest {
     }
 }
 
+/// `PAYLOAD_TOO_LARGE` with status 413.
+fn payload_too_large() -> impl IntoResponse {
+    refused(StatusCode::PAYLOAD_TOO_LARGE, Code::PayloadTooLarge, "the body is larger than the server accepts")
+}
+
+/// Whether reading a body failed on `BODY_LIMIT_BYTES` (the limit layer's `LengthLimitError`).
+fn is_over_the_limit(err: &axum::Error) -> bool {
+    let mut cause = std::error::Error::source(err);
+    while let Some(err) = cause {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}
+
+/// Every 413 carries `PAYLOAD_TOO_LARGE`, also the one the limit layer sends from the announced length alone.
+async fn coded_payload_too_large(response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE { payload_too_large().into_response() } else { response }
+}
+
 /// A request answered without running it, in the shape of every GraphQL answer: one error, with its code.
 fn refused(status: StatusCode, code: Code, message: impl Into<String>) -> impl IntoResponse {
     (status, axum::Json(async_graphql::Response::from_errors(vec![graphql::coded(code, message)])))
@@ -79,6 +101,8 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .layer(Extension(TrustedProxies(config.trusted_proxies.iter().copied().collect())))
         .layer(cors(&config.cors_allowed_origins))
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
+        // The limit's own answer to an announced length over it is bare text; clients get the coded one.
+        .layer(axum::middleware::map_response(coded_payload_too_large))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(config.request_timeout_secs),
@@ -149,6 +173,17 @@ async fn graphql(
         };
     }
     let headers = request.headers().clone();
+    // The body is read here rather than by the GraphQL extractor, which keeps only the text of a read's failure:
+    // here a body over `BODY_LIMIT_BYTES` (sent without announcing its length) is told from a broken one.
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(body) => body,
+        Err(err) if is_over_the_limit(&err) => return payload_too_large().into_response(),
+        Err(_) => {
+            return refused(StatusCode::BAD_REQUEST, Code::BadRequest, "the body could not be read").into_response();
+        }
+    };
+    let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(body));
     let request = match Request::from_request(request, &state).await {
         Ok(request) => request,
         Err(rejection) => return rejection.into_response(),
