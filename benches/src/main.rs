@@ -617,13 +617,16 @@ fn process_seconds(stat: &std::path::Path, with_children: bool) -> Option<f64> {
 const RAW_TRANSFER_FUNCTION: &str = r#"
 CREATE OR REPLACE FUNCTION bench_transfer(p_from bigint, p_to bigint, p_amount bigint) RETURNS bigint
 LANGUAGE plpgsql AS $$
-DECLARE t_id bigint;
+DECLARE t_id bigint; f_balance bigint; f_seq bigint; t_balance bigint; t_seq bigint;
 BEGIN
     PERFORM 1 FROM accounts WHERE id IN (p_from, p_to) ORDER BY id FOR UPDATE;
-    UPDATE accounts SET balance = balance - p_amount WHERE id = p_from;
-    UPDATE accounts SET balance = balance + p_amount WHERE id = p_to;
+    UPDATE accounts SET balance = balance - p_amount, entry_count = entry_count + 1 WHERE id = p_from
+        RETURNING balance, entry_count INTO f_balance, f_seq;
+    UPDATE accounts SET balance = balance + p_amount, entry_count = entry_count + 1 WHERE id = p_to
+        RETURNING balance, entry_count INTO t_balance, t_seq;
     INSERT INTO transfers (from_account_id, to_account_id, amount) VALUES (p_from, p_to, p_amount) RETURNING id INTO t_id;
-    INSERT INTO entries (account_id, amount, transfer_id) VALUES (p_from, -p_amount, t_id), (p_to, p_amount, t_id);
+    INSERT INTO entries (account_id, amount, transfer_id, balance_after, account_seq)
+        VALUES (p_from, -p_amount, t_id, f_balance, f_seq), (p_to, p_amount, t_id, t_balance, t_seq);
     RETURN t_id;
 END $$;
 "#;
@@ -694,8 +697,11 @@ async fn naive_transfer(conn: &mut PgConnection, from: i64, to: i64) -> Result<(
         .bind(to)
         .fetch_all(&mut *tx)
         .await?;
-    sqlx::query("UPDATE accounts SET balance = balance - 1 WHERE id = $1").bind(from).execute(&mut *tx).await?;
-    sqlx::query("UPDATE accounts SET balance = balance + 1 WHERE id = $1").bind(to).execute(&mut *tx).await?;
+    // Each entry records the balance it left and its place in the account's ledger, as the server's do.
+    let moved = "UPDATE accounts SET balance = balance + $2, entry_count = entry_count + 1 WHERE id = $1 \
+                 RETURNING balance, entry_count";
+    let (from_balance, from_seq): (i64, i64) = sqlx::query_as(moved).bind(from).bind(-1i64).fetch_one(&mut *tx).await?;
+    let (to_balance, to_seq): (i64, i64) = sqlx::query_as(moved).bind(to).bind(1i64).fetch_one(&mut *tx).await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO transfers (from_account_id, to_account_id, amount) VALUES ($1, $2, 1) RETURNING id",
     )
@@ -703,12 +709,19 @@ async fn naive_transfer(conn: &mut PgConnection, from: i64, to: i64) -> Result<(
     .bind(to)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO entries (account_id, amount, transfer_id) VALUES ($1, -1, $3), ($2, 1, $3)")
-        .bind(from)
-        .bind(to)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO entries (account_id, amount, transfer_id, balance_after, account_seq) \
+         VALUES ($1, -1, $3, $4, $5), ($2, 1, $3, $6, $7)",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(id)
+    .bind(from_balance)
+    .bind(from_seq)
+    .bind(to_balance)
+    .bind(to_seq)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }
