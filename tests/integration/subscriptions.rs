@@ -375,8 +375,46 @@ async fn the_server_pings_and_a_client_that_answers_keeps_its_socket(backend: Ba
     assert_eq!(event(&socket.next_payload("1").await).1, 6, "the socket still serves");
 }
 
+async fn an_up_to_date_subscriber_costs_the_database_no_statement_per_entry(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let AliceAndBob { banker, alice, bob } = AliceAndBob::open(&app).await;
+    let (alice, alice_usd, bob, bob_usd) = (alice.token, alice.account, bob.token, bob.account);
+    let statements_of_transfers = async || {
+        let before = app.metric("db_statements_total").await;
+        for amount in 1..=5 {
+            transfer(&app, &bob, &bob_usd, &alice_usd, amount).await;
+        }
+        app.metric("db_statements_total").await - before
+    };
+    let alone = statements_of_transfers().await;
+
+    let after = newest_cursor(&app, &alice, &alice_usd).await;
+    let mut subscribers = Vec::new();
+    for _ in 0..3 {
+        let mut socket = Socket::connect(&app.address, &alice).await;
+        socket.subscribe("1", ENTRY_ADDED, json!({ "id": alice_usd, "after": after })).await;
+        subscribers.push(socket);
+    }
+    // Each subscriber sees this deposit, whenever it started.
+    app.deposit(&banker, &alice_usd, 1).await;
+    for socket in &mut subscribers {
+        event(&socket.next_payload("1").await);
+    }
+    let before = app.metric("db_statements_total").await;
+    let watched = statements_of_transfers().await;
+    for socket in &mut subscribers {
+        for amount in 1..=5 {
+            assert_eq!(event(&socket.next_payload("1").await).1, amount);
+        }
+    }
+
+    assert_eq!(watched, alone, "the same transfers cost as many statements with subscribers as without");
+    assert_eq!(app.metric("db_statements_total").await - before, alone, "delivering the entries cost none");
+}
+
 on_both_backends!(
     fifty_concurrent_transfers_into_one_account_arrive_as_fifty_events_in_ledger_order,
+    an_up_to_date_subscriber_costs_the_database_no_statement_per_entry,
     a_client_resuming_from_its_last_cursor_gets_what_it_missed_once_and_then_what_follows,
     someone_elses_account_is_refused_and_the_socket_stays_open,
     logging_out_closes_the_sessions_socket_with_4403,

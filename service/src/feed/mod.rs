@@ -1,21 +1,26 @@
-//! The change feed: one per server process, telling subscribers that an account's ledger grew or that a user's
-//! sessions may have ended.
+//! The change feed: one per server process, carrying an account's new entries to its subscribers and telling
+//! sockets that a user's sessions may have ended.
 //!
-//! The database is the source of truth and the feed only says where to look: a subscriber keeps its own cursor
-//! (an entry's `account_seq`) and, when woken, reads every entry after it. So a lost or coalesced wake-up costs
-//! nothing but latency, as long as some later wake-up comes; and one does, since every reconnect of the listener
-//! wakes everyone ([`Feed::resync`]). A subscription costs no database work while nothing happens to its account.
+//! An announcement carries the entries themselves, so a subscriber that is up to date delivers them with no
+//! database work at all; each account keeps its latest few ([`RECENT`]) for subscribers woken late. The database
+//! stays the source of truth: a subscriber keeps its own cursor (an entry's `account_seq`), and whenever what the
+//! feed holds does not continue that cursor (it fell further behind, or announcements were lost while the listener
+//! reconnected, which wakes everyone: [`Inner::resync`]) it reads the entries after its cursor from the database.
+//! A subscription costs no database work while nothing happens to its account.
 //!
 //! - PostgreSQL: a transaction that writes entries announces them with `pg_notify` on [`CHANNEL`] (one small
 //!   notification per transaction), so only committed entries are announced, and every server process on the
-//!   database hears them through one `LISTEN` connection ([`listener`]).
+//!   database hears them through one `LISTEN` connection ([`listener`]). Notifications arrive in commit order, and
+//!   an account's entries commit in `account_seq` order (each is numbered under the account's row lock), so each
+//!   account's announced entries follow each other without gaps unless some were lost.
 //! - SQLite (one process): the same announcements are published in-process once their transaction committed.
 
 mod listener;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use chrono::{DateTime, Utc};
 use entity::entry;
 use futures_core::Stream;
 use sea_orm::{
@@ -31,19 +36,46 @@ use crate::Error;
 pub const CHANNEL: &str = "bank_feed";
 /// How many entries a subscriber reads per statement while catching up.
 const BATCH: u64 = 100;
+/// How many of an account's latest announced entries the feed holds for its subscribers. A subscriber woken after
+/// more than these were announced (a busy socket, a slow client) reads the rest from the database.
+const RECENT: usize = 32;
 /// Session changes buffered per listening socket; one that falls further behind re-checks its session anyway.
 const SESSION_BUFFER: usize = 1024;
 
-/// What one notification announces. On PostgreSQL its JSON is the payload (`{"entries":[[account_id, seq], …]}`,
-/// `{"sessions_ended":"alice"}`), built by SQL as well as by [`Feed::announce`].
+/// What one notification announces. On PostgreSQL its JSON is the payload (`{"entries":[[id, account_id, amount,
+/// transfer_id, balance_after, account_seq, created_at], …]}`, `{"sessions_ended":"alice"}`), built by SQL as well
+/// as by [`Feed::announce`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Change {
-    /// Entries committed: each account with its newest `account_seq`.
-    Entries(Vec<(i64, i64)>),
+    /// Entries committed, whole.
+    Entries(Vec<Announced>),
     /// Some session of this user ended (logout, password change, deletion, a copied refresh token), or what the user
     /// may do changed (a new role): their sockets re-check.
     SessionsEnded(String),
+}
+
+/// An entry as a notification carries it: a JSON array, the shape SQL's `json_build_array` builds cheaply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announced(i64, i64, i64, Option<i64>, i64, i64, DateTime<Utc>);
+
+impl From<&entry::Model> for Announced {
+    fn from(e: &entry::Model) -> Self {
+        Self(e.id, e.account_id, e.amount, e.transfer_id, e.balance_after, e.account_seq, e.created_at)
+    }
+}
+
+impl From<Announced> for entry::Model {
+    fn from(Announced(id, account_id, amount, transfer_id, balance_after, account_seq, created_at): Announced) -> Self {
+        Self { id, account_id, amount, created_at, transfer_id, balance_after, account_seq }
+    }
+}
+
+impl Change {
+    /// `entries`, committed.
+    pub(crate) fn entries<'a>(entries: impl IntoIterator<Item = &'a entry::Model>) -> Self {
+        Self::Entries(entries.into_iter().map(Announced::from).collect())
+    }
 }
 
 /// What a socket hears about sessions.
@@ -61,8 +93,8 @@ pub struct Feed(Arc<Inner>);
 
 struct Inner {
     backend: DbBackend,
-    /// One watch per account with subscribers, holding the newest `account_seq` announced.
-    accounts: Mutex<HashMap<i64, watch::Sender<i64>>>,
+    /// One watch per account with subscribers, holding the account's latest announced entries.
+    accounts: Mutex<HashMap<i64, watch::Sender<Recent>>>,
     sessions: broadcast::Sender<SessionChange>,
 }
 
@@ -119,20 +151,32 @@ impl Feed {
         // Watching starts before the starting point is read, so that nothing committed in between goes unnoticed.
         let mut watch = self.watch(account_id);
         async_stream::try_stream! {
-            let mut cursor = match after {
-                Some(after) => after,
-                None => newest_seq(&db, account_id).await?,
+            // Without `after` nothing before now is wanted, so there is nothing to read until the feed is behind.
+            let (mut cursor, mut behind) = match after {
+                Some(after) => (after, true),
+                None => (newest_seq(&db, account_id).await?, false),
             };
             loop {
-                let batch = entries_after(&db, account_id, cursor).await?;
-                let caught_up = (batch.len() as u64) < BATCH;
-                for entry in batch {
-                    cursor = entry.account_seq;
-                    yield entry;
+                while behind {
+                    let batch = entries_after(&db, account_id, cursor).await?;
+                    behind = batch.len() as u64 == BATCH;
+                    for entry in batch {
+                        cursor = entry.account_seq;
+                        yield entry;
+                    }
                 }
-                if caught_up && watch.changed().await.is_err() {
+                if watch.changed().await.is_err() {
                     // The feed is gone: the server is stopping.
                     break;
+                }
+                match watch.after(cursor) {
+                    Some(entries) => {
+                        for entry in entries {
+                            cursor = entry.account_seq;
+                            yield entry;
+                        }
+                    }
+                    None => behind = true,
                 }
             }
         }
@@ -145,7 +189,7 @@ impl Feed {
 
     fn watch(&self, account_id: i64) -> AccountWatch {
         let mut accounts = self.0.accounts.lock().unwrap_or_else(PoisonError::into_inner);
-        let receiver = accounts.entry(account_id).or_insert_with(|| watch::channel(0).0).subscribe();
+        let receiver = accounts.entry(account_id).or_insert_with(|| watch::channel(Recent::default()).0).subscribe();
         AccountWatch { feed: self.0.clone(), account_id, receiver: Some(receiver) }
     }
 }
@@ -155,9 +199,9 @@ impl Inner {
         match change {
             Change::Entries(entries) => {
                 let accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
-                for (account_id, seq) in entries {
-                    if let Some(sender) = accounts.get(&account_id) {
-                        sender.send_modify(|newest| *newest = Ord::max(*newest, seq));
+                for entry in entries {
+                    if let Some(sender) = accounts.get(&entry.1) {
+                        sender.send_modify(|recent| recent.push(entry.into()));
                     }
                 }
             }
@@ -172,9 +216,30 @@ impl Inner {
     /// announced while nobody listened is lost, what was committed is not.
     fn resync(&self) {
         for sender in self.accounts.lock().unwrap_or_else(PoisonError::into_inner).values() {
-            sender.send_modify(|_| {});
+            sender.send_modify(|recent| recent.0.clear());
         }
         let _ = self.sessions.send(SessionChange::Anyone);
+    }
+}
+
+/// An account's latest announced entries, consecutive in `account_seq` (empty after a resync, when some may have been
+/// lost).
+#[derive(Default)]
+struct Recent(VecDeque<Arc<entry::Model>>);
+
+impl Recent {
+    fn push(&mut self, entry: entry::Model) {
+        match self.0.back() {
+            // Announced twice (a duplicated delivery): nothing new.
+            Some(last) if entry.account_seq <= last.account_seq => return,
+            // A gap: what came before cannot be vouched for.
+            Some(last) if entry.account_seq != last.account_seq + 1 => self.0.clear(),
+            _ => {}
+        }
+        if self.0.len() == RECENT {
+            self.0.pop_front();
+        }
+        self.0.push_back(Arc::new(entry));
     }
 }
 
@@ -183,10 +248,19 @@ struct AccountWatch {
     feed: Arc<Inner>,
     account_id: i64,
     /// `None` only while dropping, so that the registry's count no longer includes it.
-    receiver: Option<watch::Receiver<i64>>,
+    receiver: Option<watch::Receiver<Recent>>,
 }
 
 impl AccountWatch {
+    /// The announced entries after `cursor`, if what the feed holds continues it; `None` when the database must say.
+    fn after(&mut self, cursor: i64) -> Option<Vec<entry::Model>> {
+        let recent = self.receiver.as_mut()?.borrow_and_update();
+        let first = recent.0.front()?;
+        (first.account_seq <= cursor + 1).then(|| {
+            recent.0.iter().filter(|entry| entry.account_seq > cursor).map(|entry| entry::Model::clone(entry)).collect()
+        })
+    }
+
     async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
         match &mut self.receiver {
             Some(receiver) => receiver.changed().await,

@@ -124,12 +124,12 @@ pub async fn deposit(
         }
         .insert(&txn)
         .await?;
-        feed.announce(&txn, &Change::Entries(vec![(account_id, entry.account_seq)])).await?;
+        feed.announce(&txn, &Change::entries([&entry])).await?;
         txn.commit().await?;
         Ok(entry)
     })
     .await?;
-    feed.committed(Change::Entries(vec![(account_id, entry.account_seq)]));
+    feed.committed(Change::entries([&entry]));
     Ok(entry)
 }
 

@@ -85,10 +85,7 @@ pub async fn transfer(
     };
     match outcome {
         Attempt::Done(outcome) => {
-            feed.committed(Change::Entries(vec![
-                (outcome.from_entry.account_id, outcome.from_entry.account_seq),
-                (outcome.to_entry.account_id, outcome.to_entry.account_seq),
-            ]));
+            feed.committed(Change::entries([&outcome.from_entry, &outcome.to_entry]));
             Ok(*outcome)
         }
         // Committed by an earlier request with this key (or one racing this one, which the key's unique constraint
@@ -260,10 +257,11 @@ entered AS (
     SELECT side.account_id, side.amount, written.id, moved.balance, moved.entry_count
     FROM written, (VALUES ($1::bigint, -$3::bigint), ($2::bigint, $3::bigint)) AS side (account_id, amount)
     JOIN moved ON moved.id = side.account_id
-    RETURNING id, account_id, created_at, account_seq
+    RETURNING id, account_id, amount, transfer_id, balance_after, account_seq, created_at
 ),
 announced AS (
-    SELECT pg_notify($10, json_build_object('entries', json_agg(json_build_array(account_id, account_seq)))::text)
+    SELECT pg_notify($10, json_build_object('entries', json_agg(json_build_array(
+        id, account_id, amount, transfer_id, balance_after, account_seq, created_at)))::text)
     FROM entered HAVING count(*) > 0
 )
 SELECT
