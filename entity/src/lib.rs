@@ -13,3 +13,4 @@ pub mod login_throttle;
 pub mod session;
 pub mod transfer;
 pub mod user;
+pub mod withdrawal_key;

@@ -17,6 +17,7 @@ mod m20260101_000006_transfer_idempotency;
 mod m20260101_000007_account_closing;
 mod m20260101_000008_login_throttle;
 mod m20260101_000009_entry_balance_after;
+mod m20260101_000010_withdrawals;
 mod sqlite;
 
 pub struct Migrator;
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260101_000007_account_closing::Migration),
             Box::new(m20260101_000008_login_throttle::Migration),
             Box::new(m20260101_000009_entry_balance_after::Migration),
+            Box::new(m20260101_000010_withdrawals::Migration),
         ]
     }
 }

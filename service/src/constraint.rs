@@ -14,6 +14,7 @@ const SQLITE_UNIQUE: &[(&str, &str)] = &[
     ("accounts.owner, accounts.currency", "owner_currency_key"),
     ("sessions.id", "sessions_pkey"),
     ("transfers.from_account_id, transfers.idempotency_key", "transfers_idempotency_key_key"),
+    ("withdrawal_keys.account_id, withdrawal_keys.idempotency_key", "withdrawal_keys_pkey"),
 ];
 
 /// The name of the constraint `err` violated, if it is a constraint violation.

@@ -11,6 +11,7 @@ mod http;
 mod ledger;
 mod ledger_hardening;
 mod migrations;
+mod payments;
 mod schema_file;
 mod subscriptions;
 mod users;

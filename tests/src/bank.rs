@@ -161,7 +161,7 @@ impl Bank {
 
 /// The ledger's invariants, each a query counting what breaks it (a 64-bit integer on both backends): zero means it
 /// holds.
-pub const LEDGER_INVARIANTS: [(&str, &str); 6] = [
+pub const LEDGER_INVARIANTS: [(&str, &str); 7] = [
     (
         "every balance is the sum of its account's entries",
         "SELECT count(*) FROM accounts a WHERE a.balance <> \
@@ -178,9 +178,14 @@ pub const LEDGER_INVARIANTS: [(&str, &str); 6] = [
          OR (SELECT count(*) FROM entries e WHERE e.transfer_id = t.id) <> 2",
     ),
     (
-        "all the money in the bank is what deposits brought in",
+        "all the money in the bank is what deposits brought in less what withdrawals took out",
         "SELECT CAST((SELECT coalesce(sum(balance), 0) FROM accounts) \
          - (SELECT coalesce(sum(amount), 0) FROM entries WHERE transfer_id IS NULL) AS BIGINT)",
+    ),
+    (
+        "each withdrawal key names a withdrawal of its amount from its account",
+        "SELECT count(*) FROM withdrawal_keys k JOIN entries e ON e.id = k.entry_id \
+         WHERE e.account_id <> k.account_id OR e.amount <> -k.amount OR e.transfer_id IS NOT NULL",
     ),
     (
         "each account's entries are numbered 1, 2, 3, … without a gap",

@@ -154,6 +154,15 @@ impl Entry {
         Money(self.0.amount)
     }
 
+    async fn kind(&self) -> EntryKind {
+        match self.0.kind() {
+            entry::Kind::Deposit => EntryKind::Deposit,
+            entry::Kind::Withdrawal => EntryKind::Withdrawal,
+            entry::Kind::TransferIn => EntryKind::TransferIn,
+            entry::Kind::TransferOut => EntryKind::TransferOut,
+        }
+    }
+
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
@@ -163,13 +172,26 @@ impl Entry {
         Money(self.0.balance_after)
     }
 
-    /// The transfer this entry is half of; null for a deposit.
+    /// The transfer this entry is half of; null for a deposit or a withdrawal.
     async fn transfer(&self, ctx: &Context<'_>) -> Result<Option<Transfer>, ApiError> {
         let Some(id) = self.0.transfer_id else {
             return Ok(None);
         };
         Ok(loaders(ctx).transfer.load_one(id).await?.map(Transfer))
     }
+}
+
+/// What an entry records.
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+pub enum EntryKind {
+    /// Money a banker put in.
+    Deposit,
+    /// Money taken out of the bank.
+    Withdrawal,
+    /// The receiving half of a transfer.
+    TransferIn,
+    /// The paying half of a transfer.
+    TransferOut,
 }
 
 /// Money moved from one account to another.
@@ -240,10 +262,24 @@ pub struct DepositInput {
 }
 
 #[derive(InputObject)]
+pub struct WithdrawInput {
+    /// Yours, or any for a banker.
+    account_id: ID,
+    /// Greater than zero, at most the balance.
+    amount: Money,
+    /// 1–255 characters, no control characters. A retry with the same key and amount returns the first entry and
+    /// takes no money; keys are per account.
+    idempotency_key: Option<String>,
+}
+
+/// The receiver is named by exactly one of `toAccountId` and `toUsername`.
+#[derive(InputObject)]
 pub struct CreateTransferInput {
     /// One of your accounts.
     from_account_id: ID,
-    to_account_id: ID,
+    to_account_id: Option<ID>,
+    /// Pay this user, into their account in `currency`. No such user, or none open in that currency: `NOT_FOUND`.
+    to_username: Option<String>,
     /// Greater than zero.
     amount: Money,
     /// Both accounts must hold this currency.
@@ -290,17 +326,45 @@ impl LedgerMutation {
         Ok(Entry(ledger::deposit(pool(ctx), feed(ctx), caller, account_id, amount).await?))
     }
 
-    /// Moves money from one of your accounts to another account in the same currency.
+    /// Takes money out of an account (yours, or any for a banker): the one way money leaves the bank.
+    async fn withdraw(&self, ctx: &Context<'_>, input: WithdrawInput) -> Result<Entry, ApiError> {
+        let caller = caller(ctx).await?;
+        let account_id = parse_id(&input.account_id, "accountId")?;
+        let amount = Amount::parse(input.amount.0)?;
+        let key = input.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose()?;
+        Ok(Entry(ledger::withdraw(pool(ctx), feed(ctx), caller, account_id, amount, key.as_ref()).await?))
+    }
+
+    /// Moves money from one of your accounts to another account in the same currency: one named by its id, or
+    /// the account of a user named by their username.
     async fn create_transfer(&self, ctx: &Context<'_>, input: CreateTransferInput) -> Result<TransferResult, ApiError> {
         let token = verified_token(ctx)?;
+        let currency = input.currency.into();
+        let to_account_id = match (&input.to_account_id, &input.to_username) {
+            (Some(id), None) => parse_id(id, "toAccountId")?,
+            (None, Some(username)) => ledger::receiving_account(pool(ctx), username, currency).await?,
+            _ => {
+                return Err(ApiError::invalid_argument(
+                    "toAccountId",
+                    "give exactly one of toAccountId and toUsername",
+                ));
+            }
+        };
         let request = TransferRequest {
             from_account_id: parse_id(&input.from_account_id, "fromAccountId")?,
-            to_account_id: parse_id(&input.to_account_id, "toAccountId")?,
+            to_account_id,
             amount: Amount::parse(input.amount.0)?,
-            currency: input.currency.into(),
+            currency,
             idempotency_key: input.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose()?,
         };
-        let outcome = ledger::transfer(pool(ctx), feed(ctx), &token, &request).await?;
+        let outcome = ledger::transfer(pool(ctx), feed(ctx), &token, &request).await;
+        let outcome = match outcome {
+            // A receiver closed since it was looked up is as absent as one that never was.
+            Err(service::Error::AccountClosed) if input.to_username.is_some() => {
+                Err(service::Error::NotFound { what: "account" })
+            }
+            outcome => outcome,
+        }?;
         metrics(ctx).count_transfer();
         Ok(TransferResult(outcome))
     }

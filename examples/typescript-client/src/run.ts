@@ -3,7 +3,7 @@
 import { BankClient, GraphQLError } from './client.js';
 import {
   DepositDocument, EntryAddedDocument, LogInDocument, MeDocument, NewestEntryDocument, OpenAccountDocument, SignUpDocument,
-  TransferDocument,
+  TransferDocument, WithdrawDocument,
 } from './generated/graphql.js';
 
 const PASSWORD = 'correct horse battery';
@@ -58,6 +58,13 @@ expect(!event.done && event.value.entryAdded.node.balanceAfter === '7500', 'the 
 await events.return(undefined);
 await socket.close();
 
+// Bob pays alice back by her username, then takes cash out.
+const payBack = { fromAccountId: bobUsd.id, toUsername: 'alice', amount: '500', currency: 'USD' as const };
+const { createTransfer: paid } = await bob.request(TransferDocument, { input: payBack });
+expect(paid.fromAccount.balance === '2000', 'a payment by username to leave bob with 2000');
+const { withdraw } = await bob.request(WithdrawDocument, { input: { accountId: bobUsd.id, amount: '500', idempotencyKey: 'atm-1' } });
+expect(withdraw.kind === 'WITHDRAWAL' && withdraw.balanceAfter === '1500', 'a withdrawal to leave bob with 1500');
+
 try {
   await bob.request(DepositDocument, { input: { accountId: bobUsd.id, amount: '1' } });
   throw new Error('expected a depositor to be refused');
@@ -66,5 +73,5 @@ try {
 }
 
 const { me } = await bob.request(MeDocument, {});
-expect(me.accounts?.[0]?.balance === '2500', "bob's balance to be 2500");
-console.log('typescript client: sign-up, log-in, accounts, deposit, idempotent transfer, the subscribed event and me all answered as expected');
+expect(me.accounts?.[0]?.balance === '1500', "bob's balance to be 1500");
+console.log('typescript client: sign-up, log-in, accounts, deposit, idempotent transfer, the subscribed event, payment by username, withdrawal and me all answered as expected');

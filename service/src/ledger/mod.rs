@@ -1,7 +1,8 @@
-//! Accounts, deposits and transfers: the ledger.
+//! Accounts, deposits, withdrawals and transfers: the ledger.
 //!
-//! Money enters the bank only by a banker's deposit and moves only by transfers ([`transfer`]). Entries and
-//! transfers are never updated or deleted, and every balance equals the sum of its account's entries. Should the
+//! Money enters the bank only by a banker's deposit, leaves it only by a withdrawal and moves only by transfers
+//! ([`transfer`]). Entries and transfers are never updated or deleted, and every balance equals the sum of its
+//! account's entries. Should the
 //! database report a serialization failure or deadlock (as SERIALIZABLE databases do under contention), a write is
 //! retried a few times before anyone sees it.
 
@@ -11,7 +12,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use entity::account::{self, Currency};
-use entity::{entry, transfer};
+use entity::{entry, transfer, withdrawal_key};
 use rand::Rng;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
@@ -21,7 +22,7 @@ use sea_orm::{
 
 pub use self::transfers::{TransferOutcome, TransferRequest, transfer};
 use crate::auth::Caller;
-use crate::domain::Amount;
+use crate::domain::{Amount, IdempotencyKey, Username};
 use crate::feed::{Change, Feed};
 use crate::{Error, ResultExt};
 
@@ -130,6 +131,104 @@ pub async fn deposit(
     })
     .await?;
     feed.committed(Change::entries([&entry]));
+    Ok(entry)
+}
+
+/// The account `username` is paid into in `currency`: their open account in it. No such user, a deleted one (whose
+/// accounts are closed) and no open account in that currency are all `NOT_FOUND`, so a payer learns only that
+/// the payment cannot go there.
+pub async fn receiving_account(db: &impl ConnectionTrait, username: &str, currency: Currency) -> Result<i64, Error> {
+    let not_found = || Error::NotFound { what: "account" };
+    let Ok(username) = Username::parse(username) else {
+        return Err(not_found());
+    };
+    let id: Option<i64> = account::Entity::find()
+        .select_only()
+        .column(account::Column::Id)
+        .filter(account::Column::Owner.eq(username.as_str()))
+        .filter(account::Column::Currency.eq(currency))
+        .filter(account::Column::ClosedAt.is_null())
+        .into_tuple()
+        .one(db)
+        .await?;
+    id.ok_or_else(not_found)
+}
+
+/// Takes money out of an account (its owner's or, for a banker, anyone's): the one way money leaves the bank. The
+/// account's row is locked first, so a retry with the same key waits for the first request and then finds its key:
+/// it answers with the first request's entry and moves nothing (or `IDEMPOTENCY_KEY_REUSED` for another amount).
+pub async fn withdraw(
+    db: &DatabaseConnection,
+    feed: &Feed,
+    caller: &Caller,
+    account_id: i64,
+    amount: Amount,
+    idempotency_key: Option<&IdempotencyKey>,
+) -> Result<entry::Model, Error> {
+    let amount = amount.minor_units();
+    let (entry, written) = with_retry(|| async {
+        let txn = db.begin().await?;
+        let account = account::Entity::find_by_id(account_id)
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+            .ok_or(Error::NotFound { what: "account" })?;
+        if !caller.may_act_for(&account.owner) {
+            return Err(Error::Forbidden);
+        }
+        if let Some(key) = idempotency_key
+            && let Some(used) =
+                withdrawal_key::Entity::find_by_id((account_id, key.as_str().to_owned())).one(&txn).await?
+        {
+            if used.amount != amount {
+                return Err(Error::IdempotencyKeyReused);
+            }
+            let entry = entry::Entity::find_by_id(used.entry_id).one(&txn).await?;
+            return Ok((entry.ok_or_else(|| Error::internal("a withdrawal key lost its entry"))?, false));
+        }
+        if account.closed_at.is_some() {
+            return Err(Error::AccountClosed);
+        }
+        if account.balance < amount {
+            return Err(Error::InsufficientFunds);
+        }
+        let moved = account::Entity::update_many()
+            .col_expr(account::Column::Balance, Expr::col(account::Column::Balance).sub(amount))
+            .col_expr(account::Column::EntryCount, Expr::col(account::Column::EntryCount).add(1))
+            .filter(account::Column::Id.eq(account_id))
+            .exec_with_returning(&txn)
+            .await
+            .on_constraint("accounts_balance_nonnegative", || Error::InsufficientFunds)?;
+        let account = moved.into_iter().next().ok_or_else(|| Error::internal("a locked account vanished"))?;
+        let entry = entry::ActiveModel {
+            account_id: Set(account_id),
+            amount: Set(-amount),
+            transfer_id: Set(None),
+            balance_after: Set(account.balance),
+            account_seq: Set(account.entry_count),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        if let Some(key) = idempotency_key {
+            withdrawal_key::ActiveModel {
+                account_id: Set(account_id),
+                idempotency_key: Set(key.as_str().to_owned()),
+                amount: Set(amount),
+                entry_id: Set(entry.id),
+                ..Default::default()
+            }
+            .insert(&txn)
+            .await?;
+        }
+        feed.announce(&txn, &Change::entries([&entry])).await?;
+        txn.commit().await?;
+        Ok((entry, true))
+    })
+    .await?;
+    if written {
+        feed.committed(Change::entries([&entry]));
+    }
     Ok(entry)
 }
 
