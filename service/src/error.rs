@@ -83,6 +83,8 @@ pub enum Field {
     Email,
     Amount,
     IdempotencyKey,
+    /// The end of a period.
+    Until,
 }
 
 impl Error {

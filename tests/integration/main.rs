@@ -13,5 +13,6 @@ mod ledger_hardening;
 mod migrations;
 mod payments;
 mod schema_file;
+mod statements;
 mod subscriptions;
 mod users;

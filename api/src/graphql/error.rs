@@ -51,6 +51,7 @@ fn schema_name(field: Field) -> &'static str {
         Field::Email => "email",
         Field::Amount => "amount",
         Field::IdempotencyKey => "idempotencyKey",
+        Field::Until => "until",
     }
 }
 

@@ -8,7 +8,7 @@ use async_graphql::{
     Context, Enum, ID, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType, Value,
 };
 use chrono::{DateTime, Utc};
-use service::domain::{Amount, IdempotencyKey};
+use service::domain::{Amount, IdempotencyKey, Period};
 use service::entity::{account, entry, transfer};
 use service::ledger::{self, TransferOutcome, TransferRequest};
 
@@ -110,29 +110,104 @@ impl Account {
         Ok(self.0.closed_at)
     }
 
-    /// The account's ledger, newest first (the owner or a banker only). Its cursors are those of
-    /// `Subscription.entryAdded`.
+    /// The account's ledger, newest first (the owner or a banker only), in `[since, until)` when given. Its cursors
+    /// are those of `Subscription.entryAdded`.
     async fn entries(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Page size, 0–100; default 20.")] first: Option<i32>,
         after: Option<String>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
     ) -> Result<Option<Connection<String, Entry>>, ApiError> {
         authorize_owner(ctx, &self.0.owner).await?;
-        let fetch = |first, after| ledger::entries_of(db(ctx), self.0.id, first, after);
-        paginate(first, after, fetch, |entry: &entry::Model| entry.account_seq, Entry).await.map(Some)
+        entries_page(ctx, self.0.id, Period::parse(since, until)?, first, after).await.map(Some)
     }
 
-    /// Transfers into and out of the account, newest first (the owner or a banker only).
+    /// Transfers into and out of the account, newest first (the owner or a banker only), in `[since, until)` when
+    /// given.
     async fn transfers(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Page size, 0–100; default 20.")] first: Option<i32>,
         after: Option<String>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
     ) -> Result<Option<Connection<String, Transfer>>, ApiError> {
         authorize_owner(ctx, &self.0.owner).await?;
-        let fetch = |first, after| ledger::transfers_of(db(ctx), self.0.id, first, after);
+        let period = Period::parse(since, until)?;
+        let fetch = |first, after| ledger::transfers_of(db(ctx), self.0.id, period, first, after);
         paginate(first, after, fetch, |transfer: &transfer::Model| transfer.id, Transfer).await.map(Some)
+    }
+
+    /// The account's statement for `[since, until)` (the owner or a banker only): balances, totals and entries all
+    /// from one snapshot, so that `closingBalance = openingBalance + totalIn − totalOut`.
+    async fn statement(
+        &self,
+        ctx: &Context<'_>,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<Statement>, ApiError> {
+        authorize_owner(ctx, &self.0.owner).await?;
+        let period = Period::parse(Some(since), Some(until))?;
+        let totals = ledger::statement(db(ctx), self.0.id, period).await?;
+        Ok(Some(Statement { account_id: self.0.id, period, totals }))
+    }
+}
+
+async fn entries_page(
+    ctx: &Context<'_>,
+    account_id: i64,
+    period: Period,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<Connection<String, Entry>, ApiError> {
+    let fetch = |first, after| ledger::entries_of(db(ctx), account_id, period, first, after);
+    paginate(first, after, fetch, |entry: &entry::Model| entry.account_seq, Entry).await
+}
+
+/// An account's ledger over a period.
+pub struct Statement {
+    account_id: i64,
+    period: Period,
+    totals: ledger::Statement,
+}
+
+/// An account's ledger over a period `[since, until)`.
+#[Object]
+impl Statement {
+    /// The balance at `since`.
+    async fn opening_balance(&self) -> Money {
+        Money(self.totals.opening_balance)
+    }
+
+    /// The balance at `until`.
+    async fn closing_balance(&self) -> Money {
+        Money(self.totals.closing_balance)
+    }
+
+    /// The money that came in, a positive sum.
+    async fn total_in(&self) -> Money {
+        Money(self.totals.total_in)
+    }
+
+    /// The money that went out, a positive sum.
+    async fn total_out(&self) -> Money {
+        Money(self.totals.total_out)
+    }
+
+    async fn entry_count(&self) -> i64 {
+        self.totals.entry_count
+    }
+
+    /// The period's entries, newest first.
+    async fn entries(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 0–100; default 20.")] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Entry>, ApiError> {
+        entries_page(ctx, self.account_id, self.period, first, after).await
     }
 }
 

@@ -3,7 +3,7 @@
 import { BankClient, GraphQLError } from './client.js';
 import {
   DepositDocument, EntryAddedDocument, LogInDocument, MeDocument, NewestEntryDocument, OpenAccountDocument, SignUpDocument,
-  TransferDocument, WithdrawDocument,
+  StatementDocument, TransferDocument, WithdrawDocument,
 } from './generated/graphql.js';
 
 const PASSWORD = 'correct horse battery';
@@ -65,6 +65,14 @@ expect(paid.fromAccount.balance === '2000', 'a payment by username to leave bob 
 const { withdraw } = await bob.request(WithdrawDocument, { input: { accountId: bobUsd.id, amount: '500', idempotencyKey: 'atm-1' } });
 expect(withdraw.kind === 'WITHDRAWAL' && withdraw.balanceAfter === '1500', 'a withdrawal to leave bob with 1500');
 
+// Bob's statement from before he had an account until now: everything above, adding up.
+const { account: statementOf } = await bob.request(StatementDocument, {
+  id: bobUsd.id, since: '2000-01-01T00:00:00Z', until: new Date(Date.now() + 60_000).toISOString(),
+});
+const statement = statementOf?.statement;
+expect(statement?.openingBalance === '0' && statement.closingBalance === '1500', "bob's statement to run from 0 to 1500");
+expect(statement?.totalIn === '2500' && statement.totalOut === '1000' && statement.entryCount === 3, "bob's statement totals");
+
 try {
   await bob.request(DepositDocument, { input: { accountId: bobUsd.id, amount: '1' } });
   throw new Error('expected a depositor to be refused');
@@ -74,4 +82,4 @@ try {
 
 const { me } = await bob.request(MeDocument, {});
 expect(me.accounts?.[0]?.balance === '1500', "bob's balance to be 1500");
-console.log('typescript client: sign-up, log-in, accounts, deposit, idempotent transfer, the subscribed event, payment by username, withdrawal and me all answered as expected');
+console.log('typescript client: sign-up, log-in, accounts, deposit, idempotent transfer, the subscribed event, payment by username, withdrawal, statement and me all answered as expected');

@@ -5,6 +5,7 @@ mod email;
 mod full_name;
 mod idempotency_key;
 mod password;
+mod period;
 mod username;
 
 pub use amount::Amount;
@@ -12,4 +13,5 @@ pub use email::Email;
 pub use full_name::FullName;
 pub use idempotency_key::IdempotencyKey;
 pub use password::Password;
+pub use period::Period;
 pub use username::Username;

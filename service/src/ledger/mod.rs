@@ -11,18 +11,19 @@ mod transfers;
 use std::future::Future;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use entity::account::{self, Currency};
 use entity::{entry, transfer, withdrawal_key};
 use rand::Rng;
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, RuntimeErr, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Set, TransactionTrait,
 };
 
 pub use self::transfers::{TransferOutcome, TransferRequest, transfer};
 use crate::auth::Caller;
-use crate::domain::{Amount, IdempotencyKey, Username};
+use crate::domain::{Amount, IdempotencyKey, Period, Username};
 use crate::feed::{Change, Feed};
 use crate::{Error, ResultExt};
 
@@ -264,36 +265,114 @@ fn is_transient(err: &DbErr) -> bool {
     matches!(code.as_deref(), Some("40001" | "40P01" | "5" | "6"))
 }
 
-/// An account's entries, newest first, after the entry whose `account_seq` is `after`.
+/// An account's entries in `period`, newest first, after the entry whose `account_seq` is `after`.
 pub async fn entries_of(
     db: &impl ConnectionTrait,
     account_id: i64,
+    period: Period,
     first: u64,
     after: Option<i64>,
 ) -> Result<(Vec<entry::Model>, bool), Error> {
-    let mut query = entry::Entity::find().filter(entry::Column::AccountId.eq(account_id));
+    let mut query = entry::Entity::find().filter(entry::Column::AccountId.eq(account_id)).filter(within(
+        db,
+        entry::Column::CreatedAt,
+        period,
+    ));
     if let Some(after) = after {
         query = query.filter(entry::Column::AccountSeq.lt(after));
     }
     Ok(crate::page(query.order_by_desc(entry::Column::AccountSeq).limit(first + 1).all(db).await?, first))
 }
 
-/// Transfers into and out of an account, newest first, after the transfer `after`.
+/// Transfers into and out of an account in `period`, newest first, after the transfer `after`.
 pub async fn transfers_of(
     db: &impl ConnectionTrait,
     account_id: i64,
+    period: Period,
     first: u64,
     after: Option<i64>,
 ) -> Result<(Vec<transfer::Model>, bool), Error> {
-    let mut query = transfer::Entity::find().filter(
-        Condition::any()
-            .add(transfer::Column::FromAccountId.eq(account_id))
-            .add(transfer::Column::ToAccountId.eq(account_id)),
-    );
+    let mut query = transfer::Entity::find()
+        .filter(
+            Condition::any()
+                .add(transfer::Column::FromAccountId.eq(account_id))
+                .add(transfer::Column::ToAccountId.eq(account_id)),
+        )
+        .filter(within(db, transfer::Column::CreatedAt, period));
     if let Some(after) = after {
         query = query.filter(transfer::Column::Id.lt(after));
     }
     Ok(crate::page(query.order_by_desc(transfer::Column::Id).limit(first + 1).all(db).await?, first))
+}
+
+/// An account's statement for a period: its balance before and after, and the money in and out (both positive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Statement {
+    pub opening_balance: i64,
+    pub closing_balance: i64,
+    pub total_in: i64,
+    pub total_out: i64,
+    pub entry_count: i64,
+}
+
+/// The statement of an account for `period`, in one statement, so that its figures agree with each other (and, in
+/// a query's snapshot, with the period's entries). The opening balance is the sum of the entries before the
+/// period rather than the last one's `balance_after`: entries are numbered in commit order but stamped when their
+/// transaction began, so the two orders can differ, and only sums make closing = opening + in − out exact.
+pub async fn statement(db: &impl ConnectionTrait, account_id: i64, period: Period) -> Result<Statement, Error> {
+    let backend = db.get_database_backend();
+    let created = || Expr::col(entry::Column::CreatedAt);
+    let amount = || Expr::col(entry::Column::Amount);
+    let before = |end: Option<DateTime<Utc>>| match end {
+        Some(end) => created().lt(instant(backend, end)),
+        None => Expr::val(true),
+    };
+    let since = match period.since() {
+        Some(since) => created().gte(instant(backend, since)),
+        None => Expr::val(true),
+    };
+    let in_period = since.and(before(period.until()));
+    // CAST(coalesce(sum(CASE WHEN condition THEN value ELSE 0 END), 0) AS BIGINT): PostgreSQL sums bigints as
+    // numeric, and an account without entries sums to NULL.
+    let sum = |condition: Expr, value: Expr| {
+        let summed = Func::sum(Expr::case(condition, value).finally(0));
+        Expr::from(Func::cast_as(Func::coalesce([Expr::from(summed), Expr::val(0)]), "BIGINT"))
+    };
+    let row: Option<(i64, i64, i64, i64, i64)> = entry::Entity::find()
+        .select_only()
+        .column_as(sum(before(period.since()), amount()), "opening_balance")
+        .column_as(sum(before(period.until()), amount()), "closing_balance")
+        .column_as(sum(in_period.clone().and(amount().gt(0)), amount()), "total_in")
+        .column_as(sum(in_period.clone().and(amount().lt(0)), amount().mul(-1)), "total_out")
+        .column_as(sum(in_period, Expr::val(1)), "entry_count")
+        .filter(entry::Column::AccountId.eq(account_id))
+        .into_tuple()
+        .one(db)
+        .await?;
+    let (opening_balance, closing_balance, total_in, total_out, entry_count) = row.unwrap_or_default();
+    Ok(Statement { opening_balance, closing_balance, total_in, total_out, entry_count })
+}
+
+/// The condition that `column` (a creation time) falls in `period`.
+fn within(db: &impl ConnectionTrait, column: impl ColumnTrait, period: Period) -> Condition {
+    let backend = db.get_database_backend();
+    let mut condition = Condition::all();
+    if let Some(since) = period.since() {
+        condition = condition.add(column.gte(instant(backend, since)));
+    }
+    if let Some(until) = period.until() {
+        condition = condition.add(column.lt(instant(backend, until)));
+    }
+    condition
+}
+
+/// A time as the backend compares it with stored creation times: on SQLite those are text in one fixed form (the
+/// schema's default, to the millisecond), so a bound in any other form would compare as text, wrongly.
+fn instant(backend: DbBackend, time: DateTime<Utc>) -> sea_orm::Value {
+    match backend {
+        DbBackend::Sqlite => time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string().into(),
+        _ => time.into(),
+    }
 }
 
 /// Every account of these owners, in one statement (for batch loading).
