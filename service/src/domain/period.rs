@@ -38,8 +38,8 @@ mod tests {
 
     #[test]
     fn a_period_ending_before_it_starts_is_refused_and_an_empty_one_is_not() {
-        let noon = "2026-12-01T12:00:00Z".parse::<DateTime<Utc>>().unwrap();
-        let one = "2026-12-01T13:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let noon = "2026-12-01T12:00:00Z".parse::<DateTime<Utc>>().expect("a time");
+        let one = "2026-12-01T13:00:00Z".parse::<DateTime<Utc>>().expect("a time");
         assert!(Period::parse(Some(one), Some(noon)).is_err());
         assert!(Period::parse(Some(noon), Some(noon)).is_ok());
         assert!(Period::parse(None, Some(noon)).is_ok());
