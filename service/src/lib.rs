@@ -12,16 +12,11 @@ mod error;
 pub mod feed;
 pub mod ledger;
 pub mod password;
+pub mod slice;
 pub mod throttle;
 pub mod users;
 
 pub use code::Code;
 pub use entity;
 pub use error::{Error, Field, ResultExt};
-
-/// Splits rows fetched with `LIMIT first + 1` into the page and whether more follow.
-pub(crate) fn page<T>(mut rows: Vec<T>, first: u64) -> (Vec<T>, bool) {
-    let has_more = rows.len() as u64 > first;
-    rows.truncate(first as usize);
-    (rows, has_more)
-}
+pub use slice::{Page, Slice, Take};

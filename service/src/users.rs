@@ -7,13 +7,14 @@ use entity::user::{self, Role};
 use entity::{account, deleted_email, email};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set, TransactionSession, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder,
+    Select, Set, TransactionSession, TransactionTrait,
 };
 
 use crate::auth::{self, Caller};
 use crate::domain::{Email, FullName, Password, Username};
 use crate::feed::{Change, Feed};
+use crate::slice::{self, Page, Slice};
 use crate::throttle::Throttle;
 use crate::{Error, Field, ResultExt, password};
 
@@ -62,24 +63,28 @@ pub async fn find(db: &impl ConnectionTrait, username: &str) -> Result<Option<us
     Ok(user::Entity::find_by_id(username.to_owned()).filter(user::Column::DeletedAt.is_null()).one(db).await?)
 }
 
-/// Active users `after` a username, in username order: one page and whether more follow.
+/// A slice of the active users, in username order (bankers only).
 pub async fn list(
     db: &impl ConnectionTrait,
     caller: &Caller,
-    first: u64,
-    after: Option<&str>,
-) -> Result<(Vec<user::Model>, bool), Error> {
+    slice: Slice<String>,
+) -> Result<Page<user::Model>, Error> {
     if !caller.is_banker() {
         return Err(Error::Forbidden);
     }
-    let mut query = user::Entity::find()
-        .filter(user::Column::DeletedAt.is_null())
-        .order_by_asc(user::Column::Username)
-        .limit(first + 1);
-    if let Some(after) = after {
-        query = query.filter(user::Column::Username.gt(after));
+    slice::read(db, active(), user::Column::Username, Order::Asc, slice).await
+}
+
+/// How many active users there are (bankers only).
+pub async fn count(db: &impl ConnectionTrait, caller: &Caller) -> Result<u64, Error> {
+    if !caller.is_banker() {
+        return Err(Error::Forbidden);
     }
-    Ok(crate::page(query.all(db).await?, first))
+    slice::count(db, active()).await
+}
+
+fn active() -> Select<user::Entity> {
+    user::Entity::find().filter(user::Column::DeletedAt.is_null())
 }
 
 /// The active addresses of these users, oldest first, in one statement (for batch loading).

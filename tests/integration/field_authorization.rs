@@ -7,12 +7,21 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::{Value, json};
 use tests::{AliceAndBob, Backend, PASSWORD, TestApp, on_both_backends, spawn_app, transfer_input};
 
+/// The longest path a client can take: the server's default `MAX_QUERY_DEPTH` (16) refuses deeper operations before
+/// anything runs, and a path's operation nests two levels below its last field (`accounts { __typename }`).
+const LONGEST_PATH: usize = 13;
+/// The longest path this test sends. Longer ones only combine steps that shorter ones take (the test checks that
+/// they do), and there are more of them with every field: statements alone took their number from 450 to 1,000.
+const LONGEST_CHECKED_PATH: usize = 10;
+
 /// Paths that no data can reach, with why; every other path must reach a user.
 const UNREACHABLE: &[(&str, &str)] = &[
     ("createUser.accounts", "someone who has just signed up has no accounts"),
     ("createAccount.entries", "a new account has no entries"),
     ("createAccount.transfers", "a new account has no transfers"),
+    ("createAccount.statement", "a new account has no entries"),
     ("deposit.transfer", "a deposit is not half of a transfer"),
+    ("withdraw.transfer", "a withdrawal is not half of a transfer"),
 ];
 
 /// Page size for every list on a path: enough to hold a transfer each way.
@@ -72,9 +81,9 @@ impl Schema {
         self.types[ty].iter().find(|f| f.name == name).expect("a field of the type")
     }
 
-    /// Every path from a root field to a field of type `User`: no field twice, ending at the first user below the
-    /// root (beyond a user, paths go on only through its own, guarded, fields).
-    fn paths_to_user(&self) -> Vec<(Vec<String>, bool)> {
+    /// Every path from a root field to a field of type `User` of at most `longest` fields: no field twice, ending
+    /// at the first user below the root (beyond a user, paths go on only through its own, guarded, fields).
+    fn paths_to_user(&self, longest: usize) -> Vec<(Vec<String>, bool)> {
         let mut paths = Vec::new();
         for (root, mutation) in &self.roots {
             for field in self.types[root].iter() {
@@ -84,20 +93,36 @@ impl Schema {
                 if ty == "User" {
                     found.push(path.clone());
                 }
-                self.walk(ty, &mut path, &mut HashSet::from([(root.clone(), field.name.clone())]), &mut found);
+                let mut used = HashSet::from([(root.clone(), field.name.clone())]);
+                self.walk(ty, longest, &mut path, &mut used, &mut found);
                 paths.extend(found.into_iter().map(|path| (path, *mutation)));
             }
         }
         paths
     }
 
+    /// The (type, field) steps `path` takes from its root.
+    fn steps(&self, path: &[String], mutation: bool) -> Vec<(String, String)> {
+        let mut ty = self.roots[usize::from(mutation)].0.clone();
+        let mut steps = Vec::new();
+        for name in path {
+            steps.push((ty.clone(), name.clone()));
+            ty = self.field(&ty, name).object.clone().unwrap_or_default();
+        }
+        steps
+    }
+
     fn walk(
         &self,
         ty: &str,
+        longest: usize,
         path: &mut Vec<String>,
         used: &mut HashSet<(String, String)>,
         found: &mut Vec<Vec<String>>,
     ) {
+        if path.len() >= longest {
+            return;
+        }
         for field in &self.types[ty] {
             let Some(next) = &field.object else { continue };
             let edge = (ty.to_owned(), field.name.clone());
@@ -109,7 +134,7 @@ impl Schema {
                 found.push(path.clone());
             } else {
                 used.insert(edge.clone());
-                self.walk(next, path, used, found);
+                self.walk(next, longest, path, used, found);
                 used.remove(&edge);
             }
             path.pop();
@@ -129,6 +154,9 @@ impl Schema {
                 match arg.as_str() {
                     "first" => args.push(format!("first: {PAGE}")),
                     "after" => {}
+                    // A statement over all time, so that it has entries to walk to.
+                    "since" => args.push("since: \"2000-01-01T00:00:00Z\"".to_owned()),
+                    "until" => args.push("until: \"2100-01-01T00:00:00Z\"".to_owned()),
                     _ => assert!(!required, "{ty}.{name} needs `{arg}`: teach this test what to pass"),
                 }
             }
@@ -229,6 +257,11 @@ impl Scene {
                 // The account's newest entries keep a transfer among them.
                 self.transfer(&self.alice, &self.alice_usd, &self.bob_usd).await;
                 format!(r#"deposit(input: {{accountId: "{}", amount: 1}})"#, self.alice_usd)
+            }
+            "withdraw" => {
+                // The account's newest entries keep a transfer among them.
+                self.transfer(&self.alice, &self.alice_usd, &self.bob_usd).await;
+                format!(r#"withdraw(input: {{accountId: "{}", amount: 1}})"#, self.alice_usd)
             }
             "createTransfer" => {
                 let to = if banker { &self.alice_usd } else { &self.bob_usd };
@@ -341,7 +374,12 @@ async fn check_path(schema: &Schema, scene: &Scene, path: &[String], mutation: b
 async fn every_path_to_a_user_shows_a_depositor_only_the_username_of_others_and_a_banker_everything(backend: Backend) {
     let scene = Scene::new(backend).await;
     let schema = Schema::of(&scene.app).await;
-    let paths = schema.paths_to_user();
+    let paths = schema.paths_to_user(LONGEST_CHECKED_PATH);
+    let checked: HashSet<_> = paths.iter().flat_map(|(path, mutation)| schema.steps(path, *mutation)).collect();
+    for (path, mutation) in schema.paths_to_user(LONGEST_PATH) {
+        let unchecked: Vec<_> = schema.steps(&path, mutation).into_iter().filter(|s| !checked.contains(s)).collect();
+        assert!(unchecked.is_empty(), "{} takes steps no checked path takes: {unchecked:?}", path.join("."));
+    }
     for (prefix, why) in UNREACHABLE {
         assert!(
             paths.iter().any(|(path, _)| path.join(".").starts_with(prefix)),

@@ -1,6 +1,7 @@
 //! Integration tests: the bank's behaviour, end to end, on SQLite and PostgreSQL.
 
 mod auth;
+mod connections;
 mod constraints;
 mod credentials;
 mod demand_control;

@@ -13,7 +13,9 @@ use service::entity::{account, entry, transfer};
 use service::ledger::{self, TransferOutcome, TransferRequest};
 
 use super::users::User;
-use super::{ApiError, authorize_owner, caller, db, feed, loaders, metrics, paginate, pool, verified_token};
+use super::{
+    ApiError, PageArgs, TotalCount, authorize_owner, caller, db, feed, loaders, metrics, paginate, pool, verified_token,
+};
 
 /// An amount of money in minor units (cents), as a signed 64-bit integer. Serialized as a string ("1250") because
 /// JavaScript numbers lose precision past 2^53; accepted as a string or an integer.
@@ -112,32 +114,44 @@ impl Account {
 
     /// The account's ledger, newest first (the owner or a banker only), in `[since, until)` when given. Its cursors
     /// are those of `Subscription.entryAdded`.
+    #[allow(clippy::too_many_arguments)]
     async fn entries(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Page size, 0–100; default 20.")] first: Option<i32>,
+        #[graphql(desc = "Page size from the start (after `after`), 0–100; default 20.")] first: Option<i32>,
         after: Option<String>,
+        #[graphql(desc = "Page size from the end (before `before`), 0–100.")] last: Option<i32>,
+        before: Option<String>,
         since: Option<DateTime<Utc>>,
         until: Option<DateTime<Utc>>,
-    ) -> Result<Option<Connection<String, Entry>>, ApiError> {
+    ) -> Result<Option<Connection<String, Entry, TotalCount>>, ApiError> {
         authorize_owner(ctx, &self.0.owner).await?;
-        entries_page(ctx, self.0.id, Period::parse(since, until)?, first, after).await.map(Some)
+        let args = PageArgs { first, after, last, before };
+        entries_page(ctx, self.0.id, Period::parse(since, until)?, args).await.map(Some)
     }
 
     /// Transfers into and out of the account, newest first (the owner or a banker only), in `[since, until)` when
     /// given.
+    #[allow(clippy::too_many_arguments)]
     async fn transfers(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Page size, 0–100; default 20.")] first: Option<i32>,
+        #[graphql(desc = "Page size from the start (after `after`), 0–100; default 20.")] first: Option<i32>,
         after: Option<String>,
+        #[graphql(desc = "Page size from the end (before `before`), 0–100.")] last: Option<i32>,
+        before: Option<String>,
         since: Option<DateTime<Utc>>,
         until: Option<DateTime<Utc>>,
-    ) -> Result<Option<Connection<String, Transfer>>, ApiError> {
+    ) -> Result<Option<Connection<String, Transfer, TotalCount>>, ApiError> {
         authorize_owner(ctx, &self.0.owner).await?;
-        let period = Period::parse(since, until)?;
-        let fetch = |first, after| ledger::transfers_of(db(ctx), self.0.id, period, first, after);
-        paginate(first, after, fetch, |transfer: &transfer::Model| transfer.id, Transfer).await.map(Some)
+        let (account_id, period, reads) = (self.0.id, Period::parse(since, until)?, db(ctx).clone());
+        let fetch = |slice| ledger::transfers_of(db(ctx), account_id, period, slice);
+        let total = TotalCount::new(move || {
+            let reads = reads.clone();
+            async move { ledger::count_transfers(&reads, account_id, period).await }
+        });
+        let args = PageArgs { first, after, last, before };
+        paginate(args, fetch, |transfer: &transfer::Model| transfer.id, Transfer, total).await.map(Some)
     }
 
     /// The account's statement for `[since, until)` (the owner or a banker only): balances, totals and entries all
@@ -159,11 +173,15 @@ async fn entries_page(
     ctx: &Context<'_>,
     account_id: i64,
     period: Period,
-    first: Option<i32>,
-    after: Option<String>,
-) -> Result<Connection<String, Entry>, ApiError> {
-    let fetch = |first, after| ledger::entries_of(db(ctx), account_id, period, first, after);
-    paginate(first, after, fetch, |entry: &entry::Model| entry.account_seq, Entry).await
+    args: PageArgs,
+) -> Result<Connection<String, Entry, TotalCount>, ApiError> {
+    let reads = db(ctx).clone();
+    let fetch = |slice| ledger::entries_of(db(ctx), account_id, period, slice);
+    let total = TotalCount::new(move || {
+        let reads = reads.clone();
+        async move { ledger::count_entries(&reads, account_id, period).await }
+    });
+    paginate(args, fetch, |entry: &entry::Model| entry.account_seq, Entry, total).await
 }
 
 /// An account's ledger over a period.
@@ -204,10 +222,12 @@ impl Statement {
     async fn entries(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Page size, 0–100; default 20.")] first: Option<i32>,
+        #[graphql(desc = "Page size from the start (after `after`), 0–100; default 20.")] first: Option<i32>,
         after: Option<String>,
-    ) -> Result<Connection<String, Entry>, ApiError> {
-        entries_page(ctx, self.account_id, self.period, first, after).await
+        #[graphql(desc = "Page size from the end (before `before`), 0–100.")] last: Option<i32>,
+        before: Option<String>,
+    ) -> Result<Connection<String, Entry, TotalCount>, ApiError> {
+        entries_page(ctx, self.account_id, self.period, PageArgs { first, after, last, before }).await
     }
 }
 

@@ -15,12 +15,13 @@ use std::future::Future;
 
 use async_graphql::connection::{Connection, CursorType, Edge, OpaqueCursor};
 use async_graphql::{Context, MergedObject, OutputType, Schema, SchemaBuilder};
+use futures::future::BoxFuture;
 use sea_orm::DatabaseConnection;
-use service::Code;
 use service::auth::{Caller, TokenConfig, VerifiedToken};
 use service::db::Db;
 use service::feed::Feed;
 use service::throttle::Throttle;
+use service::{Code, Page, Slice, Take};
 use tokio::sync::OnceCell;
 
 pub use self::error::{ApiError, coded};
@@ -141,34 +142,80 @@ pub(crate) async fn authorize_owner(ctx: &Context<'_>, owner: &str) -> Result<()
     if caller(ctx).await?.may_act_for(owner) { Ok(()) } else { Err(service::Error::Forbidden.into()) }
 }
 
-/// One page of a list as a Relay connection. `fetch(first, after)` returns up to `first` rows after the row whose
-/// cursor value is `after`, and whether more follow; `cursor` names a row's position, `node` makes its GraphQL type.
+/// Relay's paging arguments, as every connection field takes them: `first` items after the cursor `after`, or
+/// `last` items before the cursor `before`.
+pub(crate) struct PageArgs {
+    pub first: Option<i32>,
+    pub after: Option<String>,
+    pub last: Option<i32>,
+    pub before: Option<String>,
+}
+
+impl PageArgs {
+    /// The slice of the list these arguments ask for, the cursors decoded: 20 from the start when neither `first`
+    /// nor `last` is given, and never both.
+    fn slice<C: serde::de::DeserializeOwned + serde::Serialize + Send + Sync>(self) -> Result<Slice<C>, ApiError> {
+        let size = |name: &'static str, n: i32| {
+            if (0..=MAX_PAGE_SIZE).contains(&n) {
+                Ok(n as u64)
+            } else {
+                Err(ApiError::invalid_argument(name, format!("{name} must be 0–{MAX_PAGE_SIZE}")))
+            }
+        };
+        let take = match (self.first, self.last) {
+            (Some(_), Some(_)) => return Err(ApiError::invalid_argument("last", "give first or last, not both")),
+            (first, None) => Take::First(size("first", first.unwrap_or(DEFAULT_PAGE_SIZE))?),
+            (None, Some(last)) => Take::Last(size("last", last)?),
+        };
+        let decode = |name: &'static str, cursor: Option<String>| {
+            cursor
+                .map(|cursor| OpaqueCursor::<C>::decode_cursor(&cursor).map(|c| c.0))
+                .transpose()
+                .map_err(|_| ApiError::invalid_argument(name, "not a cursor from this API"))
+        };
+        Ok(Slice { after: decode("after", self.after)?, before: decode("before", self.before)?, take })
+    }
+}
+
+/// A connection's `totalCount`: counted only when asked for, since it reads the whole list.
+pub struct TotalCount(Box<dyn Fn() -> BoxFuture<'static, Result<u64, service::Error>> + Send + Sync>);
+
+impl TotalCount {
+    pub(crate) fn new<Fut>(count: impl Fn() -> Fut + Send + Sync + 'static) -> Self
+    where
+        Fut: Future<Output = Result<u64, service::Error>> + Send + 'static,
+    {
+        Self(Box::new(move || Box::pin(count())))
+    }
+}
+
+#[async_graphql::Object]
+impl TotalCount {
+    /// How many items the whole list has, whichever page this is.
+    async fn total_count(&self) -> Result<i64, ApiError> {
+        Ok((self.0)().await? as i64)
+    }
+}
+
+/// A Relay connection over one part of a list. `fetch` reads the slice `args` ask for; `cursor` names a row's
+/// position, `node` makes its GraphQL type, and `total` counts the whole list when asked.
 pub(crate) async fn paginate<C, M, N, Fut>(
-    first: Option<i32>,
-    after: Option<String>,
-    fetch: impl FnOnce(u64, Option<C>) -> Fut,
+    args: PageArgs,
+    fetch: impl FnOnce(Slice<C>) -> Fut,
     cursor: impl Fn(&M) -> C,
     node: impl Fn(M) -> N,
-) -> Result<Connection<String, N>, ApiError>
+    total: TotalCount,
+) -> Result<Connection<String, N, TotalCount>, ApiError>
 where
     C: serde::Serialize + serde::de::DeserializeOwned + Send + Sync,
     N: OutputType,
-    Fut: Future<Output = Result<(Vec<M>, bool), service::Error>>,
+    Fut: Future<Output = Result<Page<M>, service::Error>>,
 {
-    let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
-    if !(0..=MAX_PAGE_SIZE).contains(&first) {
-        return Err(ApiError::invalid_argument("first", format!("first must be 0–{MAX_PAGE_SIZE}")));
-    }
-    let after = after
-        .map(|after| OpaqueCursor::<C>::decode_cursor(&after).map(|c| c.0))
-        .transpose()
-        .map_err(|_| ApiError::invalid_argument("after", "not a cursor from this API"))?;
-    let has_previous = after.is_some();
-    let (rows, has_next) = fetch(first as u64, after).await?;
-    let mut connection = Connection::new(has_previous, has_next);
+    let page = fetch(args.slice()?).await?;
+    let mut connection = Connection::with_additional_fields(page.has_previous, page.has_next, total);
     connection
         .edges
-        .extend(rows.into_iter().map(|row| Edge::new(OpaqueCursor(cursor(&row)).encode_cursor(), node(row))));
+        .extend(page.rows.into_iter().map(|row| Edge::new(OpaqueCursor(cursor(&row)).encode_cursor(), node(row))));
     Ok(connection)
 }
 

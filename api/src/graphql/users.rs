@@ -9,7 +9,10 @@ use service::entity::user;
 use service::users::{self, NewUser, PasswordChange, UserUpdate};
 
 use super::ledger::Account;
-use super::{ApiError, authorize_owner, caller, client, db, feed, loaders, paginate, pool, throttle, tokens};
+use super::{
+    ApiError, PageArgs, TotalCount, authorize_owner, caller, client, db, feed, loaders, paginate, pool, throttle,
+    tokens,
+};
 
 /// What a user may do.
 #[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
@@ -196,13 +199,20 @@ impl UserQuery {
     async fn users(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Page size, 0–100; default 20.")] first: Option<i32>,
+        #[graphql(desc = "Page size from the start (after `after`), 0–100; default 20.")] first: Option<i32>,
         after: Option<String>,
-    ) -> Result<Connection<String, User>, ApiError> {
+        #[graphql(desc = "Page size from the end (before `before`), 0–100.")] last: Option<i32>,
+        before: Option<String>,
+    ) -> Result<Connection<String, User, TotalCount>, ApiError> {
         let caller = caller(ctx).await?;
-        let fetch =
-            |first, after: Option<String>| async move { users::list(db(ctx), caller, first, after.as_deref()).await };
-        paginate(first, after, fetch, |user: &user::Model| user.username.clone(), User::reached).await
+        let fetch = |slice| users::list(db(ctx), caller, slice);
+        let (reads, counter) = (db(ctx).clone(), caller.clone());
+        let total = TotalCount::new(move || {
+            let (reads, counter) = (reads.clone(), counter.clone());
+            async move { users::count(&reads, &counter).await }
+        });
+        let args = PageArgs { first, after, last, before };
+        paginate(args, fetch, |user: &user::Model| user.username.clone(), User::reached, total).await
     }
 }
 

@@ -2,7 +2,7 @@
 // a banker `carol` with the password below, as scripts/with-server sets up.
 import { BankClient, GraphQLError } from './client.js';
 import {
-  DepositDocument, EntryAddedDocument, LogInDocument, MeDocument, NewestEntryDocument, OpenAccountDocument, SignUpDocument,
+  DepositDocument, EntryAddedDocument, LogInDocument, MeDocument, NewestEntryDocument, OldestEntriesDocument, OpenAccountDocument, SignUpDocument,
   StatementDocument, TransferDocument, WithdrawDocument,
 } from './generated/graphql.js';
 
@@ -73,6 +73,11 @@ const statement = statementOf?.statement;
 expect(statement?.openingBalance === '0' && statement.closingBalance === '1500', "bob's statement to run from 0 to 1500");
 expect(statement?.totalIn === '2500' && statement.totalOut === '1000' && statement.entryCount === 3, "bob's statement totals");
 
+// Paging backwards: bob's oldest entry is the transfer in, and there are three in all.
+const { account: oldest } = await bob.request(OldestEntriesDocument, { id: bobUsd.id, last: 1 });
+expect(oldest?.entries?.totalCount === 3 && oldest.entries.pageInfo.hasPreviousPage, 'three entries, more before the last');
+expect(oldest?.entries?.edges[0]?.node.kind === 'TRANSFER_IN', "bob's oldest entry to be alice's transfer");
+
 try {
   await bob.request(DepositDocument, { input: { accountId: bobUsd.id, amount: '1' } });
   throw new Error('expected a depositor to be refused');
@@ -82,4 +87,4 @@ try {
 
 const { me } = await bob.request(MeDocument, {});
 expect(me.accounts?.[0]?.balance === '1500', "bob's balance to be 1500");
-console.log('typescript client: sign-up, log-in, accounts, deposit, idempotent transfer, the subscribed event, payment by username, withdrawal, statement and me all answered as expected');
+console.log('typescript client: sign-up, log-in, accounts, deposit, idempotent transfer, the subscribed event, payment by username, withdrawal, statement, backward paging and me all answered as expected');

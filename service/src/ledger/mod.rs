@@ -18,13 +18,14 @@ use rand::Rng;
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Set, TransactionTrait,
+    Order, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Select, Set, TransactionTrait,
 };
 
 pub use self::transfers::{TransferOutcome, TransferRequest, transfer};
 use crate::auth::Caller;
 use crate::domain::{Amount, IdempotencyKey, Period, Username};
 use crate::feed::{Change, Feed};
+use crate::slice::{self, Page, Slice};
 use crate::{Error, ResultExt};
 
 /// How many times a transaction the database aborted for concurrency (40001, 40P01) is tried in all. Under
@@ -265,44 +266,52 @@ fn is_transient(err: &DbErr) -> bool {
     matches!(code.as_deref(), Some("40001" | "40P01" | "5" | "6"))
 }
 
-/// An account's entries in `period`, newest first, after the entry whose `account_seq` is `after`.
+/// An account's entries in `period`, newest first; cursors are `account_seq`.
 pub async fn entries_of(
     db: &impl ConnectionTrait,
     account_id: i64,
     period: Period,
-    first: u64,
-    after: Option<i64>,
-) -> Result<(Vec<entry::Model>, bool), Error> {
-    let mut query = entry::Entity::find().filter(entry::Column::AccountId.eq(account_id)).filter(within(
+    slice: Slice<i64>,
+) -> Result<Page<entry::Model>, Error> {
+    slice::read(db, entries_in(db, account_id, period), entry::Column::AccountSeq, Order::Desc, slice).await
+}
+
+/// How many entries an account has in `period`.
+pub async fn count_entries(db: &impl ConnectionTrait, account_id: i64, period: Period) -> Result<u64, Error> {
+    slice::count(db, entries_in(db, account_id, period)).await
+}
+
+fn entries_in(db: &impl ConnectionTrait, account_id: i64, period: Period) -> Select<entry::Entity> {
+    entry::Entity::find().filter(entry::Column::AccountId.eq(account_id)).filter(within(
         db,
         entry::Column::CreatedAt,
         period,
-    ));
-    if let Some(after) = after {
-        query = query.filter(entry::Column::AccountSeq.lt(after));
-    }
-    Ok(crate::page(query.order_by_desc(entry::Column::AccountSeq).limit(first + 1).all(db).await?, first))
+    ))
 }
 
-/// Transfers into and out of an account in `period`, newest first, after the transfer `after`.
+/// Transfers into and out of an account in `period`, newest first; cursors are transfer ids.
 pub async fn transfers_of(
     db: &impl ConnectionTrait,
     account_id: i64,
     period: Period,
-    first: u64,
-    after: Option<i64>,
-) -> Result<(Vec<transfer::Model>, bool), Error> {
-    let mut query = transfer::Entity::find()
+    slice: Slice<i64>,
+) -> Result<Page<transfer::Model>, Error> {
+    slice::read(db, transfers_in(db, account_id, period), transfer::Column::Id, Order::Desc, slice).await
+}
+
+/// How many transfers into and out of an account there were in `period`.
+pub async fn count_transfers(db: &impl ConnectionTrait, account_id: i64, period: Period) -> Result<u64, Error> {
+    slice::count(db, transfers_in(db, account_id, period)).await
+}
+
+fn transfers_in(db: &impl ConnectionTrait, account_id: i64, period: Period) -> Select<transfer::Entity> {
+    transfer::Entity::find()
         .filter(
             Condition::any()
                 .add(transfer::Column::FromAccountId.eq(account_id))
                 .add(transfer::Column::ToAccountId.eq(account_id)),
         )
-        .filter(within(db, transfer::Column::CreatedAt, period));
-    if let Some(after) = after {
-        query = query.filter(transfer::Column::Id.lt(after));
-    }
-    Ok(crate::page(query.order_by_desc(transfer::Column::Id).limit(first + 1).all(db).await?, first))
+        .filter(within(db, transfer::Column::CreatedAt, period))
 }
 
 /// An account's statement for a period: its balance before and after, and the money in and out (both positive).
