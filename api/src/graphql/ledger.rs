@@ -13,7 +13,7 @@ use service::entity::{account, entry, transfer};
 use service::ledger::{self, TransferOutcome, TransferRequest};
 
 use super::users::User;
-use super::{ApiError, authorize_owner, caller, db, feed, loaders, metrics, paginate, pool, verified_token};
+use super::{ApiError, authorize_owner, caller, database, db, feed, loaders, metrics, paginate, verified_token};
 
 /// An amount of money in minor units (cents), as a signed 64-bit integer. Serialized as a string ("1250") because
 /// JavaScript numbers lose precision past 2^53; accepted as a string or an integer.
@@ -279,7 +279,7 @@ impl LedgerMutation {
     /// Opens an account for you in `currency`, with a zero balance; one per currency.
     async fn create_account(&self, ctx: &Context<'_>, currency: CurrencyCode) -> Result<Account, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(Account(ledger::create_account(pool(ctx), caller, currency.into()).await?))
+        Ok(Account(ledger::create_account(database(ctx), caller, currency.into()).await?))
     }
 
     /// Puts money into an account (bankers only): the one way money enters the bank.
@@ -287,7 +287,7 @@ impl LedgerMutation {
         let caller = caller(ctx).await?;
         let account_id = parse_id(&input.account_id, "accountId")?;
         let amount = Amount::parse(input.amount.0)?;
-        Ok(Entry(ledger::deposit(pool(ctx), feed(ctx), caller, account_id, amount).await?))
+        Ok(Entry(ledger::deposit(database(ctx), feed(ctx), caller, account_id, amount).await?))
     }
 
     /// Moves money from one of your accounts to another account in the same currency.
@@ -300,7 +300,7 @@ impl LedgerMutation {
             currency: input.currency.into(),
             idempotency_key: input.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose()?,
         };
-        let outcome = ledger::transfer(pool(ctx), feed(ctx), &token, &request).await?;
+        let outcome = ledger::transfer(database(ctx), feed(ctx), &token, &request).await?;
         metrics(ctx).count_transfer();
         Ok(TransferResult(outcome))
     }

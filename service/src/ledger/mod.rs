@@ -15,12 +15,13 @@ use entity::{entry, transfer};
 use rand::Rng;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, RuntimeErr, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, RuntimeErr, Set,
 };
 
 pub use self::transfers::{TransferOutcome, TransferRequest, transfer};
 use crate::auth::Caller;
+use crate::db::Database;
 use crate::domain::Amount;
 use crate::feed::{Change, Feed};
 use crate::{Error, ResultExt};
@@ -33,20 +34,17 @@ const MAX_ATTEMPTS: u32 = 20;
 const MAX_PAUSE_MS: u64 = 50;
 
 /// Opens an account in `currency` for the caller, with a zero balance.
-pub async fn create_account(
-    db: &impl ConnectionTrait,
-    caller: &Caller,
-    currency: Currency,
-) -> Result<account::Model, Error> {
-    account::ActiveModel {
-        owner: Set(caller.user.username.clone()),
-        balance: Set(0),
-        currency: Set(currency),
-        ..Default::default()
-    }
-    .insert(db)
+pub async fn create_account(db: &Database, caller: &Caller, currency: Currency) -> Result<account::Model, Error> {
+    let owner = caller.user.username.clone();
+    db.write(move |db| {
+        Box::pin(async move {
+            account::ActiveModel { owner: Set(owner), balance: Set(0), currency: Set(currency), ..Default::default() }
+                .insert(&db)
+                .await
+                .on_constraint("owner_currency_key", || Error::AccountExists)
+        })
+    })
     .await
-    .on_constraint("owner_currency_key", || Error::AccountExists)
 }
 
 /// An account the caller may see: their own, or any for a banker. `None` when it does not exist.
@@ -86,7 +84,7 @@ pub async fn transfer_by_id(
 /// and the entry takes the new balance and count as its `balance_after` and `account_seq`, so both are decided
 /// under the lock.
 pub async fn deposit(
-    db: &DatabaseConnection,
+    db: &Database,
     feed: &Feed,
     caller: &Caller,
     account_id: i64,
@@ -96,37 +94,42 @@ pub async fn deposit(
         return Err(Error::Forbidden);
     }
     let amount = amount.minor_units();
-    let entry = with_retry(|| async {
-        let txn = db.begin().await?;
-        let updated = account::Entity::update_many()
-            .col_expr(account::Column::Balance, Expr::col(account::Column::Balance).add(amount))
-            .col_expr(account::Column::EntryCount, Expr::col(account::Column::EntryCount).add(1))
-            .filter(account::Column::Id.eq(account_id))
-            .filter(account::Column::ClosedAt.is_null())
-            // Cannot overflow, as the amount is positive; the sum then cannot either.
-            .filter(account::Column::Balance.lte(i64::MAX - amount))
-            .exec_with_returning(&txn)
-            .await?;
-        let Some(account) = updated.into_iter().next() else {
-            return Err(match account::Entity::find_by_id(account_id).one(&txn).await? {
-                None => Error::NotFound { what: "account" },
-                Some(account) if account.closed_at.is_some() => Error::AccountClosed,
-                Some(_) => Error::BalanceOutOfRange,
-            });
-        };
-        let entry = entry::ActiveModel {
-            account_id: Set(account_id),
-            amount: Set(amount),
-            transfer_id: Set(None),
-            balance_after: Set(account.balance),
-            account_seq: Set(account.entry_count),
-            ..Default::default()
-        }
-        .insert(&txn)
-        .await?;
-        feed.announce(&txn, &Change::Entries(vec![(account_id, entry.account_seq)])).await?;
-        txn.commit().await?;
-        Ok(entry)
+    let entry = with_retry(|| {
+        let feed = feed.clone();
+        db.write(move |db| {
+            Box::pin(async move {
+                let txn = db.begin().await?;
+                let updated = account::Entity::update_many()
+                    .col_expr(account::Column::Balance, Expr::col(account::Column::Balance).add(amount))
+                    .col_expr(account::Column::EntryCount, Expr::col(account::Column::EntryCount).add(1))
+                    .filter(account::Column::Id.eq(account_id))
+                    .filter(account::Column::ClosedAt.is_null())
+                    // Cannot overflow, as the amount is positive; the sum then cannot either.
+                    .filter(account::Column::Balance.lte(i64::MAX - amount))
+                    .exec_with_returning(&txn)
+                    .await?;
+                let Some(account) = updated.into_iter().next() else {
+                    return Err(match account::Entity::find_by_id(account_id).one(&txn).await? {
+                        None => Error::NotFound { what: "account" },
+                        Some(account) if account.closed_at.is_some() => Error::AccountClosed,
+                        Some(_) => Error::BalanceOutOfRange,
+                    });
+                };
+                let entry = entry::ActiveModel {
+                    account_id: Set(account_id),
+                    amount: Set(amount),
+                    transfer_id: Set(None),
+                    balance_after: Set(account.balance),
+                    account_seq: Set(account.entry_count),
+                    ..Default::default()
+                }
+                .insert(&txn)
+                .await?;
+                feed.announce(&txn, &Change::Entries(vec![(account_id, entry.account_seq)])).await?;
+                txn.commit().await?;
+                Ok(entry)
+            })
+        })
     })
     .await?;
     feed.committed(Change::Entries(vec![(account_id, entry.account_seq)]));
