@@ -66,9 +66,8 @@ impl Throttle {
         let window = limits.login_window;
         let keys = LoginKeys::of(username, address);
         // One transaction for the three counts, so that a flood costs one commit (on SQLite, one sync to disk) per
-        // attempt rather than one per count. A refusal still commits the counts made before it, so it is the
-        // write's value rather than its error. Concurrent attempts bump the same rows, which a SERIALIZABLE
-        // database may abort: then the whole attempt is counted again.
+        // attempt rather than one per count. A refusal still commits the counts made before it. Concurrent attempts
+        // bump the same rows, which a SERIALIZABLE database may abort: then the whole attempt is counted again.
         with_retry(|| {
             let keys = keys.clone();
             db.write(move |db| {
@@ -77,12 +76,14 @@ impl Throttle {
                         sweep_expired(&db, now).await;
                     }
                     let txn = db.begin().await?;
-                    let counted = async {
-                        count(&txn, &keys.address, limits.login_per_address, window, now).await?;
-                        count(&txn, &keys.pair, limits.login_per_username_and_address, window, now).await?;
-                        count(&txn, &keys.username, limits.login_per_username, window, now).await
-                    }
-                    .await;
+                    let counted = verdict(
+                        async {
+                            count(&txn, &keys.address, limits.login_per_address, window, now).await?;
+                            count(&txn, &keys.pair, limits.login_per_username_and_address, window, now).await?;
+                            count(&txn, &keys.username, limits.login_per_username, window, now).await
+                        }
+                        .await,
+                    )?;
                     txn.commit().await?;
                     Ok(counted)
                 })
@@ -122,7 +123,6 @@ impl Throttle {
         let sweep = self.sweep_due(now);
         let key = format!("signup/address/{}", address_key(address));
         let (limit, window) = (self.limits.signups_per_address, self.limits.signup_window);
-        // A refusal is the write's value, as the count it made stays.
         with_retry(|| {
             let key = key.clone();
             db.write(move |db| {
@@ -130,7 +130,7 @@ impl Throttle {
                     if sweep {
                         sweep_expired(&db, now).await;
                     }
-                    Ok(count(&db, &key, limit, window, now).await)
+                    verdict(count(&db, &key, limit, window, now).await)
                 })
             })
         })
@@ -186,6 +186,15 @@ async fn count(
         return Err(Error::RateLimited { retry_after_secs: wait.unsigned_abs() });
     }
     Ok(())
+}
+
+/// A count's verdict as its write's value, so that a refusal keeps the counts made (a write's error undoes them);
+/// a failure to count stays the write's error, which is retried when the database aborted it.
+fn verdict(counted: Result<(), Error>) -> Result<Result<(), Error>, Error> {
+    match counted {
+        Ok(()) | Err(Error::RateLimited { .. }) => Ok(counted),
+        Err(err) => Err(err),
+    }
 }
 
 /// Deletes the counters whose window has ended.
