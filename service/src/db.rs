@@ -155,7 +155,7 @@ impl Database {
         answered.await.map_err(|_| stopped())?
     }
 
-    /// The read pool's connections: (open, idle).
+    /// The pool's connections (on SQLite, the read-only ones): (open, idle).
     pub fn pool_usage(&self) -> (u32, usize) {
         match self.pool.get_database_backend() {
             DbBackend::Postgres => {
