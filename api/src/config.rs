@@ -18,10 +18,15 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://simple-bank.db?mode=rwc")]
     pub database_url: String,
 
-    /// PostgreSQL connections for writes, and as many again for query snapshots (SQLite always uses one).
+    /// PostgreSQL connections for writes, and as many again for query snapshots (SQLite writes through one).
     /// Default: 8.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = service::db::DEFAULT_MAX_CONNECTIONS)]
     pub database_max_connections: u32,
+
+    /// SQLite's read-only connections, which queries and the session checks read through beside the one writer.
+    /// Default: 4.
+    #[arg(long, env = "SQLITE_READ_CONNECTIONS", default_value_t = service::db::DEFAULT_SQLITE_READ_CONNECTIONS)]
+    pub sqlite_read_connections: u32,
 
     /// Address to listen on. Default: 127.0.0.1:8000.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8000")]

@@ -10,9 +10,8 @@ pub mod telemetry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use sea_orm::DatabaseConnection;
 use service::auth::TokenConfig;
-use service::db::Snapshots;
+use service::db::Database;
 use service::feed::Feed;
 use tokio::net::TcpListener;
 
@@ -23,8 +22,7 @@ use crate::metrics::Metrics;
 /// What every request handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    pub db: DatabaseConnection,
-    pub snapshots: Snapshots,
+    pub db: Database,
     /// Sockets verify the token of their `connection_init` with it.
     pub tokens: Arc<TokenConfig>,
     pub schema: graphql::BankSchema,
@@ -52,14 +50,19 @@ pub struct SocketSettings {
 }
 
 impl AppState {
-    pub async fn new(mut db: DatabaseConnection, mut snapshots: Snapshots, config: &Config) -> anyhow::Result<Self> {
+    /// Connects to the configured database and builds what the handlers share.
+    pub async fn new(config: &Config) -> anyhow::Result<Self> {
         let tokens = Arc::new(config.token_config()?);
         let metrics = Arc::new(Metrics::default());
         let counter = metrics.clone();
-        db.set_metric_callback(move |_| counter.count_statement());
-        let counter = metrics.clone();
-        snapshots.set_metric_callback(move |_| counter.count_statement());
-        let feed = Feed::start(&db);
+        let db = Database::connect(
+            &config.database_url,
+            config.database_max_connections,
+            config.sqlite_read_connections,
+            move |_| counter.count_statement(),
+        )
+        .await?;
+        let feed = Feed::start(db.reads());
         let schema = graphql::build_schema(db.clone(), feed.clone(), tokens.clone(), metrics.clone(), config);
         let assets = &config.graphiql_assets_dir;
         let graphiql_assets =
@@ -77,7 +80,7 @@ impl AppState {
             max_message_bytes: config.body_limit_bytes,
             sockets: Arc::default(),
         });
-        Ok(Self { db, snapshots, tokens, schema, metrics, graphiql_assets, documents, max_query_cost, feed, ws })
+        Ok(Self { db, tokens, schema, metrics, graphiql_assets, documents, max_query_cost, feed, ws })
     }
 }
 
@@ -95,9 +98,7 @@ impl Application {
         if config.migrate {
             migration::migrate_up(&config.database_url).await?;
         }
-        let db = service::db::connect(&config.database_url, config.database_max_connections).await?;
-        let snapshots = Snapshots::connect(&config.database_url, config.database_max_connections, &db).await?;
-        let state = AppState::new(db, snapshots, &config).await?;
+        let state = AppState::new(&config).await?;
         let listener = TcpListener::bind(config.listen_addr).await?;
         let metrics_listener = TcpListener::bind(config.metrics_addr).await?;
         Ok(Self { listener, metrics_listener, state, config })

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sea_orm::DatabaseConnection;
+use service::db::Database;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -76,7 +76,7 @@ impl Metrics {
         self.transfers.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn render(&self, db: &DatabaseConnection) -> String {
+    pub fn render(&self, db: &Database) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP graphql_requests_total GraphQL requests, by operation name and kind.");
         let _ = writeln!(out, "# TYPE graphql_requests_total counter");
@@ -122,7 +122,7 @@ impl Metrics {
         let _ = writeln!(out, "# HELP db_statements_total SQL statements sent to the database.");
         let _ = writeln!(out, "# TYPE db_statements_total counter");
         let _ = writeln!(out, "db_statements_total {}", self.statements.load(Ordering::Relaxed));
-        let (open, idle) = service::db::pool_usage(db);
+        let (open, idle) = db.pool_usage();
         let _ = writeln!(out, "# HELP db_pool_connections Database connections, by state.");
         let _ = writeln!(out, "# TYPE db_pool_connections gauge");
         let _ = writeln!(out, "db_pool_connections{{state=\"idle\"}} {idle}");

@@ -7,7 +7,6 @@ use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode, header};
 use clap::Parser;
 use serde_json::{Value, json};
-use service::db::Snapshots;
 use simple_bank::{AppState, cli::Cli};
 use tests::{Backend, JWT_SECRET, TestDatabase, on_both_backends};
 use tower::ServiceExt;
@@ -18,10 +17,7 @@ async fn router(backend: Backend) -> (axum::Router, TestDatabase) {
     let cli = Cli::try_parse_from(["simple-bank", "--database-url", &database.url, "--jwt-secret", JWT_SECRET])
         .expect("test configuration parses");
     let config = cli.config;
-    let db = service::db::connect(&config.database_url, config.database_max_connections).await.expect("connect");
-    let snapshots =
-        Snapshots::connect(&config.database_url, config.database_max_connections, &db).await.expect("snapshots");
-    let state = AppState::new(db, snapshots, &config).await.expect("the app's state");
+    let state = AppState::new(&config).await.expect("the app's state");
     (simple_bank::router(state, &config), database)
 }
 

@@ -15,10 +15,11 @@ use entity::{session, user};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use sea_orm::sea_query::{Expr, Query};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::db::Database;
 use crate::domain::Username;
 use crate::feed::{Change, Feed};
 use crate::throttle::Throttle;
@@ -116,7 +117,7 @@ impl CheckedPassword {
 
 /// Checks a password and opens a session: [`check_password`], then [`open_session`].
 pub async fn login(
-    db: &(impl ConnectionTrait + TransactionTrait),
+    db: &Database,
     config: &TokenConfig,
     throttle: &Throttle,
     client: IpAddr,
@@ -130,7 +131,7 @@ pub async fn login(
 /// Checks `username`'s password, a guess counted against `throttle` before any work is spent on it. Unknown users
 /// and wrong passwords are indistinguishable, in answer and in time.
 pub async fn check_password(
-    db: &(impl ConnectionTrait + TransactionTrait),
+    db: &Database,
     throttle: &Throttle,
     client: IpAddr,
     username: &Username,
@@ -139,7 +140,7 @@ pub async fn check_password(
     throttle.admit_login(db, username, client).await?;
     let user = user::Entity::find_by_id(username.as_str().to_owned())
         .filter(user::Column::DeletedAt.is_null())
-        .one(db)
+        .one(db.reads())
         .await?;
     let hash = user.as_ref().map(|u| u.hashed_password.clone());
     if !password::verify(password, hash).await? {
@@ -154,11 +155,7 @@ pub async fn check_password(
 /// user's stored hash in the same statement (on PostgreSQL locking the row, so a password change either commits
 /// first and no session opens, or waits and then ends this session with the others). A password changed while
 /// it was being checked opens nothing (`INVALID_CREDENTIALS`).
-pub async fn open_session(
-    db: &impl ConnectionTrait,
-    config: &TokenConfig,
-    checked: CheckedPassword,
-) -> Result<Tokens, Error> {
+pub async fn open_session(db: &Database, config: &TokenConfig, checked: CheckedPassword) -> Result<Tokens, Error> {
     let user = checked.user;
     let session_id = random_token(16);
     let secret = random_token(32);
@@ -188,7 +185,8 @@ pub async fn open_session(
         .select_from(still_current)
         .map_err(|err| Error::internal_from("building the session insert", err))?
         .to_owned();
-    if db.execute(&insert).await?.rows_affected() != 1 {
+    let opened = db.write(move |db| Box::pin(async move { Ok(db.execute(&insert).await?.rows_affected()) })).await?;
+    if opened != 1 {
         return Err(Error::InvalidCredentials);
     }
     issue(config, user, &session_id, &secret, refresh_expires_at)
@@ -199,73 +197,106 @@ pub async fn open_session(
 /// Presenting the secret the session last rotated away from means the token was copied (one of its two holders
 /// already used it), so the session ends for both. Any other wrong secret is a guess, and ends nothing: knowing a
 /// session's id (it is in every access token) must not let anyone log its owner out.
-pub async fn refresh(
-    db: &impl ConnectionTrait,
-    feed: &Feed,
-    config: &TokenConfig,
-    refresh_token: &str,
-) -> Result<Tokens, Error> {
+pub async fn refresh(db: &Database, feed: &Feed, config: &TokenConfig, refresh_token: &str) -> Result<Tokens, Error> {
     let (session_id, secret) = refresh_token.split_once('.').ok_or(Error::Unauthenticated)?;
-    let session = session::Entity::find_by_id(session_id.to_owned()).one(db).await?.ok_or(Error::Unauthenticated)?;
-    let now = Utc::now();
-    if session.revoked_at.is_some() || session.expires_at <= now {
-        return Err(Error::Unauthenticated);
-    }
-    let presented = sha256(secret);
+    let (session_id, presented) = (session_id.to_owned(), sha256(secret));
     let new_secret = random_token(32);
-    let rotated = session::Entity::update_many()
-        .col_expr(session::Column::RefreshTokenHash, Expr::value(sha256(&new_secret)))
-        .col_expr(session::Column::PreviousRefreshTokenHash, Expr::value(presented.clone()))
-        .filter(session::Column::Id.eq(session_id))
-        .filter(session::Column::RefreshTokenHash.eq(presented.clone()))
-        .filter(session::Column::RevokedAt.is_null())
-        .exec(db)
+    let new_hash = sha256(&new_secret);
+    let (id, announcer) = (session_id.clone(), feed.clone());
+    let rotation = db
+        .write(move |db| {
+            Box::pin(async move {
+                let Some(session) = session::Entity::find_by_id(id.clone()).one(&db).await? else {
+                    return Ok(Rotation::Refused { ended: None });
+                };
+                let now = Utc::now();
+                if session.revoked_at.is_some() || session.expires_at <= now {
+                    return Ok(Rotation::Refused { ended: None });
+                }
+                let rotated = session::Entity::update_many()
+                    .col_expr(session::Column::RefreshTokenHash, Expr::value(new_hash))
+                    .col_expr(session::Column::PreviousRefreshTokenHash, Expr::value(presented.clone()))
+                    .filter(session::Column::Id.eq(id.clone()))
+                    .filter(session::Column::RefreshTokenHash.eq(presented.clone()))
+                    .filter(session::Column::RevokedAt.is_null())
+                    .exec(&db)
+                    .await?;
+                if rotated.rows_affected != 1 {
+                    let revoked = session::Entity::update_many()
+                        .col_expr(session::Column::RevokedAt, Expr::value(now))
+                        .filter(session::Column::Id.eq(id))
+                        .filter(session::Column::PreviousRefreshTokenHash.eq(presented))
+                        .filter(session::Column::RevokedAt.is_null())
+                        .exec(&db)
+                        .await?;
+                    let ended = (revoked.rows_affected == 1).then_some(Change::SessionsEnded(session.username));
+                    if let Some(ended) = &ended {
+                        announcer.announce(&db, ended).await?;
+                    }
+                    return Ok(Rotation::Refused { ended });
+                }
+                let user = user::Entity::find_by_id(session.username.clone())
+                    .filter(user::Column::DeletedAt.is_null())
+                    .one(&db)
+                    .await?
+                    .ok_or(Error::Unauthenticated)?;
+                Ok(Rotation::Rotated { user, expires_at: session.expires_at })
+            })
+        })
         .await?;
-    if rotated.rows_affected != 1 {
-        let revoked = session::Entity::update_many()
-            .col_expr(session::Column::RevokedAt, Expr::value(now))
-            .filter(session::Column::Id.eq(session_id))
-            .filter(session::Column::PreviousRefreshTokenHash.eq(presented))
-            .filter(session::Column::RevokedAt.is_null())
-            .exec(db)
-            .await?;
-        if revoked.rows_affected == 1 {
-            ended(db, feed, session.username).await?;
+    match rotation {
+        Rotation::Rotated { user, expires_at } => issue(config, user, &session_id, &new_secret, expires_at),
+        Rotation::Refused { ended } => {
+            if let Some(ended) = ended {
+                feed.committed(ended);
+            }
+            Err(Error::Unauthenticated)
         }
-        return Err(Error::Unauthenticated);
     }
-    let user = user::Entity::find_by_id(session.username.clone())
-        .filter(user::Column::DeletedAt.is_null())
-        .one(db)
-        .await?
-        .ok_or(Error::Unauthenticated)?;
-    issue(config, user, session_id, &new_secret, session.expires_at)
+}
+
+/// What a refresh did. A refusal is the write's value rather than its error, since a revoked session must stay
+/// revoked.
+enum Rotation {
+    Rotated {
+        user: user::Model,
+        expires_at: DateTime<Utc>,
+    },
+    /// `ended` when a copied token's session was revoked, for the change feed once that committed.
+    Refused {
+        ended: Option<Change>,
+    },
 }
 
 /// Ends the session a refresh token belongs to. Answers whether a live session was ended.
-pub async fn logout(db: &impl ConnectionTrait, feed: &Feed, refresh_token: &str) -> Result<bool, Error> {
+pub async fn logout(db: &Database, feed: &Feed, refresh_token: &str) -> Result<bool, Error> {
     let (session_id, secret) = refresh_token.split_once('.').ok_or(Error::Unauthenticated)?;
-    let revoked = session::Entity::update_many()
-        .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
-        .filter(session::Column::Id.eq(session_id))
-        .filter(session::Column::RefreshTokenHash.eq(sha256(secret)))
-        .filter(session::Column::RevokedAt.is_null())
-        .exec_with_returning(db)
+    let (session_id, presented, announcer) = (session_id.to_owned(), sha256(secret), feed.clone());
+    let ended = db
+        .write(move |db| {
+            Box::pin(async move {
+                let revoked = session::Entity::update_many()
+                    .col_expr(session::Column::RevokedAt, Expr::value(Utc::now()))
+                    .filter(session::Column::Id.eq(session_id))
+                    .filter(session::Column::RefreshTokenHash.eq(presented))
+                    .filter(session::Column::RevokedAt.is_null())
+                    .exec_with_returning(&db)
+                    .await?;
+                let Some(session) = revoked.into_iter().next() else {
+                    return Ok(None);
+                };
+                // The user's sockets re-check their sessions.
+                let ended = Change::SessionsEnded(session.username);
+                announcer.announce(&db, &ended).await?;
+                Ok(Some(ended))
+            })
+        })
         .await?;
-    let Some(session) = revoked.into_iter().next() else {
+    let Some(ended) = ended else {
         return Ok(false);
     };
-    ended(db, feed, session.username).await?;
+    feed.committed(ended);
     Ok(true)
-}
-
-/// Tells the change feed that a session of `username` ended, once its one-statement revocation committed, so
-/// that the user's sockets re-check their sessions.
-async fn ended(db: &impl ConnectionTrait, feed: &Feed, username: String) -> Result<(), Error> {
-    let change = Change::SessionsEnded(username);
-    feed.announce(db, &change).await?;
-    feed.committed(change);
-    Ok(())
 }
 
 /// An access token whose signature, issuer, audience and lifetime hold. Whether its session is still live is for

@@ -23,9 +23,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use entity::login_throttle::{self, Column};
 use sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, TransactionSession, TransactionTrait};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 
 use crate::Error;
+use crate::db::Database;
 use crate::domain::Username;
 use crate::ledger::with_retry;
 
@@ -58,126 +59,150 @@ impl Throttle {
 
     /// Counts a login attempt (or a password change's check of the current password) as a failure before its
     /// password is checked; `RATE_LIMITED`, with how long to wait, once any of its keys is over its limit.
-    pub async fn admit_login(
-        &self,
-        db: &(impl ConnectionTrait + TransactionTrait),
-        username: &Username,
-        address: IpAddr,
-    ) -> Result<(), Error> {
+    pub async fn admit_login(&self, db: &Database, username: &Username, address: IpAddr) -> Result<(), Error> {
         let now = now();
-        self.sweep_if_due(db, now).await;
-        let limits = &self.limits;
+        let sweep = self.sweep_due(now);
+        let limits = self.limits;
         let window = limits.login_window;
         let keys = LoginKeys::of(username, address);
         // One transaction for the three counts, so that a flood costs one commit (on SQLite, one sync to disk) per
         // attempt rather than one per count. A refusal still commits the counts made before it. Concurrent attempts
         // bump the same rows, which a SERIALIZABLE database may abort: then the whole attempt is counted again.
-        with_retry(|| async {
-            let txn = db.begin().await?;
-            let counted = async {
-                self.count(&txn, &keys.address, limits.login_per_address, window, now).await?;
-                self.count(&txn, &keys.pair, limits.login_per_username_and_address, window, now).await?;
-                self.count(&txn, &keys.username, limits.login_per_username, window, now).await
-            }
-            .await;
-            txn.commit().await?;
-            counted
+        with_retry(|| {
+            let keys = keys.clone();
+            db.write(move |db| {
+                Box::pin(async move {
+                    if sweep {
+                        sweep_expired(&db, now).await;
+                    }
+                    let txn = db.begin().await?;
+                    let counted = verdict(
+                        async {
+                            count(&txn, &keys.address, limits.login_per_address, window, now).await?;
+                            count(&txn, &keys.pair, limits.login_per_username_and_address, window, now).await?;
+                            count(&txn, &keys.username, limits.login_per_username, window, now).await
+                        }
+                        .await,
+                    )?;
+                    txn.commit().await?;
+                    Ok(counted)
+                })
+            })
         })
-        .await
+        .await?
     }
 
     /// The password was right: the attempt [`admit_login`](Self::admit_login) counted was no failure. The
     /// (username, address) count starts over (the owner's typos are forgiven); the address and the username get
     /// back the one failure counted in advance.
-    pub async fn login_succeeded(
-        &self,
-        db: &impl ConnectionTrait,
-        username: &Username,
-        address: IpAddr,
-    ) -> Result<(), Error> {
-        let LoginKeys { address, pair, username } = LoginKeys::of(username, address);
-        with_retry(|| async {
-            login_throttle::Entity::update_many()
-                .col_expr(
-                    Column::Count,
-                    Expr::case(Column::Key.eq(pair.clone()), 0).finally(Expr::col(Column::Count).sub(1)).into(),
-                )
-                .filter(Column::Key.is_in([address.clone(), username.clone(), pair.clone()]))
-                .filter(Column::Count.gt(0))
-                .exec(db)
-                .await?;
-            Ok(())
+    pub async fn login_succeeded(&self, db: &Database, username: &Username, address: IpAddr) -> Result<(), Error> {
+        let keys = LoginKeys::of(username, address);
+        with_retry(|| {
+            let LoginKeys { address, pair, username } = keys.clone();
+            db.write(move |db| {
+                Box::pin(async move {
+                    login_throttle::Entity::update_many()
+                        .col_expr(
+                            Column::Count,
+                            Expr::case(Column::Key.eq(pair.clone()), 0).finally(Expr::col(Column::Count).sub(1)).into(),
+                        )
+                        .filter(Column::Key.is_in([address, username, pair]))
+                        .filter(Column::Count.gt(0))
+                        .exec(&db)
+                        .await?;
+                    Ok(())
+                })
+            })
         })
         .await
     }
 
     /// Counts a sign-up from `address` before its password is hashed; `RATE_LIMITED` past the limit.
-    pub async fn admit_signup(&self, db: &impl ConnectionTrait, address: IpAddr) -> Result<(), Error> {
+    pub async fn admit_signup(&self, db: &Database, address: IpAddr) -> Result<(), Error> {
         let now = now();
-        self.sweep_if_due(db, now).await;
+        let sweep = self.sweep_due(now);
         let key = format!("signup/address/{}", address_key(address));
-        with_retry(|| self.count(db, &key, self.limits.signups_per_address, self.limits.signup_window, now)).await
-    }
-
-    /// Adds one to `key`'s count in its current window (a new window if the last one has ended), in one statement,
-    /// and refuses when the count it returns is over `limit`.
-    async fn count(
-        &self,
-        db: &impl ConnectionTrait,
-        key: &str,
-        limit: u32,
-        window: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<(), Error> {
-        let ends = now + window;
-        let expired = || Expr::col((login_throttle::Entity, Column::WindowEndsAt)).lte(now);
-        let counted = login_throttle::Entity::insert(login_throttle::ActiveModel {
-            key: Set(key.to_owned()),
-            count: Set(1),
-            window_ends_at: Set(ends),
+        let (limit, window) = (self.limits.signups_per_address, self.limits.signup_window);
+        with_retry(|| {
+            let key = key.clone();
+            db.write(move |db| {
+                Box::pin(async move {
+                    if sweep {
+                        sweep_expired(&db, now).await;
+                    }
+                    verdict(count(&db, &key, limit, window, now).await)
+                })
+            })
         })
-        .on_conflict(
-            OnConflict::column(Column::Key)
-                .values([
-                    (
-                        Column::Count,
-                        Expr::case(expired(), 1)
-                            .finally(Expr::col((login_throttle::Entity, Column::Count)).add(1))
-                            .into(),
-                    ),
-                    (
-                        Column::WindowEndsAt,
-                        Expr::case(expired(), ends)
-                            .finally(Expr::col((login_throttle::Entity, Column::WindowEndsAt)))
-                            .into(),
-                    ),
-                ])
-                .to_owned(),
-        )
-        .exec_with_returning(db)
-        .await?;
-        if u32::try_from(counted.count).unwrap_or(u32::MAX) > limit {
-            let wait = std::cmp::max((counted.window_ends_at - now).num_seconds(), 1);
-            return Err(Error::RateLimited { retry_after_secs: wait.unsigned_abs() });
-        }
-        Ok(())
+        .await?
     }
 
-    /// Once a login window, this process deletes the counters whose window has ended, so the table holds no more
-    /// than the keys seen in the last window or so.
-    async fn sweep_if_due(&self, db: &impl ConnectionTrait, now: DateTime<Utc>) {
+    /// Whether this process is to delete the expired counters now: once a login window, so the table holds no
+    /// more than the keys seen in the last window or so.
+    fn sweep_due(&self, now: DateTime<Utc>) -> bool {
         let due = self.next_sweep.load(Ordering::Relaxed);
         let next = now.timestamp() + std::cmp::max(self.limits.login_window.num_seconds(), 1);
-        if now.timestamp() < due
-            || self.next_sweep.compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed).is_err()
-        {
-            return;
-        }
-        let swept = login_throttle::Entity::delete_many().filter(Column::WindowEndsAt.lte(now)).exec(db).await;
-        // Counting matters more than tidying: a failed sweep is retried at the next one.
-        if let Err(err) = swept {
-            tracing::warn!(%err, "cannot sweep expired throttle counters");
-        }
+        now.timestamp() >= due
+            && self.next_sweep.compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+}
+
+/// Adds one to `key`'s count in its current window (a new window if the last one has ended), in one statement, and
+/// refuses when the count it returns is over `limit`.
+async fn count(
+    db: &impl ConnectionTrait,
+    key: &str,
+    limit: u32,
+    window: Duration,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let ends = now + window;
+    let expired = || Expr::col((login_throttle::Entity, Column::WindowEndsAt)).lte(now);
+    let counted = login_throttle::Entity::insert(login_throttle::ActiveModel {
+        key: Set(key.to_owned()),
+        count: Set(1),
+        window_ends_at: Set(ends),
+    })
+    .on_conflict(
+        OnConflict::column(Column::Key)
+            .values([
+                (
+                    Column::Count,
+                    Expr::case(expired(), 1).finally(Expr::col((login_throttle::Entity, Column::Count)).add(1)).into(),
+                ),
+                (
+                    Column::WindowEndsAt,
+                    Expr::case(expired(), ends)
+                        .finally(Expr::col((login_throttle::Entity, Column::WindowEndsAt)))
+                        .into(),
+                ),
+            ])
+            .to_owned(),
+    )
+    .exec_with_returning(db)
+    .await?;
+    if u32::try_from(counted.count).unwrap_or(u32::MAX) > limit {
+        let wait = std::cmp::max((counted.window_ends_at - now).num_seconds(), 1);
+        return Err(Error::RateLimited { retry_after_secs: wait.unsigned_abs() });
+    }
+    Ok(())
+}
+
+/// A count's verdict as its write's value, so that a refusal keeps the counts made (a write's error undoes them);
+/// a failure to count stays the write's error, which is retried when the database aborted it.
+fn verdict(counted: Result<(), Error>) -> Result<Result<(), Error>, Error> {
+    match counted {
+        Ok(()) | Err(Error::RateLimited { .. }) => Ok(counted),
+        Err(err) => Err(err),
+    }
+}
+
+/// Deletes the counters whose window has ended.
+async fn sweep_expired(db: &impl ConnectionTrait, now: DateTime<Utc>) {
+    let swept = login_throttle::Entity::delete_many().filter(Column::WindowEndsAt.lte(now)).exec(db).await;
+    // Counting matters more than tidying: a failed sweep is retried at the next one.
+    if let Err(err) = swept {
+        tracing::warn!(%err, "cannot sweep expired throttle counters");
     }
 }
 
@@ -188,6 +213,7 @@ fn now() -> DateTime<Utc> {
 }
 
 /// The three counters of a login: per address, per (username, address), per username.
+#[derive(Clone)]
 struct LoginKeys {
     address: String,
     pair: String,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, Set, Statement};
 use serde_json::{Value, json};
 use service::auth::{self, TokenConfig};
+use service::db::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SQLITE_READ_CONNECTIONS, Database};
 use service::domain::Username;
 use service::entity::{login_throttle, session};
 use service::throttle::{Limits, Throttle};
@@ -151,20 +152,24 @@ async fn a_login_whose_password_changed_while_it_was_being_checked_opens_no_sess
     let username = Username::parse("alice").expect("a username");
     let sessions = || session::Entity::find().filter(session::Column::Username.eq("alice"));
     let before = sessions().count(&app.db).await.expect("count sessions");
+    // The login's steps as a server would run them, on a database of their own (on SQLite, a second writer).
+    let db = Database::connect(&app.database.url, DEFAULT_MAX_CONNECTIONS, DEFAULT_SQLITE_READ_CONNECTIONS, |_| {})
+        .await
+        .expect("connect");
 
     // The login's check passes with the old password; the owner changes it before the session is opened.
-    let checked = auth::check_password(&app.db, &throttle, client, &username, PASSWORD).await.expect("right password");
+    let checked = auth::check_password(&db, &throttle, client, &username, PASSWORD).await.expect("right password");
     let change = json!({ "input": { "password": NEW_PASSWORD, "currentPassword": PASSWORD } });
     app.graphql(CHANGE_PASSWORD, change, Some(&alice)).await.assert_ok();
-    let opened = auth::open_session(&app.db, &tokens, checked).await;
+    let opened = auth::open_session(&db, &tokens, checked).await;
 
     assert!(matches!(opened, Err(service::Error::InvalidCredentials)), "{opened:?}");
     assert_eq!(sessions().count(&app.db).await.expect("count sessions"), before, "no session was opened");
     let unchanged =
-        auth::check_password(&app.db, &throttle, client, &Username::parse("alice").expect("a username"), NEW_PASSWORD)
+        auth::check_password(&db, &throttle, client, &Username::parse("alice").expect("a username"), NEW_PASSWORD)
             .await
             .expect("the new password");
-    assert!(auth::open_session(&app.db, &tokens, unchanged).await.is_ok(), "a check of the current password opens one");
+    assert!(auth::open_session(&db, &tokens, unchanged).await.is_ok(), "a check of the current password opens one");
 }
 
 async fn a_refresh_token_with_a_wrong_secret_ends_nothing(backend: Backend) {

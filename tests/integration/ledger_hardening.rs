@@ -32,7 +32,8 @@ async fn twenty_identical_keyed_requests_at_once_move_the_whole_balance_exactly_
 
     // All twenty are in flight at once. On PostgreSQL another transaction holds alice's account until they have
     // all started, so each has begun its statement (and its snapshot) before the first can commit; the server's
-    // one SQLite connection queues them whatever the test does (and another writer would only make them wait).
+    // SQLite writer runs them one after the other whatever the test does (and another writer would only make them
+    // wait).
     let holder = app.db.begin().await.expect("begin");
     if backend == Backend::Postgres {
         let hold = format!("UPDATE accounts SET balance = balance WHERE id = {alice_usd}");

@@ -14,7 +14,8 @@ use service::ledger::{self, TransferOutcome, TransferRequest};
 
 use super::users::User;
 use super::{
-    ApiError, PageArgs, TotalCount, authorize_owner, caller, db, feed, loaders, metrics, paginate, pool, verified_token,
+    ApiError, PageArgs, TotalCount, authorize_owner, caller, database, db, feed, loaders, metrics, paginate,
+    verified_token,
 };
 
 /// An amount of money in minor units (cents), as a signed 64-bit integer. Serialized as a string ("1250") because
@@ -410,7 +411,7 @@ impl LedgerMutation {
     /// Opens an account for you in `currency`, with a zero balance; one per currency.
     async fn create_account(&self, ctx: &Context<'_>, currency: CurrencyCode) -> Result<Account, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(Account(ledger::create_account(pool(ctx), caller, currency.into()).await?))
+        Ok(Account(ledger::create_account(database(ctx), caller, currency.into()).await?))
     }
 
     /// Puts money into an account (bankers only): the one way money enters the bank.
@@ -418,7 +419,7 @@ impl LedgerMutation {
         let caller = caller(ctx).await?;
         let account_id = parse_id(&input.account_id, "accountId")?;
         let amount = Amount::parse(input.amount.0)?;
-        Ok(Entry(ledger::deposit(pool(ctx), feed(ctx), caller, account_id, amount).await?))
+        Ok(Entry(ledger::deposit(database(ctx), feed(ctx), caller, account_id, amount).await?))
     }
 
     /// Takes money out of an account (yours, or any for a banker): the one way money leaves the bank.
@@ -427,7 +428,7 @@ impl LedgerMutation {
         let account_id = parse_id(&input.account_id, "accountId")?;
         let amount = Amount::parse(input.amount.0)?;
         let key = input.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose()?;
-        Ok(Entry(ledger::withdraw(pool(ctx), feed(ctx), caller, account_id, amount, key.as_ref()).await?))
+        Ok(Entry(ledger::withdraw(database(ctx), feed(ctx), caller, account_id, amount, key.as_ref()).await?))
     }
 
     /// Moves money from one of your accounts to another account in the same currency: one named by its id, or
@@ -437,7 +438,7 @@ impl LedgerMutation {
         let currency = input.currency.into();
         let to_account_id = match (&input.to_account_id, &input.to_username) {
             (Some(id), None) => parse_id(id, "toAccountId")?,
-            (None, Some(username)) => ledger::receiving_account(pool(ctx), username, currency).await?,
+            (None, Some(username)) => ledger::receiving_account(database(ctx).reads(), username, currency).await?,
             _ => {
                 return Err(ApiError::invalid_argument(
                     "toAccountId",
@@ -452,7 +453,7 @@ impl LedgerMutation {
             currency,
             idempotency_key: input.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose()?,
         };
-        let outcome = ledger::transfer(pool(ctx), feed(ctx), &token, &request).await;
+        let outcome = ledger::transfer(database(ctx), feed(ctx), &token, &request).await;
         let outcome = match outcome {
             // A receiver closed since it was looked up is as absent as one that never was.
             Err(service::Error::AccountClosed) if input.to_username.is_some() => {

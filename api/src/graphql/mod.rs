@@ -16,9 +16,8 @@ use std::future::Future;
 use async_graphql::connection::{Connection, CursorType, Edge, OpaqueCursor};
 use async_graphql::{Context, MergedObject, OutputType, Schema, SchemaBuilder};
 use futures::future::BoxFuture;
-use sea_orm::DatabaseConnection;
 use service::auth::{Caller, TokenConfig, VerifiedToken};
-use service::db::Db;
+use service::db::{Database, Db};
 use service::feed::Feed;
 use service::throttle::Throttle;
 use service::{Code, Page, Slice, Take};
@@ -49,7 +48,7 @@ fn schema_builder() -> SchemaBuilder<Query, Mutation, Subscription> {
 
 /// The schema with what its resolvers need; each request adds its [`RequestAuth`] and [`request_data`].
 pub fn build_schema(
-    db: DatabaseConnection,
+    db: Database,
     feed: Feed,
     tokens: Arc<TokenConfig>,
     metrics: Arc<Metrics>,
@@ -115,14 +114,14 @@ pub fn request_data(request: async_graphql::Request, db: &Db) -> async_graphql::
     request.data(Loaders::new(db)).data(db.clone())
 }
 
-/// Where this request reads: its snapshot for a query, the pool for a mutation.
+/// Where this request reads: its snapshot for a query, the read pool for a mutation.
 pub(crate) fn db<'a>(ctx: &Context<'a>) -> &'a Db {
     ctx.data_unchecked::<Db>()
 }
 
-/// The pool, for mutations: each service call runs its own transaction.
-pub(crate) fn pool<'a>(ctx: &Context<'a>) -> &'a DatabaseConnection {
-    ctx.data_unchecked::<DatabaseConnection>()
+/// The database, for mutations: each service call makes its own writes.
+pub(crate) fn database<'a>(ctx: &Context<'a>) -> &'a Database {
+    ctx.data_unchecked::<Database>()
 }
 
 pub(crate) fn feed<'a>(ctx: &Context<'a>) -> &'a Feed {

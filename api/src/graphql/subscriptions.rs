@@ -10,7 +10,7 @@ use service::ledger;
 use tokio::sync::Semaphore;
 
 use super::ledger::{Entry, parse_id};
-use super::{ApiError, caller, db, pool};
+use super::{ApiError, caller, database, db};
 
 /// The subscriptions a socket may still start: each holds a permit while it runs.
 #[derive(Clone)]
@@ -52,7 +52,7 @@ impl Subscription {
             .clone()
             .try_acquire_owned()
             .map_err(|_| service::Error::TooManySubscriptions { limit: slots.limit })?;
-        let entries = ctx.data_unchecked::<Feed>().entries(pool(ctx).clone(), account_id, after);
+        let entries = ctx.data_unchecked::<Feed>().entries(database(ctx).reads().clone(), account_id, after);
         Ok(entries.map(move |entry| {
             // The slot is free again when the stream ends (the client completes it or the socket closes).
             let _running = &permit;

@@ -10,7 +10,7 @@ use service::users::{self, NewUser, PasswordChange, UserUpdate};
 
 use super::ledger::Account;
 use super::{
-    ApiError, PageArgs, TotalCount, authorize_owner, caller, client, db, feed, loaders, paginate, pool, throttle,
+    ApiError, PageArgs, TotalCount, authorize_owner, caller, client, database, db, feed, loaders, paginate, throttle,
     tokens,
 };
 
@@ -229,7 +229,7 @@ impl UserMutation {
             full_name: FullName::parse(&input.full_name)?,
             email: Email::parse(&input.email)?,
         };
-        Ok(User::proven(users::create(pool(ctx), throttle(ctx), client(ctx), new).await?))
+        Ok(User::proven(users::create(database(ctx), throttle(ctx), client(ctx), new).await?))
     }
 
     /// Opens a session. Failed logins are limited per username and client address, per address, and per username
@@ -238,19 +238,19 @@ impl UserMutation {
         // A name no user can have is refused as any wrong login is, before it reaches a throttle's counters.
         let username = Username::parse(&input.username).map_err(|_| service::Error::InvalidCredentials)?;
         let tokens =
-            service::auth::login(pool(ctx), tokens(ctx), throttle(ctx), client(ctx), &username, &input.password)
+            service::auth::login(database(ctx), tokens(ctx), throttle(ctx), client(ctx), &username, &input.password)
                 .await?;
         Ok(tokens.into())
     }
 
     /// New tokens for a refresh token, which stops working.
     async fn refresh_access_token(&self, ctx: &Context<'_>, refresh_token: String) -> Result<AuthPayload, ApiError> {
-        Ok(service::auth::refresh(pool(ctx), feed(ctx), tokens(ctx), &refresh_token).await?.into())
+        Ok(service::auth::refresh(database(ctx), feed(ctx), tokens(ctx), &refresh_token).await?.into())
     }
 
     /// Ends the session of a refresh token. True if a live session ended.
     async fn logout(&self, ctx: &Context<'_>, refresh_token: String) -> Result<bool, ApiError> {
-        Ok(service::auth::logout(pool(ctx), feed(ctx), &refresh_token).await?)
+        Ok(service::auth::logout(database(ctx), feed(ctx), &refresh_token).await?)
     }
 
     async fn update_user(&self, ctx: &Context<'_>, input: UpdateUserInput) -> Result<User, ApiError> {
@@ -268,32 +268,32 @@ impl UserMutation {
             password,
             role: input.role.map(Into::into),
         };
-        Ok(User::reached(users::update(pool(ctx), feed(ctx), throttle(ctx), client(ctx), caller, update).await?))
+        Ok(User::reached(users::update(database(ctx), feed(ctx), throttle(ctx), client(ctx), caller, update).await?))
     }
 
     /// Adds a secondary email address for the caller.
     async fn add_email(&self, ctx: &Context<'_>, email: String) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(User::reached(users::add_email(pool(ctx), caller, &Email::parse(&email)?).await?))
+        Ok(User::reached(users::add_email(database(ctx), caller, &Email::parse(&email)?).await?))
     }
 
     /// Removes one of the caller's secondary addresses; the primary cannot be removed.
     async fn remove_email(&self, ctx: &Context<'_>, email: String) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(User::reached(users::remove_email(pool(ctx), caller, &Email::parse(&email)?).await?))
+        Ok(User::reached(users::remove_email(database(ctx), caller, &Email::parse(&email)?).await?))
     }
 
     /// Makes one of the caller's addresses the primary.
     async fn set_primary_email(&self, ctx: &Context<'_>, email: String) -> Result<User, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(User::reached(users::set_primary_email(pool(ctx), caller, &Email::parse(&email)?).await?))
+        Ok(User::reached(users::set_primary_email(database(ctx), caller, &Email::parse(&email)?).await?))
     }
 
     /// Deletes a user (yourself, or anyone for a banker): they can no longer log in, their addresses become free,
     /// their username stays taken.
     async fn delete_user(&self, ctx: &Context<'_>, username: String) -> Result<bool, ApiError> {
         let caller = caller(ctx).await?;
-        users::delete(pool(ctx), feed(ctx), caller, &username).await?;
+        users::delete(database(ctx), feed(ctx), caller, &username).await?;
         Ok(true)
     }
 }

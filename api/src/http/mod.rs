@@ -328,12 +328,12 @@ async fn run(
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(|token| token.trim().to_owned());
     let db = if mutation {
-        Db::Pool(state.db.clone())
+        Db::Pool(state.db.reads().clone())
     } else {
         // Without a snapshot the fields still answer, each with its own error if the database is away.
-        state.snapshots.open().await.unwrap_or_else(|err| {
+        state.db.snapshot().await.unwrap_or_else(|err| {
             tracing::warn!(%err, "cannot open a read snapshot");
-            Db::Pool(state.db.clone())
+            Db::Pool(state.db.reads().clone())
         })
     };
     let request = graphql::request_data(request.data(RequestAuth::new(token, client)), &db);
@@ -415,7 +415,7 @@ async fn healthz() -> &'static str {
 
 /// Ready: the database answers too.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.db.ping().await {
+    match state.db.reads().ping().await {
         Ok(()) => (StatusCode::OK, "ready"),
         Err(err) => {
             tracing::warn!(%err, "not ready: database unreachable");

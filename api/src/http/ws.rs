@@ -154,7 +154,7 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
     };
     let (username, role) = (caller.user.username.clone(), caller.user.role);
 
-    let db = Db::Pool(state.db.clone());
+    let db = Db::Pool(state.db.reads().clone());
     let mut data = Data::default();
     data.insert(Loaders::new(&db));
     data.insert(db);
@@ -192,8 +192,8 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
                 };
                 if concerned {
                     // Checked beside the engine, not in this loop: the engine must go on being polled, or a
-                    // subscription's read in flight keeps the connection the check waits for (SQLite has one).
-                    let (db, verified, ended) = (state.db.clone(), verified.clone(), ended_tx.clone());
+                    // subscription's read in flight keeps a connection the check may wait for (pools are small).
+                    let (db, verified, ended) = (state.db.reads().clone(), verified.clone(), ended_tx.clone());
                     tokio::spawn(async move {
                         // Only a verdict ends the socket: a database that is briefly away (many sockets re-check
                         // at once after the listener reconnects) is no reason to drop valid users.
@@ -231,7 +231,7 @@ async fn authenticate(
     let header = payload?.as_object()?.iter().find(|(key, _)| key.eq_ignore_ascii_case("authorization"))?.1.as_str()?;
     let token = header.strip_prefix("Bearer ")?.trim().to_owned();
     let verified = service::auth::verify(&state.tokens, &token).ok()?;
-    let caller = service::auth::check_session(&state.db, &verified).await.ok()?;
+    let caller = service::auth::check_session(state.db.reads(), &verified).await.ok()?;
     Some((token, verified, caller))
 }
 

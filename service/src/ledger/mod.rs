@@ -17,12 +17,13 @@ use entity::{entry, transfer, withdrawal_key};
 use rand::Rng;
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    Order, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, Select, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, Order, QueryFilter,
+    QueryOrder, QuerySelect, RuntimeErr, Select, Set,
 };
 
 pub use self::transfers::{TransferOutcome, TransferRequest, transfer};
 use crate::auth::Caller;
+use crate::db::Database;
 use crate::domain::{Amount, IdempotencyKey, Period, Username};
 use crate::feed::{Change, Feed};
 use crate::slice::{self, Page, Slice};
@@ -36,20 +37,17 @@ const MAX_ATTEMPTS: u32 = 20;
 const MAX_PAUSE_MS: u64 = 50;
 
 /// Opens an account in `currency` for the caller, with a zero balance.
-pub async fn create_account(
-    db: &impl ConnectionTrait,
-    caller: &Caller,
-    currency: Currency,
-) -> Result<account::Model, Error> {
-    account::ActiveModel {
-        owner: Set(caller.user.username.clone()),
-        balance: Set(0),
-        currency: Set(currency),
-        ..Default::default()
-    }
-    .insert(db)
+pub async fn create_account(db: &Database, caller: &Caller, currency: Currency) -> Result<account::Model, Error> {
+    let owner = caller.user.username.clone();
+    db.write(move |db| {
+        Box::pin(async move {
+            account::ActiveModel { owner: Set(owner), balance: Set(0), currency: Set(currency), ..Default::default() }
+                .insert(&db)
+                .await
+                .on_constraint("owner_currency_key", || Error::AccountExists)
+        })
+    })
     .await
-    .on_constraint("owner_currency_key", || Error::AccountExists)
 }
 
 /// An account the caller may see: their own, or any for a banker. `None` when it does not exist.
@@ -89,7 +87,7 @@ pub async fn transfer_by_id(
 /// and the entry takes the new balance and count as its `balance_after` and `account_seq`, so both are decided
 /// under the lock.
 pub async fn deposit(
-    db: &DatabaseConnection,
+    db: &Database,
     feed: &Feed,
     caller: &Caller,
     account_id: i64,
@@ -99,37 +97,42 @@ pub async fn deposit(
         return Err(Error::Forbidden);
     }
     let amount = amount.minor_units();
-    let entry = with_retry(|| async {
-        let txn = db.begin().await?;
-        let updated = account::Entity::update_many()
-            .col_expr(account::Column::Balance, Expr::col(account::Column::Balance).add(amount))
-            .col_expr(account::Column::EntryCount, Expr::col(account::Column::EntryCount).add(1))
-            .filter(account::Column::Id.eq(account_id))
-            .filter(account::Column::ClosedAt.is_null())
-            // Cannot overflow, as the amount is positive; the sum then cannot either.
-            .filter(account::Column::Balance.lte(i64::MAX - amount))
-            .exec_with_returning(&txn)
-            .await?;
-        let Some(account) = updated.into_iter().next() else {
-            return Err(match account::Entity::find_by_id(account_id).one(&txn).await? {
-                None => Error::NotFound { what: "account" },
-                Some(account) if account.closed_at.is_some() => Error::AccountClosed,
-                Some(_) => Error::BalanceOutOfRange,
-            });
-        };
-        let entry = entry::ActiveModel {
-            account_id: Set(account_id),
-            amount: Set(amount),
-            transfer_id: Set(None),
-            balance_after: Set(account.balance),
-            account_seq: Set(account.entry_count),
-            ..Default::default()
-        }
-        .insert(&txn)
-        .await?;
-        feed.announce(&txn, &Change::entries([&entry])).await?;
-        txn.commit().await?;
-        Ok(entry)
+    let entry = with_retry(|| {
+        let feed = feed.clone();
+        db.write(move |db| {
+            Box::pin(async move {
+                let txn = db.begin().await?;
+                let updated = account::Entity::update_many()
+                    .col_expr(account::Column::Balance, Expr::col(account::Column::Balance).add(amount))
+                    .col_expr(account::Column::EntryCount, Expr::col(account::Column::EntryCount).add(1))
+                    .filter(account::Column::Id.eq(account_id))
+                    .filter(account::Column::ClosedAt.is_null())
+                    // Cannot overflow, as the amount is positive; the sum then cannot either.
+                    .filter(account::Column::Balance.lte(i64::MAX - amount))
+                    .exec_with_returning(&txn)
+                    .await?;
+                let Some(account) = updated.into_iter().next() else {
+                    return Err(match account::Entity::find_by_id(account_id).one(&txn).await? {
+                        None => Error::NotFound { what: "account" },
+                        Some(account) if account.closed_at.is_some() => Error::AccountClosed,
+                        Some(_) => Error::BalanceOutOfRange,
+                    });
+                };
+                let entry = entry::ActiveModel {
+                    account_id: Set(account_id),
+                    amount: Set(amount),
+                    transfer_id: Set(None),
+                    balance_after: Set(account.balance),
+                    account_seq: Set(account.entry_count),
+                    ..Default::default()
+                }
+                .insert(&txn)
+                .await?;
+                feed.announce(&txn, &Change::entries([&entry])).await?;
+                txn.commit().await?;
+                Ok(entry)
+            })
+        })
     })
     .await?;
     feed.committed(Change::entries([&entry]));
@@ -160,7 +163,7 @@ pub async fn receiving_account(db: &impl ConnectionTrait, username: &str, curren
 /// account's row is locked first, so a retry with the same key waits for the first request and then finds its key:
 /// it answers with the first request's entry and moves nothing (or `IDEMPOTENCY_KEY_REUSED` for another amount).
 pub async fn withdraw(
-    db: &DatabaseConnection,
+    db: &Database,
     feed: &Feed,
     caller: &Caller,
     account_id: i64,
@@ -168,64 +171,68 @@ pub async fn withdraw(
     idempotency_key: Option<&IdempotencyKey>,
 ) -> Result<entry::Model, Error> {
     let amount = amount.minor_units();
-    let (entry, written) = with_retry(|| async {
-        let txn = db.begin().await?;
-        let account = account::Entity::find_by_id(account_id)
-            .lock_exclusive()
-            .one(&txn)
-            .await?
-            .ok_or(Error::NotFound { what: "account" })?;
-        if !caller.may_act_for(&account.owner) {
-            return Err(Error::Forbidden);
-        }
-        if let Some(key) = idempotency_key
-            && let Some(used) =
-                withdrawal_key::Entity::find_by_id((account_id, key.as_str().to_owned())).one(&txn).await?
-        {
-            if used.amount != amount {
-                return Err(Error::IdempotencyKeyReused);
-            }
-            let entry = entry::Entity::find_by_id(used.entry_id).one(&txn).await?;
-            return Ok((entry.ok_or_else(|| Error::internal("a withdrawal key lost its entry"))?, false));
-        }
-        if account.closed_at.is_some() {
-            return Err(Error::AccountClosed);
-        }
-        if account.balance < amount {
-            return Err(Error::InsufficientFunds);
-        }
-        let moved = account::Entity::update_many()
-            .col_expr(account::Column::Balance, Expr::col(account::Column::Balance).sub(amount))
-            .col_expr(account::Column::EntryCount, Expr::col(account::Column::EntryCount).add(1))
-            .filter(account::Column::Id.eq(account_id))
-            .exec_with_returning(&txn)
-            .await
-            .on_constraint("accounts_balance_nonnegative", || Error::InsufficientFunds)?;
-        let account = moved.into_iter().next().ok_or_else(|| Error::internal("a locked account vanished"))?;
-        let entry = entry::ActiveModel {
-            account_id: Set(account_id),
-            amount: Set(-amount),
-            transfer_id: Set(None),
-            balance_after: Set(account.balance),
-            account_seq: Set(account.entry_count),
-            ..Default::default()
-        }
-        .insert(&txn)
-        .await?;
-        if let Some(key) = idempotency_key {
-            withdrawal_key::ActiveModel {
-                account_id: Set(account_id),
-                idempotency_key: Set(key.as_str().to_owned()),
-                amount: Set(amount),
-                entry_id: Set(entry.id),
-                ..Default::default()
-            }
-            .insert(&txn)
-            .await?;
-        }
-        feed.announce(&txn, &Change::entries([&entry])).await?;
-        txn.commit().await?;
-        Ok((entry, true))
+    let (entry, written) = with_retry(|| {
+        let (feed, caller, key) = (feed.clone(), caller.clone(), idempotency_key.map(|key| key.as_str().to_owned()));
+        db.write(move |db| {
+            Box::pin(async move {
+                let txn = db.begin().await?;
+                let account = account::Entity::find_by_id(account_id)
+                    .lock_exclusive()
+                    .one(&txn)
+                    .await?
+                    .ok_or(Error::NotFound { what: "account" })?;
+                if !caller.may_act_for(&account.owner) {
+                    return Err(Error::Forbidden);
+                }
+                if let Some(key) = &key
+                    && let Some(used) = withdrawal_key::Entity::find_by_id((account_id, key.clone())).one(&txn).await?
+                {
+                    if used.amount != amount {
+                        return Err(Error::IdempotencyKeyReused);
+                    }
+                    let entry = entry::Entity::find_by_id(used.entry_id).one(&txn).await?;
+                    return Ok((entry.ok_or_else(|| Error::internal("a withdrawal key lost its entry"))?, false));
+                }
+                if account.closed_at.is_some() {
+                    return Err(Error::AccountClosed);
+                }
+                if account.balance < amount {
+                    return Err(Error::InsufficientFunds);
+                }
+                let moved = account::Entity::update_many()
+                    .col_expr(account::Column::Balance, Expr::col(account::Column::Balance).sub(amount))
+                    .col_expr(account::Column::EntryCount, Expr::col(account::Column::EntryCount).add(1))
+                    .filter(account::Column::Id.eq(account_id))
+                    .exec_with_returning(&txn)
+                    .await
+                    .on_constraint("accounts_balance_nonnegative", || Error::InsufficientFunds)?;
+                let account = moved.into_iter().next().ok_or_else(|| Error::internal("a locked account vanished"))?;
+                let entry = entry::ActiveModel {
+                    account_id: Set(account_id),
+                    amount: Set(-amount),
+                    transfer_id: Set(None),
+                    balance_after: Set(account.balance),
+                    account_seq: Set(account.entry_count),
+                    ..Default::default()
+                }
+                .insert(&txn)
+                .await?;
+                if let Some(key) = key {
+                    withdrawal_key::ActiveModel {
+                        account_id: Set(account_id),
+                        idempotency_key: Set(key),
+                        amount: Set(amount),
+                        entry_id: Set(entry.id),
+                        ..Default::default()
+                    }
+                    .insert(&txn)
+                    .await?;
+                }
+                feed.announce(&txn, &Change::entries([&entry])).await?;
+                txn.commit().await?;
+                Ok((entry, true))
+            })
+        })
     })
     .await?;
     if written {

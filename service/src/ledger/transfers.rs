@@ -6,8 +6,8 @@
 //! and write.
 //! On PostgreSQL the whole transfer is one statement: a transfer waits on round trips far more than on work, and
 //! one statement is also one atomic transaction. SQLite runs in-process (a round trip costs nothing there) and has
-//! no data-modifying `WITH`, so there the same steps run as statements in one transaction. Both are held to the
-//! same tests.
+//! no data-modifying `WITH`, so there the same steps run as statements in the savepoint the writer gives each
+//! write (see `db::Database::write`). Both are held to the same tests.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,19 +16,20 @@ use entity::account::{self, Currency};
 use entity::{entry, transfer};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveEnum, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QueryResult, QuerySelect, Set, Statement, TransactionTrait,
+    ActiveEnum, ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
+    QueryResult, QuerySelect, Set, Statement,
 };
 use sha2::{Digest, Sha256};
 
 use super::{accounts_by_ids, with_retry};
 use crate::auth::{self, VerifiedToken};
+use crate::db::Database;
 use crate::domain::{Amount, IdempotencyKey};
 use crate::feed::{self, Change, Feed};
 use crate::{Error, ResultExt, constraint};
 
 /// A transfer as a client asks for it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct TransferRequest {
     pub from_account_id: i64,
     pub to_account_id: i64,
@@ -51,7 +52,7 @@ pub struct TransferOutcome {
 /// Moves money from one of the caller's accounts to another account in the same currency. The token's session is
 /// checked in the same transaction as the transfer: a logged-out, deleted or re-passworded caller moves nothing.
 pub async fn transfer(
-    db: &DatabaseConnection,
+    db: &Database,
     feed: &Feed,
     caller: &VerifiedToken,
     request: &TransferRequest,
@@ -60,11 +61,16 @@ pub async fn transfer(
         return Err(Error::SameAccount);
     }
     let request_hash = request_hash(request);
-    let attempt = with_retry(|| async {
-        match db.get_database_backend() {
-            DbBackend::Postgres => in_one_statement(db, caller, request, request_hash.as_deref()).await,
-            _ => in_one_transaction(db, caller, request, request_hash.as_deref()).await,
-        }
+    let attempt = with_retry(|| {
+        let (caller, request, request_hash) = (caller.clone(), request.clone(), request_hash.clone());
+        db.write(move |db| {
+            Box::pin(async move {
+                match db.get_database_backend() {
+                    DbBackend::Postgres => in_one_statement(&db, &caller, &request, request_hash.as_deref()).await,
+                    _ => in_statements(&db, &caller, &request, request_hash.as_deref()).await,
+                }
+            })
+        })
     })
     .await;
     let outcome = match attempt {
@@ -75,7 +81,7 @@ pub async fn transfer(
         // request has ended by now, since its row locks were released, so there is no request still in flight
         // to wait for.
         Err(refused) if is_refusal(&refused) && request.idempotency_key.is_some() => {
-            if key_committed(db, request).await? {
+            if key_committed(db.reads(), request).await? {
                 Attempt::KeyUsed
             } else {
                 return Err(refused);
@@ -90,7 +96,7 @@ pub async fn transfer(
         }
         // Committed by an earlier request with this key (or one racing this one, which the key's unique constraint
         // made wait): answer as it was answered.
-        Attempt::KeyUsed => replay(db, caller, request, request_hash.as_deref()).await,
+        Attempt::KeyUsed => replay(db.reads(), caller, request, request_hash.as_deref()).await,
     }
 }
 
@@ -288,7 +294,7 @@ LEFT JOIN entered et ON et.account_id = $2
 "#;
 
 async fn in_one_statement(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     caller: &VerifiedToken,
     request: &TransferRequest,
     request_hash: Option<&str>,
@@ -408,27 +414,26 @@ impl Columns<'_> {
     }
 }
 
-/// The transfer as statements in one transaction (SQLite, where the one connection runs one transaction at a
-/// time).
-async fn in_one_transaction(
-    db: &DatabaseConnection,
+/// The transfer as statements (SQLite), in the savepoint `txn` that the writer, running one write at a time, gave
+/// it: undone when this returns an error.
+async fn in_statements(
+    txn: &impl ConnectionTrait,
     token: &VerifiedToken,
     request: &TransferRequest,
     request_hash: Option<&str>,
 ) -> Result<Attempt, Error> {
-    let txn = db.begin().await?;
-    let authenticated = match auth::check_session(&txn, token).await {
+    let authenticated = match auth::check_session(txn, token).await {
         Ok(_) => true,
         Err(Error::Unauthenticated) => false,
         Err(err) => return Err(err),
     };
-    let key_used = key_committed(&txn, request).await?;
+    let key_used = key_committed(txn, request).await?;
     let amount = request.amount.minor_units();
     let locked = account::Entity::find()
         .filter(account::Column::Id.is_in([request.from_account_id, request.to_account_id]))
         .order_by_asc(account::Column::Id)
         .lock_exclusive()
-        .all(&txn)
+        .all(txn)
         .await?;
     let find = |id: i64| locked.iter().find(|a| a.id == id);
     let (from, to) = (find(request.from_account_id), find(request.to_account_id));
@@ -448,7 +453,7 @@ async fn in_one_transaction(
         request_hash: Set(request_hash.map(str::to_owned)),
         ..Default::default()
     }
-    .insert(&txn)
+    .insert(txn)
     .await;
     let transfer = match transfer {
         Ok(transfer) => transfer,
@@ -462,7 +467,7 @@ async fn in_one_transaction(
         .col_expr(account::Column::Balance, debit_or_credit.into())
         .col_expr(account::Column::EntryCount, Expr::col(account::Column::EntryCount).add(1))
         .filter(account::Column::Id.is_in([from.id, to.id]))
-        .exec_with_returning(&txn)
+        .exec_with_returning(txn)
         .await
         .on_constraint("accounts_balance_nonnegative", || Error::InsufficientFunds)?;
     let missing = || Error::internal(format!("transfer {} wrote less than it should", transfer.id));
@@ -478,18 +483,17 @@ async fn in_one_transaction(
         ..Default::default()
     };
     let entries = entry::Entity::insert_many([entry(&from_account, -amount), entry(&to_account, amount)])
-        .exec_with_returning(&txn)
+        .exec_with_returning(txn)
         .await?;
     let from_entry = entries.iter().find(|e| e.account_id == from.id).cloned().ok_or_else(missing)?;
     let to_entry = entries.iter().find(|e| e.account_id == to.id).cloned().ok_or_else(missing)?;
-    txn.commit().await?;
     Ok(Attempt::Done(Box::new(TransferOutcome { transfer, from_account, to_account, from_entry, to_entry })))
 }
 
 /// The first result for a key already used: the same transfer, no money moved; or `IDEMPOTENCY_KEY_REUSED` when
 /// the key came with a different request.
 async fn replay(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     caller: &VerifiedToken,
     request: &TransferRequest,
     request_hash: Option<&str>,
