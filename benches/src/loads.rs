@@ -126,9 +126,9 @@ pub async fn post(clients: &Dedicated<Client>, query: &str, variables: Value, to
     }
 }
 
-/// Two different indexes into `items`.
-pub fn pick_pair<T>(items: &[T], rng: &mut rand::rngs::ThreadRng) -> (usize, usize) {
-    let from = rng.random_range(0..items.len());
-    let to = (from + rng.random_range(1..items.len())) % items.len();
+/// Two different indexes below `count`.
+pub fn pick_pair(count: usize, rng: &mut rand::rngs::ThreadRng) -> (usize, usize) {
+    let from = rng.random_range(0..count);
+    let to = (from + rng.random_range(1..count)) % count;
     (from, to)
 }

@@ -29,7 +29,7 @@ use std::time::Instant;
 use tests::{Backend, ledger_check};
 
 use crate::loads::{Loads, pick_pair};
-use crate::measure::{Load, ROUNDS, in_turns};
+use crate::measure::{FEW_ROUNDS, Load, POSTMASTER, ROUNDS, in_turns};
 use crate::report::{Run, name};
 use crate::server::Server;
 
@@ -57,12 +57,13 @@ async fn main() -> Result<()> {
 
     // PostgreSQL: the server, and the same work sent straight to the database.
     let pg_url = raw::fresh_postgres_database(&admin_url, "bench").await?;
+    let _ = POSTMASTER.set(raw::postmaster(&pg_url).await?);
     let server = Server::start(&binary, &pg_url)?;
     let bank = server.open_bank(Backend::Postgres, USERS).await?;
     let raw = raw::Postgres::connect(&pg_url, CONCURRENCY).await?;
     println!("setup: {USERS} users with funded accounts in {:.1}s", started.elapsed().as_secs_f64());
     let clients = server.clients(CONCURRENCY).await?;
-    let transfer = |rng: &mut rand::rngs::ThreadRng| bank.transfer(&clients, pick_pair(&bank.holders, rng), 1);
+    let transfer = |rng: &mut rand::rngs::ThreadRng| bank.transfer(&clients, pick_pair(bank.holders.len(), rng), 1);
     let mut results = in_turns(
         vec![
             Load::new(name::PG_TRANSFER, Some(&server), transfer),
@@ -90,11 +91,12 @@ async fn main() -> Result<()> {
         let flooding = bank.flood_logins(server.clients(CONCURRENCY).await?, flood.clone());
         let started = Instant::now();
         let me = Load::new(name::PG_ME, Some(&server), |rng| bank.me(&clients, rng));
-        results.extend(in_turns(vec![me], ROUNDS, "").await);
+        results.extend(in_turns(vec![me], FEW_ROUNDS, "").await);
         flooding.abort();
         logins_per_second = Some(flood.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64());
     }
     let mut subscriptions = None;
+    eprintln!("{:.0} s: the subscription loads", started.elapsed().as_secs_f64());
     if name::SUBSCRIPTIONS.iter().any(|load| load.contains(only.as_str())) {
         let (rows, figures) = subscriptions::run(&binary, &server, &bank, &clients).await?;
         results.extend(rows);
@@ -104,6 +106,7 @@ async fn main() -> Result<()> {
     let pg_total = check_ledger(&pg_url, "PostgreSQL").await?;
 
     // SQLite: the same two loads, each beside its raw baseline on a copy of the server's database.
+    eprintln!("{:.0} s: SQLite", started.elapsed().as_secs_f64());
     let dir = tempfile::tempdir()?;
     let sqlite_file = dir.path().join("bench.db");
     let sqlite_url = format!("sqlite://{}?mode=rwc", sqlite_file.display());
@@ -111,14 +114,14 @@ async fn main() -> Result<()> {
     let bank = server.open_bank(Backend::Sqlite, SQLITE_USERS).await?;
     let raw = raw::Sqlite::copy_of(&sqlite_file, &dir.path().join("raw.db"), CONCURRENCY).await?;
     let clients = server.clients(CONCURRENCY).await?;
-    let transfer = |rng: &mut rand::rngs::ThreadRng| bank.transfer(&clients, pick_pair(&bank.holders, rng), 1);
+    let transfer = |rng: &mut rand::rngs::ThreadRng| bank.transfer(&clients, pick_pair(bank.holders.len(), rng), 1);
     results.extend(
         in_turns(
             vec![
                 Load::new(name::SQLITE_TRANSFER, Some(&server), transfer),
                 Load::new(name::SQLITE_RAW_TRANSFER, None, |rng| raw.transfer(rng)),
             ],
-            ROUNDS,
+            FEW_ROUNDS,
             &only,
         )
         .await,
@@ -129,7 +132,7 @@ async fn main() -> Result<()> {
                 Load::new(name::SQLITE_USERS, Some(&server), |_| bank.users_page(&clients)),
                 Load::new(name::SQLITE_RAW_USERS, None, |_| raw.users_page()),
             ],
-            ROUNDS,
+            FEW_ROUNDS,
             &only,
         )
         .await,

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -15,6 +16,9 @@ use crate::{CONCURRENCY, Result};
 /// speeds up during the run (shared machines do) weighs on both alike. A ratio is the median of the rounds' ratios:
 /// five rounds outvote a turn that a stall of the shared disk or CPU happened to hit.
 pub const ROUNDS: usize = 5;
+/// Rounds of the loads that fit the run's 5 minutes only with fewer: SQLite's (their ratio to the PostgreSQL server
+/// is not one of turns anyway) and `me` (which is compared with nothing).
+pub const FEW_ROUNDS: usize = 3;
 /// Each turn: a warm-up, then the measured part.
 const WARMUP: Duration = Duration::from_secs(1);
 pub const TURN: Duration = Duration::from_secs(3);
@@ -196,6 +200,10 @@ pub async fn turn(load: &Load<'_>) -> Turn {
     turn
 }
 
+/// The PostgreSQL cluster whose processes' CPU time counts as the database's: its postmaster, set once the
+/// benchmark has connected. Other clusters on the machine (other people's tests) are not this benchmark's.
+pub static POSTMASTER: OnceLock<u32> = OnceLock::new();
+
 /// CPU time (user + system) of the server, of PostgreSQL's processes and of this benchmark.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu {
@@ -205,18 +213,22 @@ pub struct Cpu {
 }
 
 impl Cpu {
-    /// So far, in seconds. PostgreSQL's are the processes named `postgres` (the postmaster's count includes the
-    /// backends that have exited).
+    /// So far, in seconds. PostgreSQL's are [`POSTMASTER`]'s (whose count includes its children that have exited)
+    /// and its children's.
     pub fn used(server: Option<u32>) -> Self {
-        let database = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|entry| {
-                std::fs::read_to_string(entry.path().join("comm")).is_ok_and(|comm| comm.trim() == "postgres")
-            })
-            .filter_map(|entry| process_seconds(&entry.path().join("stat"), true))
-            .sum();
+        let database = POSTMASTER.get().map_or(0.0, |&postmaster| {
+            let children: f64 = std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|entry| {
+                    let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+                    parent(&stat) == Some(postmaster)
+                })
+                .filter_map(|entry| process_seconds(&entry.path().join("stat"), false))
+                .sum();
+            children + process_seconds(format!("/proc/{postmaster}/stat").as_ref(), true).unwrap_or(0.0)
+        });
         Self {
             server: server.and_then(|pid| process_seconds(format!("/proc/{pid}/stat").as_ref(), false)).unwrap_or(0.0),
             database,
@@ -245,6 +257,12 @@ impl Cpu {
         let us = |s: f64| s * 1e6 / requests;
         Self { server: us(self.server), database: us(self.database), client: us(self.client) }
     }
+}
+
+/// The parent's pid in the text of a /proc/…/stat file.
+pub fn parent(stat: &str) -> Option<u32> {
+    // After the command name, which is in parentheses and may hold spaces: the state, then the parent's pid.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// User + system CPU seconds from a /proc/…/stat file, with the reaped children's too when asked.

@@ -114,7 +114,7 @@ impl Postgres {
     }
 
     fn pair(&self, rng: &mut rand::rngs::ThreadRng) -> (i64, i64) {
-        let (i, j) = pick_pair(&self.accounts, rng);
+        let (i, j) = pick_pair(self.accounts.len(), rng);
         (self.accounts[i], self.accounts[j])
     }
 }
@@ -137,6 +137,16 @@ BEGIN
     RETURN t_id;
 END $$;
 "#;
+
+/// The postmaster of the cluster at `url`: the parent of the backend serving a connection.
+pub async fn postmaster(url: &str) -> Result<u32> {
+    let mut conn = PgConnection::connect(url).await?;
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut conn).await?;
+    let stat = std::fs::read_to_string(format!("/proc/{backend}/stat"))
+        .map_err(|err| format!("PostgreSQL runs on another machine, or as someone this cannot see: {err}"))?;
+    conn.close().await?;
+    Ok(crate::measure::parent(&stat).ok_or("a /proc stat without a parent")?)
+}
 
 /// A fresh PostgreSQL database `name` on the server of `admin_url`, answering its URL.
 pub async fn fresh_postgres_database(admin_url: &str, name: &str) -> Result<String> {
@@ -186,7 +196,7 @@ impl Sqlite {
     /// The transfer as the server's SQLite path writes it (`in_one_transaction` in the service's transfers),
     /// without the session and idempotency-key reads.
     pub fn transfer(&self, rng: &mut rand::rngs::ThreadRng) -> impl Future<Output = Result<()>> + Send + use<> {
-        let (i, j) = pick_pair(&self.accounts, rng);
+        let (i, j) = pick_pair(self.accounts.len(), rng);
         let (from, to, writer) = (self.accounts[i], self.accounts[j], self.writer.clone());
         async move {
             let mut conn = writer.lock().await;

@@ -1,8 +1,9 @@
 //! The subscription loads: `entryAdded` over `graphql-transport-ws` on PostgreSQL.
 //!
-//! 1. Transfers among the first 100 holders' accounts, closed-loop as the transfer load, in turns without and with
-//!    1,000 subscribers (10 on each of those accounts, each on a socket of its own): what the subscribers cost.
-//! 2. The same transfers paced at a fixed 200 a second (open loop) while the 1,000 subscribers listen: each
+//! 1. 1,000 subscribers, 10 on each of the first 100 holders' accounts, each on a socket of its own. Transfers
+//!    among those accounts, closed-loop as the transfer load, in turns with transfers among the next 100 accounts,
+//!    which have no subscribers: what the subscribers cost transfers.
+//! 2. Transfers among the subscribed accounts paced at a fixed 200 a second (open loop) while the 1,000 subscribers listen: each
 //!    transfer writes two entries, each entry reaches its account's 10 subscribers, so 4,000 deliveries a second.
 //!    Every delivery is checked against the acknowledged transfers, and timed from the transfer's HTTP
 //!    acknowledgement to its receipt; the server's statements meanwhile, less the transfers' own, are divided by
@@ -29,7 +30,7 @@ use crate::loads::{Client, Loads, pick_pair};
 use crate::measure::{Cpu, Load, Measured, percentile_ms, turn};
 use crate::report::name;
 use crate::server::{MAX_SOCKETS_PER_USER, MAX_SUBSCRIPTIONS_PER_SOCKET, Server};
-use crate::{Result, USERS};
+use crate::{CONCURRENCY, Result, USERS};
 
 /// The accounts subscribed to, and the subscribers on each.
 const ACCOUNTS: usize = 100;
@@ -42,7 +43,7 @@ const PACED: Duration = Duration::from_secs(10);
 const PACED_CONNECTIONS: usize = RATE as usize;
 /// How long deliveries may trail the last acknowledged transfer before the missing ones count as lost.
 const DRAIN: Duration = Duration::from_secs(5);
-/// Rounds of the closed-loop turns without and with subscribers (each round opens the 1,000 sockets anew).
+/// Rounds of the closed-loop turns without and with subscribers.
 const ROUNDS: usize = 3;
 /// How long the idle subscriptions are held before the server's memory and statements are read.
 const IDLE: Duration = Duration::from_secs(2);
@@ -97,8 +98,8 @@ impl Paced {
     }
 }
 
-/// Runs the three loads on `server`, whose bank has at least [`ACCOUNTS`] holders; `binary` starts the fresh
-/// process of the idle load.
+/// Runs the three loads on `server`, whose bank has at least twice [`ACCOUNTS`] holders; `binary` starts the
+/// fresh process of the idle load.
 pub async fn run(
     binary: &std::path::Path,
     server: &Server,
@@ -106,47 +107,62 @@ pub async fn run(
     clients: &Dedicated<Client>,
 ) -> Result<(Vec<Measured>, Figures)> {
     ring(bank, clients).await?;
-    let transfer =
-        |rng: &mut rand::rngs::ThreadRng| bank.transfer(clients, pick_pair(&bank.holders[..ACCOUNTS], rng), 1);
-    let without = Load::new(name::TRANSFER_WITHOUT_SUBSCRIBERS, Some(server), transfer);
-    let with = Load::new(name::TRANSFER_WITH_SUBSCRIBERS, Some(server), transfer);
+    let opening = Instant::now();
+    let mut subscribers = Subscribers::open(server, bank).await?;
+    eprintln!("  {} subscribers running after {:.1} s", ACCOUNTS * PER_ACCOUNT, opening.elapsed().as_secs_f64());
+    // Without subscribers: the same transfers among the next 100 accounts, which have none, while the 1,000
+    // sockets stay open (opening them takes longer than a turn, too long to do in every round).
+    let without = Load::new(name::TRANSFER_WITHOUT_SUBSCRIBERS, Some(server), |rng| {
+        bank.transfer(clients, pair_among(ACCOUNTS..2 * ACCOUNTS, rng), 1)
+    });
+    let with = Load::new(name::TRANSFER_WITH_SUBSCRIBERS, Some(server), |rng| {
+        bank.transfer(clients, pair_among(0..ACCOUNTS, rng), 1)
+    });
     let (mut without_turns, mut with_turns) = (Vec::new(), Vec::new());
+    // Each turn starts once the deliveries of the one before have stopped, so that neither pays for the other's.
     for _ in 0..ROUNDS {
+        subscribers.quiet().await;
         without_turns.push(turn(&without).await);
-        let subscribers = Subscribers::open(server, bank).await?;
+        subscribers.quiet().await;
         with_turns.push(turn(&with).await);
-        subscribers.close();
     }
     let without = Measured::from_turns(without.name, &without_turns);
     let with = Measured::from_turns(with.name, &with_turns);
-    let (deliveries, paced) = paced(server, bank, without.statements_per_request).await?;
+    subscribers.quiet().await;
+    let (deliveries, paced) = paced(server, bank, &mut subscribers, without.statements_per_request).await?;
+    subscribers.close();
     let fresh = Server::start(binary, server.database_url())?;
     fresh.wait_ready().await?;
     let idle = idle(&fresh, bank).await?;
     Ok((vec![without, with, deliveries], Figures { paced, idle }))
 }
 
+/// Two different holders' indexes in `range`.
+fn pair_among(range: std::ops::Range<usize>, rng: &mut rand::rngs::ThreadRng) -> (usize, usize) {
+    let (from, to) = pick_pair(range.len(), rng);
+    (range.start + from, range.start + to)
+}
+
 /// One transfer from each account to the next: every account then has two entries more than its deposit, so the
 /// cursor of its second newest entry exists.
 async fn ring(bank: &Arc<Bank>, clients: &Dedicated<Client>) -> Result<()> {
     let accounts = bank.holders.len();
-    for from in 0..accounts {
-        bank.transfer(clients, (from, (from + 1) % accounts), 1).await?;
-    }
-    Ok(())
+    let transfers = (0..accounts).map(|from| bank.transfer(clients, (from, (from + 1) % accounts), 1));
+    let done: Vec<Result<()>> = futures::stream::iter(transfers).buffer_unordered(CONCURRENCY).collect().await;
+    done.into_iter().collect()
 }
 
 /// The cursor of each account's second newest entry, asked as `token`'s holder: a subscription after it first
 /// sends the newest entry.
 async fn second_newest(server: &Server, bank: &Bank, accounts: usize, token: Option<&str>) -> Result<Vec<String>> {
-    let mut cursors = Vec::with_capacity(accounts);
-    for holder in &bank.holders[..accounts] {
+    let asking = bank.holders[..accounts].iter().map(|holder| async move {
         let data =
             server.graphql(SECOND_NEWEST, json!({ "id": holder.account }), token.unwrap_or(&holder.token)).await?;
         let cursor = data.pointer("/account/entries/edges/1/cursor").and_then(Value::as_str);
-        cursors.push(cursor.ok_or("an account with fewer than two entries")?.to_owned());
-    }
-    Ok(cursors)
+        Ok(cursor.ok_or("an account with fewer than two entries")?.to_owned())
+    });
+    let cursors: Vec<Result<String>> = futures::stream::iter(asking).buffered(CONCURRENCY).collect().await;
+    cursors.into_iter().collect()
 }
 
 /// A delivery as a subscriber received it.
@@ -198,6 +214,11 @@ impl Subscribers {
         Ok(Self { readers, receipts })
     }
 
+    /// Waits until deliveries have stopped for half a second, and forgets those received.
+    async fn quiet(&mut self) {
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), self.receipts.recv()).await {}
+    }
+
     /// Drops every socket (the server sees them go).
     fn close(self) {
         for reader in self.readers {
@@ -214,18 +235,22 @@ struct Ack {
 }
 
 /// The paced load (2. above): its row of the table and the figures.
-async fn paced(server: &Server, bank: &Arc<Bank>, statements_per_transfer: Option<f64>) -> Result<(Measured, Paced)> {
-    let mut subscribers = Subscribers::open(server, bank).await?;
+async fn paced(
+    server: &Server,
+    bank: &Arc<Bank>,
+    subscribers: &mut Subscribers,
+    statements_per_transfer: Option<f64>,
+) -> Result<(Measured, Paced)> {
     let clients = server.clients(PACED_CONNECTIONS).await?;
     let count = (PACED.as_secs_f64() * f64::from(RATE)) as i64;
     let statements_before = server.statements().await;
     let cpu_before = Cpu::used(Some(server.pid()));
     let mut pace = tokio::time::interval(Duration::from_secs(1) / RATE);
     let mut sending = Vec::with_capacity(count as usize);
-    // Each transfer moves its own amount, 1, 2, 3, …
-    for amount in 1..=count {
+    // Each transfer moves its own amount, 2, 3, 4, … (the closed-loop turns' transfers move 1).
+    for amount in 2..count + 2 {
         pace.tick().await;
-        let (from, to) = pick_pair(&bank.holders[..ACCOUNTS], &mut rand::rng());
+        let (from, to) = pick_pair(ACCOUNTS, &mut rand::rng());
         let request = bank.transfer(&clients, (from, to), amount);
         sending
             .push(tokio::spawn(async move { (amount, request.await.map(|()| Ack { from, to, at: Instant::now() })) }));
@@ -252,7 +277,6 @@ async fn paced(server: &Server, bank: &Arc<Bank>, statements_per_transfer: Optio
     }
     let cpu = Cpu::used(Some(server.pid())).minus(cpu_before);
     let statements = server.statements().await.zip(statements_before).map(|(after, before)| after - before);
-    subscribers.close();
 
     // Each receipt against the transfer that wrote its entry: once, to a subscriber of one of its two accounts.
     let mut seen: HashMap<(usize, i64), usize> = HashMap::new();
@@ -315,6 +339,7 @@ async fn idle(server: &Server, bank: &Bank) -> Result<Idle> {
     let per_socket = MAX_SUBSCRIPTIONS_PER_SOCKET;
     let cursors = second_newest(server, bank, USERS, Some(&bank.banker)).await?;
     let before = server.rss_mb();
+    let opening = Instant::now();
     // Socket k holds the accounts k, k + 1, …, k + 99 (modulo all the bank's accounts).
     let held: Vec<Socket> = futures::stream::iter(0..sockets)
         .map(|k| {
@@ -338,6 +363,7 @@ async fn idle(server: &Server, bank: &Bank) -> Result<Idle> {
         .buffer_unordered(OPENING)
         .collect()
         .await;
+    eprintln!("  {} idle subscriptions running after {:.1} s", sockets * per_socket, opening.elapsed().as_secs_f64());
     let statements_before = server.statements().await;
     tokio::time::sleep(IDLE).await;
     let statements = server.statements().await.zip(statements_before).map(|(after, before)| after - before);
