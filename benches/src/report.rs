@@ -293,7 +293,8 @@ fn load_of(name: &str) -> &str {
 }
 
 /// Horizontal bars of p50 (dark) and p99 (light) latency, the rows grouped by load so that each server row stands
-/// beside its raw baseline; server rows blue, raw rows grey.
+/// beside its raw baseline; server rows blue, raw rows grey. The scale is logarithmic: latencies here range from
+/// 2 ms to a second, and the question is how many times slower the server is than the raw baseline.
 fn svg(results: &[Measured]) -> String {
     let mut groups: Vec<(&str, Vec<&Measured>)> = Vec::new();
     for m in results {
@@ -302,14 +303,25 @@ fn svg(results: &[Measured]) -> String {
             None => groups.push((load_of(&m.name), vec![m])),
         }
     }
-    let (width, row, left) = (960.0, 26.0, 420.0);
-    let max = results.iter().map(|m| m.p99_ms).fold(1.0, f64::max);
-    let scale = (width - left - 110.0) / max;
-    let height = 60.0 + row * (results.len() + groups.len()) as f64;
+    let (width, row, left, top) = (1000.0, 26.0, 420.0, 56.0);
+    // From 0.5 ms to the power of ten at or above the largest p99.
+    let decades = results.iter().map(|m| m.p99_ms).fold(1.0, f64::max).log10().ceil();
+    let span = width - left - 120.0;
+    let x = |ms: f64| left + span * ((ms.max(0.5) * 2.0).log10() / (decades + 2f64.log10()));
+    let height = top + 10.0 + row * (results.len() + groups.len()) as f64;
     let mut out = format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="13"><rect width="100%" height="100%" fill="white"/><text x="10" y="22" font-size="15">Latency, ms: p50 (dark) and p99 (light); the server blue, the raw database grey</text>"##
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="13"><rect width="100%" height="100%" fill="white"/><text x="10" y="22" font-size="15">Latency, ms (log scale): p50 (dark) and p99 (light); the server blue, the raw database grey</text>"##
     );
-    let mut y = 40.0;
+    for decade in 0..=decades as i32 {
+        let ms = 10f64.powi(decade);
+        let _ = write!(
+            out,
+            r##"<line x1="{gx}" y1="{top}" x2="{gx}" y2="{height}" stroke="#eeeeee"/><text x="{gx}" y="{ty}" text-anchor="middle" fill="#666666">{ms}</text>"##,
+            gx = x(ms),
+            ty = top - 6.0,
+        );
+    }
+    let mut y = top;
     for (load, rows) in groups {
         let _ = write!(out, r#"<text x="10" y="{}" font-weight="bold">{}</text>"#, y + 17.0, escape(load));
         y += row;
@@ -321,9 +333,9 @@ fn svg(results: &[Measured]) -> String {
                 r#"<text x="24" y="{ty}">{name}</text><rect x="{left}" y="{y}" width="{w99}" height="20" fill="{p99_fill}"/><rect x="{left}" y="{y}" width="{w50}" height="20" fill="{p50_fill}"/><text x="{tx}" y="{ty}">{p50:.1} / {p99:.1}</text>"#,
                 ty = y + 15.0,
                 name = escape(&m.name),
-                w99 = m.p99_ms * scale,
-                w50 = m.p50_ms * scale,
-                tx = left + m.p99_ms * scale + 6.0,
+                w99 = x(m.p99_ms) - left,
+                w50 = x(m.p50_ms) - left,
+                tx = x(m.p99_ms) + 6.0,
                 p50 = m.p50_ms,
                 p99 = m.p99_ms,
             );
