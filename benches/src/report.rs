@@ -316,7 +316,7 @@ fn svg(results: &[Measured]) -> String {
         let ms = 10f64.powi(decade);
         let _ = write!(
             out,
-            r##"<line x1="{gx}" y1="{top}" x2="{gx}" y2="{height}" stroke="#eeeeee"/><text x="{gx}" y="{ty}" text-anchor="middle" fill="#666666">{ms}</text>"##,
+            r##"<line x1="{gx:.1}" y1="{top}" x2="{gx:.1}" y2="{height}" stroke="#eeeeee"/><text x="{gx:.1}" y="{ty}" text-anchor="middle" fill="#666666">{ms}</text>"##,
             gx = x(ms),
             ty = top - 6.0,
         );
@@ -330,7 +330,7 @@ fn svg(results: &[Measured]) -> String {
                 if m.name.contains(" raw: ") { ("#737373", "#d9d9d9") } else { ("#3182bd", "#9ecae1") };
             let _ = write!(
                 out,
-                r#"<text x="24" y="{ty}">{name}</text><rect x="{left}" y="{y}" width="{w99}" height="20" fill="{p99_fill}"/><rect x="{left}" y="{y}" width="{w50}" height="20" fill="{p50_fill}"/><text x="{tx}" y="{ty}">{p50:.1} / {p99:.1}</text>"#,
+                r#"<text x="24" y="{ty}">{name}</text><rect x="{left}" y="{y}" width="{w99:.1}" height="20" fill="{p99_fill}"/><rect x="{left}" y="{y}" width="{w50:.1}" height="20" fill="{p50_fill}"/><text x="{tx:.1}" y="{ty}">{p50:.1} / {p99:.1}</text>"#,
                 ty = y + 15.0,
                 name = escape(&m.name),
                 w99 = x(m.p99_ms) - left,
