@@ -31,7 +31,7 @@ use tests::{Backend, ledger_check};
 use crate::loads::{Loads, pick_pair};
 use crate::measure::{FEW_ROUNDS, Load, POSTMASTER, ROUNDS, in_turns};
 use crate::report::{Run, name};
-use crate::server::Server;
+use crate::server::{Release, Server};
 
 /// Clients of a closed-loop load, each with a connection of its own.
 const CONCURRENCY: usize = 16;
@@ -47,10 +47,13 @@ async fn main() -> Result<()> {
     let admin_url =
         std::env::var("TEST_DATABASE_URL").map_err(|_| "run through `make bench` (needs TEST_DATABASE_URL)")?;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let binary = root.join("target/release/simple-bank");
-    if !binary.exists() {
+    let release =
+        Release { binary: root.join("target/release/simple-bank"), log: root.join("target/bench/server.log") };
+    if !release.binary.exists() {
         return Err("build the server first: cargo build --release -p simple-bank".into());
     }
+    std::fs::create_dir_all(root.join("target/bench"))?;
+    std::fs::write(&release.log, "")?;
     let started = Instant::now();
     // BENCH_ONLY=transfer (say) runs only the loads whose names contain it, for a quick look at one of them.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
@@ -58,7 +61,7 @@ async fn main() -> Result<()> {
     // PostgreSQL: the server, and the same work sent straight to the database.
     let pg_url = raw::fresh_postgres_database(&admin_url, "bench").await?;
     let _ = POSTMASTER.set(raw::postmaster(&pg_url).await?);
-    let server = Server::start(&binary, &pg_url)?;
+    let server = Server::start(&release, &pg_url)?;
     let bank = server.open_bank(Backend::Postgres, USERS).await?;
     let raw = raw::Postgres::connect(&pg_url, CONCURRENCY).await?;
     println!("setup: {USERS} users with funded accounts in {:.1}s", started.elapsed().as_secs_f64());
@@ -98,7 +101,7 @@ async fn main() -> Result<()> {
     let mut subscriptions = None;
     eprintln!("{:.0} s: the subscription loads", started.elapsed().as_secs_f64());
     if name::SUBSCRIPTIONS.iter().any(|load| load.contains(only.as_str())) {
-        let (rows, figures) = subscriptions::run(&binary, &server, &bank, &clients).await?;
+        let (rows, figures) = subscriptions::run(&release, &server, &bank, &clients).await?;
         results.extend(rows);
         subscriptions = Some(figures);
     }
@@ -110,7 +113,7 @@ async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let sqlite_file = dir.path().join("bench.db");
     let sqlite_url = format!("sqlite://{}?mode=rwc", sqlite_file.display());
-    let server = Server::start(&binary, &sqlite_url)?;
+    let server = Server::start(&release, &sqlite_url)?;
     let bank = server.open_bank(Backend::Sqlite, SQLITE_USERS).await?;
     let raw = raw::Sqlite::copy_of(&sqlite_file, &dir.path().join("raw.db"), CONCURRENCY).await?;
     let clients = server.clients(CONCURRENCY).await?;

@@ -2,8 +2,8 @@
 //! kit's bank opened on it.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,12 @@ const SECRET: &str = "benchmark-secret-that-is-32-bytes-long";
 pub const MAX_SOCKETS_PER_USER: usize = 100;
 pub const MAX_SUBSCRIPTIONS_PER_SOCKET: usize = 100;
 
+/// How the benchmark's servers start: the release binary, and the file their logs (warnings and errors) go to.
+pub struct Release {
+    pub binary: PathBuf,
+    pub log: PathBuf,
+}
+
 pub struct Server {
     child: Child,
     database_url: String,
@@ -33,12 +39,13 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(binary: &Path, database_url: &str) -> Result<Self> {
+    pub fn start(release: &Release, database_url: &str) -> Result<Self> {
         // Both bound at once, so that they differ.
         let (api, metrics) = (TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?);
         let (address, metrics_address) = (api.local_addr()?, metrics.local_addr()?);
         drop((api, metrics));
-        let child = Command::new(binary)
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&release.log)?;
+        let child = Command::new(&release.binary)
             .env("DATABASE_URL", database_url)
             .env("LISTEN_ADDR", address.to_string())
             .env("METRICS_ADDR", metrics_address.to_string())
@@ -48,7 +55,7 @@ impl Server {
             .env("MAX_SOCKETS_PER_USER", MAX_SOCKETS_PER_USER.to_string())
             .env("MAX_SUBSCRIPTIONS_PER_SOCKET", MAX_SUBSCRIPTIONS_PER_SOCKET.to_string())
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(log)
             .spawn()?;
         let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
         let database_url = database_url.to_owned();

@@ -29,7 +29,7 @@ use crate::connections::Dedicated;
 use crate::loads::{Client, Loads, pick_pair};
 use crate::measure::{Cpu, Load, Measured, percentile_ms, turn};
 use crate::report::name;
-use crate::server::{MAX_SOCKETS_PER_USER, MAX_SUBSCRIPTIONS_PER_SOCKET, Server};
+use crate::server::{MAX_SOCKETS_PER_USER, MAX_SUBSCRIPTIONS_PER_SOCKET, Release, Server};
 use crate::{CONCURRENCY, Result, USERS};
 
 /// The accounts subscribed to, and the subscribers on each.
@@ -98,10 +98,10 @@ impl Paced {
     }
 }
 
-/// Runs the three loads on `server`, whose bank has at least twice [`ACCOUNTS`] holders; `binary` starts the
+/// Runs the three loads on `server`, whose bank has at least twice [`ACCOUNTS`] holders; `release` starts the
 /// fresh process of the idle load.
 pub async fn run(
-    binary: &std::path::Path,
+    release: &Release,
     server: &Server,
     bank: &Arc<Bank>,
     clients: &Dedicated<Client>,
@@ -131,7 +131,7 @@ pub async fn run(
     subscribers.quiet().await;
     let (deliveries, paced) = paced(server, bank, &mut subscribers, without.statements_per_request).await?;
     subscribers.close();
-    let fresh = Server::start(binary, server.database_url())?;
+    let fresh = Server::start(release, server.database_url())?;
     fresh.wait_ready().await?;
     let idle = idle(&fresh, bank).await?;
     Ok((vec![without, with, deliveries], Figures { paced, idle }))
@@ -144,10 +144,20 @@ fn pair_among(range: std::ops::Range<usize>, rng: &mut rand::rngs::ThreadRng) ->
 }
 
 /// One transfer from each account to the next: every account then has two entries more than its deposit, so the
-/// cursor of its second newest entry exists.
+/// cursor of its second newest entry exists. A transfer the server fails is said and tried again, twice at most.
 async fn ring(bank: &Arc<Bank>, clients: &Dedicated<Client>) -> Result<()> {
     let accounts = bank.holders.len();
-    let transfers = (0..accounts).map(|from| bank.transfer(clients, (from, (from + 1) % accounts), 1));
+    let transfers = (0..accounts).map(|from| async move {
+        let pair = (from, (from + 1) % accounts);
+        let mut tries = 1;
+        loop {
+            match bank.transfer(clients, pair, 1).await {
+                Err(err) if tries < 3 => eprintln!("  the ring's transfer {pair:?} failed ({err}); again"),
+                outcome => return outcome,
+            }
+            tries += 1;
+        }
+    });
     let done: Vec<Result<()>> = futures::stream::iter(transfers).buffer_unordered(CONCURRENCY).collect().await;
     done.into_iter().collect()
 }
