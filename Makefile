@@ -30,8 +30,8 @@ lint:
 schema:
 	cargo run -q -p simple-bank -- export-schema > schema.graphql
 
-## The benchmark: the release server beside the raw-SQL limit, on a stock PostgreSQL and on SQLite (~140 s once built;
-## BENCH_ONLY=transfer runs only the loads whose names contain it).
+## The benchmark: the release server beside the raw-SQL limit, on a stock PostgreSQL and on SQLite, and the subscription
+## loads (under 5 minutes once built; BENCH_ONLY=transfer runs only the loads whose names contain it).
 bench:
 	cargo build -q --release -p simple-bank -p bank-bench
 	PG_STOCK=1 scripts/with-postgres target/release/bank-bench
