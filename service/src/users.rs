@@ -139,8 +139,8 @@ pub async fn update<C: ConnectionTrait + TransactionTrait>(
     caller: &Caller,
     update: UserUpdate,
 ) -> Result<user::Model, Error> {
-    let username = update.username.as_ref().map_or(caller.user.username.as_str(), Username::as_str);
-    let own = username == caller.user.username;
+    let username = update.username.as_ref().map_or(caller.username.as_str(), Username::as_str);
+    let own = username == caller.username;
     if !caller.may_act_for(username)
         || (update.role.is_some() && !caller.is_banker())
         || (update.password.is_some() && !own)
@@ -211,7 +211,7 @@ pub async fn add_email<C: ConnectionTrait + TransactionTrait>(
     caller: &Caller,
     address: &Email,
 ) -> Result<user::Model, Error> {
-    insert_email(db, &caller.user.username, address).await?;
+    insert_email(db, &caller.username, address).await?;
     current(db, caller).await
 }
 
@@ -256,7 +256,7 @@ pub async fn set_primary_email<C: ConnectionTrait + TransactionTrait>(
     address: &Email,
 ) -> Result<user::Model, Error> {
     let owned = email::Entity::find_by_id(address.as_str().to_owned())
-        .filter(email::Column::Username.eq(&caller.user.username))
+        .filter(email::Column::Username.eq(&caller.username))
         .count(db)
         .await?;
     if owned == 0 {
@@ -335,7 +335,7 @@ async fn insert_email(db: &impl ConnectionTrait, username: &str, address: &Email
 
 /// The caller as stored now (the request's copy may predate this request's changes).
 async fn current(db: &impl ConnectionTrait, caller: &Caller) -> Result<user::Model, Error> {
-    find(db, &caller.user.username).await?.ok_or(Error::Unauthenticated)
+    find(db, &caller.username).await?.ok_or(Error::Unauthenticated)
 }
 
 /// These users, deleted or not, in one statement (for batch loading).

@@ -12,5 +12,6 @@ mod ledger;
 mod ledger_hardening;
 mod migrations;
 mod schema_file;
+mod sessions;
 mod subscriptions;
 mod users;

@@ -20,6 +20,7 @@ use service::Code;
 use service::auth::{Caller, TokenConfig, VerifiedToken};
 use service::db::Db;
 use service::feed::Feed;
+use service::sessions::Sessions;
 use service::throttle::Throttle;
 use tokio::sync::OnceCell;
 
@@ -56,6 +57,7 @@ pub fn build_schema(
 ) -> BankSchema {
     let mut builder = schema_builder()
         .data(db)
+        .data(Arc::new(Sessions::new(feed.clone())))
         .data(feed)
         .data(tokens)
         .data(metrics)
@@ -95,10 +97,8 @@ impl RequestAuth {
 /// The authenticated caller of this request, or `UNAUTHENTICATED`.
 pub(crate) async fn caller<'a>(ctx: &Context<'a>) -> Result<&'a Caller, ApiError> {
     let auth = ctx.data_unchecked::<RequestAuth>();
-    let caller = auth
-        .caller
-        .get_or_try_init(|| async { service::auth::check_session(db(ctx), &verified_token(ctx)?).await })
-        .await?;
+    let caller =
+        auth.caller.get_or_try_init(|| async { sessions(ctx).check(db(ctx), &verified_token(ctx)?).await }).await?;
     Ok(caller)
 }
 
@@ -122,6 +122,10 @@ pub(crate) fn db<'a>(ctx: &Context<'a>) -> &'a Db {
 /// The pool, for mutations: each service call runs its own transaction.
 pub(crate) fn pool<'a>(ctx: &Context<'a>) -> &'a DatabaseConnection {
     ctx.data_unchecked::<DatabaseConnection>()
+}
+
+fn sessions<'a>(ctx: &Context<'a>) -> &'a Sessions {
+    ctx.data_unchecked::<Arc<Sessions>>()
 }
 
 pub(crate) fn feed<'a>(ctx: &Context<'a>) -> &'a Feed {

@@ -148,11 +148,11 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
         let _ = sink.send(close(FORBIDDEN, "Forbidden: a valid access token is required")).await;
         return;
     };
-    let Some(_slot) = state.ws.sockets.take(&caller.user.username, state.ws.max_sockets_per_user) else {
+    let Some(_slot) = state.ws.sockets.take(&caller.username, state.ws.max_sockets_per_user) else {
         let _ = sink.send(close(TOO_MANY_SOCKETS, "Too many sockets for this user")).await;
         return;
     };
-    let (username, role) = (caller.user.username.clone(), caller.user.role);
+    let (username, role) = (caller.username.clone(), caller.role);
 
     let db = Db::Pool(state.db.clone());
     let mut data = Data::default();
@@ -199,7 +199,7 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
                         // at once after the listener reconnects) is no reason to drop valid users.
                         let over = match service::auth::check_session(&db, &verified).await {
                             Err(service::Error::Unauthenticated) => true,
-                            Ok(now) => now.user.role != role,
+                            Ok(now) => now.role != role,
                             Err(err) => {
                                 tracing::warn!(%err, "re-checking a socket's session");
                                 false

@@ -39,7 +39,7 @@ pub async fn create_account(
     currency: Currency,
 ) -> Result<account::Model, Error> {
     account::ActiveModel {
-        owner: Set(caller.user.username.clone()),
+        owner: Set(caller.username.clone()),
         balance: Set(0),
         currency: Set(currency),
         ..Default::default()
@@ -71,7 +71,7 @@ pub async fn transfer_by_id(
     };
     if !caller.is_banker() {
         let owners = accounts_by_ids(db, &[transfer.from_account_id, transfer.to_account_id]).await?;
-        if !owners.iter().any(|a| a.owner == caller.user.username) {
+        if !owners.iter().any(|a| a.owner == caller.username) {
             return Err(Error::Forbidden);
         }
     }
