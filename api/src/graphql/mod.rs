@@ -2,7 +2,7 @@
 
 pub mod cost;
 mod error;
-mod inputs;
+pub(crate) mod inputs;
 mod ledger;
 pub mod loaders;
 pub mod subscriptions;
@@ -62,7 +62,6 @@ pub fn build_schema(
         .data(tokens)
         .data(metrics)
         .data(Throttle::new(config.throttle_limits()))
-        .extension(inputs::RefuseControlCharacters)
         .limit_depth(config.max_query_depth);
     if !config.introspection {
         builder = builder.disable_introspection();

@@ -107,13 +107,12 @@ impl Executor for Judged {
         mut request: async_graphql::Request,
         session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, async_graphql::Response> {
-        let operation = Operation::of(&mut request, &self.state.documents);
-        let refusals = operation.demand.map(|demand| demand.refusals(self.state.max_query_cost)).unwrap_or_default();
+        let refusals = Operation::of(&mut request, &self.state.documents).refusals(self.state.max_query_cost);
         let responses = if refusals.is_empty() {
             let request = request.data(RequestAuth::new(Some(self.token.clone()), self.client));
             Executor::execute_stream(&self.state.schema, request, session_data)
         } else {
-            let refused = async_graphql::Response::from_errors(refusals.into_iter().map(Into::into).collect());
+            let refused = async_graphql::Response::from_errors(refusals);
             stream::once(ready(refused)).boxed()
         };
         responses
