@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tests::{Backend, PASSWORD, TestApp, on_both_backends, spawn_app, spawn_app_with};
+use tests::{Backend, PASSWORD, Response, TestApp, on_both_backends, spawn_app, spawn_app_with};
 
 const ME: &str = "{ me { username role } }";
 
@@ -94,11 +94,20 @@ impl Servers {
     async fn deletion_is_heard(self) {
         let (access, _) = self.alice().await;
         let banker = self.changing.banker("bea").await;
+        // `me` reads the user and would find them deleted anyway; the list of users asks the session alone.
+        let users = "{ users(first: 1) { edges { node { username } } } }";
+        let refused = |answer: Response| answer.error_code().map(str::to_owned);
+        assert_eq!(refused(self.asking.graphql(users, json!({}), Some(&access)).await).as_deref(), Some("FORBIDDEN"));
 
         let delete = "mutation { deleteUser(username: \"alice\") }";
         self.changing.graphql(delete, json!({}), Some(&banker)).await.assert_ok();
 
-        assert!(self.answers(&access, ENDED).await);
+        let started = Instant::now();
+        while refused(self.asking.graphql(users, json!({}), Some(&access)).await).as_deref() != Some("UNAUTHENTICATED")
+        {
+            assert!(started.elapsed() < self.hears_within, "the deleted user's session still acts");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     async fn role_change_is_heard(self) {
