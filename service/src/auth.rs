@@ -4,7 +4,8 @@
 //! session, and a refresh token `<session id>.<secret>` whose SHA-256 hash the session keeps. Refreshing rotates
 //! the secret with a compare-and-swap, so of two uses of one refresh token only the first succeeds; presenting the
 //! token it rotated away from means it was copied, and revokes the session, while a wrong secret ends nothing. Every authenticated request re-checks the
-//! session and the user, so logout, deletion and password changes take effect at once.
+//! session and the user (from memory while the change feed has heard nothing that could end it: see
+//! [`crate::sessions`]), so logout, deletion and password changes take effect at once.
 
 use std::net::IpAddr;
 
@@ -84,21 +85,23 @@ pub struct Tokens {
     pub user: user::Model,
 }
 
-/// An authenticated request's user and session.
+/// Who an authenticated request acts as: the user and their role, and the session. Only who they are, not the
+/// rest of their profile, so that it stays true for as long as the session does (see [`crate::sessions`]).
 #[derive(Clone, Debug)]
 pub struct Caller {
-    pub user: user::Model,
+    pub username: String,
+    pub role: user::Role,
     pub session_id: String,
 }
 
 impl Caller {
     pub fn is_banker(&self) -> bool {
-        self.user.role == user::Role::Banker
+        self.role == user::Role::Banker
     }
 
     /// Whether the caller may act for `username`: themself, or anyone for a banker.
     pub fn may_act_for(&self, username: &str) -> bool {
-        self.user.username == username || self.is_banker()
+        self.username == username || self.is_banker()
     }
 }
 
@@ -320,22 +323,29 @@ pub fn verify(config: &TokenConfig, access_token: &str) -> Result<VerifiedToken,
 }
 
 /// The caller behind a verified token, if its session is live and its user is neither deleted nor has changed
-/// their password since the token was issued.
+/// their password since the token was issued. Requests ask [`crate::sessions::Sessions`], which asks this only
+/// about sessions it does not know live.
 pub async fn check_session(db: &impl ConnectionTrait, token: &VerifiedToken) -> Result<Caller, Error> {
+    Ok(live_session(db, token).await?.0)
+}
+
+/// [`check_session`], with when the user's password last changed (seconds since the epoch).
+pub(crate) async fn live_session(db: &impl ConnectionTrait, token: &VerifiedToken) -> Result<(Caller, i64), Error> {
     let (session, user) = session::Entity::find_by_id(token.session_id.clone())
         .find_also_related(user::Entity)
         .one(db)
         .await?
         .ok_or(Error::Unauthenticated)?;
     let user = user.ok_or(Error::Unauthenticated)?;
+    let password_changed_at = user.password_changed_at.timestamp();
     let valid = session.username == token.username
         && session.revoked_at.is_none()
         && user.deleted_at.is_none()
-        && token.issued_at >= user.password_changed_at.timestamp();
+        && token.issued_at >= password_changed_at;
     if !valid {
         return Err(Error::Unauthenticated);
     }
-    Ok(Caller { user, session_id: session.id })
+    Ok((Caller { username: user.username, role: user.role, session_id: session.id }, password_changed_at))
 }
 
 /// Revokes every live session of `username` except `keep`.

@@ -148,8 +148,8 @@ pub async fn update(
     caller: &Caller,
     update: UserUpdate,
 ) -> Result<user::Model, Error> {
-    let username = update.username.as_ref().map_or(caller.user.username.as_str(), Username::as_str).to_owned();
-    let own = username == caller.user.username;
+    let username = update.username.as_ref().map_or(caller.username.as_str(), Username::as_str).to_owned();
+    let own = username == caller.username;
     if !caller.may_act_for(&username)
         || (update.role.is_some() && !caller.is_banker())
         || (update.password.is_some() && !own)
@@ -227,7 +227,7 @@ pub async fn update(
 
 /// Adds a secondary address for the caller.
 pub async fn add_email(db: &Database, caller: &Caller, address: &Email) -> Result<user::Model, Error> {
-    let (username, address) = (caller.user.username.clone(), address.clone());
+    let (username, address) = (caller.username.clone(), address.clone());
     db.write(move |db| {
         Box::pin(async move {
             insert_email(&db, &username, &address).await?;
@@ -239,7 +239,7 @@ pub async fn add_email(db: &Database, caller: &Caller, address: &Email) -> Resul
 
 /// Removes one of the caller's secondary addresses, keeping it in `deleted_emails`.
 pub async fn remove_email(db: &Database, caller: &Caller, address: &Email) -> Result<user::Model, Error> {
-    let (username, address) = (caller.user.username.clone(), address.clone());
+    let (username, address) = (caller.username.clone(), address.clone());
     db.write(move |db| {
         Box::pin(async move {
             let txn = db.begin().await?;
@@ -275,7 +275,7 @@ pub async fn remove_email(db: &Database, caller: &Caller, address: &Email) -> Re
 
 /// Makes one of the caller's addresses the primary.
 pub async fn set_primary_email(db: &Database, caller: &Caller, address: &Email) -> Result<user::Model, Error> {
-    let (username, address) = (caller.user.username.clone(), address.clone());
+    let (username, address) = (caller.username.clone(), address.clone());
     db.write(move |db| {
         Box::pin(async move {
             let owned = email::Entity::find_by_id(address.as_str().to_owned())

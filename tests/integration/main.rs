@@ -14,6 +14,7 @@ mod ledger_hardening;
 mod migrations;
 mod payments;
 mod schema_file;
+mod sessions;
 mod statements;
 mod subscriptions;
 mod users;

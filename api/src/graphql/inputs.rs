@@ -2,44 +2,19 @@
 //!
 //! Domain types (username, full name, email, password) refuse them when they parse; this guard covers every other
 //! string argument (login credentials, refresh tokens, ids, cursors, idempotency keys, any added later) before the
-//! operation is validated or run, so none reaches the database. PostgreSQL refuses a NUL in text, which would
+//! operation is validated or run (the HTTP and socket layers call it where they parse a request), so none reaches the database. PostgreSQL refuses a NUL in text, which would
 //! otherwise surface as an internal error. It reads the literal arguments of the document and the variables they
 //! use, and names the input field (the argument, or the key inside an input object) in `extensions.field`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::{Directive, ExecutableDocument, Field, Selection, SelectionSet};
 use async_graphql::{ErrorExtensionValues, Name, Pos, Positioned, ServerError, ServerResult, Value, Variables};
 
-/// Refuses, with `BAD_USER_INPUT`, an operation whose arguments carry a control character.
-pub struct RefuseControlCharacters;
-
-impl ExtensionFactory for RefuseControlCharacters {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(RefuseControlCharacters)
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for RefuseControlCharacters {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        check_document(&document, variables)?;
-        Ok(document)
-    }
-}
-
-/// Every argument in every operation and fragment of `document`, with the values of the variables it uses.
-fn check_document(document: &ExecutableDocument, variables: &Variables) -> ServerResult<()> {
+/// Refuses, with `BAD_USER_INPUT`, a document whose arguments carry a control character: every argument in every
+/// operation and fragment of `document`, with the values of the variables it uses.
+pub(crate) fn check_document(document: &ExecutableDocument, variables: &Variables) -> ServerResult<()> {
     let mut defaults = HashMap::new();
     for (_, operation) in document.operations.iter() {
         for definition in &operation.node.variable_definitions {

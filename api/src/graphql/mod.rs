@@ -2,7 +2,7 @@
 
 pub mod cost;
 mod error;
-mod inputs;
+pub(crate) mod inputs;
 mod ledger;
 pub mod loaders;
 pub mod subscriptions;
@@ -19,6 +19,7 @@ use futures::future::BoxFuture;
 use service::auth::{Caller, TokenConfig, VerifiedToken};
 use service::db::{Database, Db};
 use service::feed::Feed;
+use service::sessions::Sessions;
 use service::throttle::Throttle;
 use service::{Code, Page, Slice, Take};
 use tokio::sync::OnceCell;
@@ -56,11 +57,11 @@ pub fn build_schema(
 ) -> BankSchema {
     let mut builder = schema_builder()
         .data(db)
+        .data(Arc::new(Sessions::new(feed.clone())))
         .data(feed)
         .data(tokens)
         .data(metrics)
         .data(Throttle::new(config.throttle_limits()))
-        .extension(inputs::RefuseControlCharacters)
         .limit_depth(config.max_query_depth);
     if !config.introspection {
         builder = builder.disable_introspection();
@@ -95,10 +96,8 @@ impl RequestAuth {
 /// The authenticated caller of this request, or `UNAUTHENTICATED`.
 pub(crate) async fn caller<'a>(ctx: &Context<'a>) -> Result<&'a Caller, ApiError> {
     let auth = ctx.data_unchecked::<RequestAuth>();
-    let caller = auth
-        .caller
-        .get_or_try_init(|| async { service::auth::check_session(db(ctx), &verified_token(ctx)?).await })
-        .await?;
+    let caller =
+        auth.caller.get_or_try_init(|| async { sessions(ctx).check(db(ctx), &verified_token(ctx)?).await }).await?;
     Ok(caller)
 }
 
@@ -122,6 +121,10 @@ pub(crate) fn db<'a>(ctx: &Context<'a>) -> &'a Db {
 /// The database, for mutations: each service call makes its own writes.
 pub(crate) fn database<'a>(ctx: &Context<'a>) -> &'a Database {
     ctx.data_unchecked::<Database>()
+}
+
+fn sessions<'a>(ctx: &Context<'a>) -> &'a Sessions {
+    ctx.data_unchecked::<Arc<Sessions>>()
 }
 
 pub(crate) fn feed<'a>(ctx: &Context<'a>) -> &'a Feed {

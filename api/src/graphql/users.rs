@@ -183,7 +183,9 @@ pub struct UserQuery;
 impl UserQuery {
     /// The caller.
     async fn me(&self, ctx: &Context<'_>) -> Result<User, ApiError> {
-        Ok(User::reached(caller(ctx).await?.user.clone()))
+        let caller = caller(ctx).await?;
+        let me = users::find(db(ctx), &caller.username).await?.ok_or(service::Error::Unauthenticated)?;
+        Ok(User::reached(me))
     }
 
     /// One user: yourself, or anyone for a banker.

@@ -203,10 +203,13 @@ async fn graphql(
 struct Operation {
     name: Option<String>,
     mutation: bool,
-    /// `None` when no operation is selected (execution says why, or `unparsable` does).
+    /// `None` when no operation is selected (execution says why, or `refused` does).
     demand: Option<Demand>,
-    /// `GRAPHQL_PARSE_FAILED`: the document is not GraphQL, so it is answered without reaching the executor.
-    unparsable: Option<ServerError>,
+    /// Why the request is answered without reaching the executor: the document is not GraphQL
+    /// (`GRAPHQL_PARSE_FAILED`), or an argument carries a control character (`BAD_USER_INPUT`, see
+    /// [`graphql::inputs`]). Checked here rather than by a schema extension, which would put every field of every
+    /// request through the extension chain.
+    refused: Option<ServerError>,
 }
 
 impl Operation {
@@ -219,24 +222,25 @@ impl Operation {
             Err(err) => {
                 let mut error = ServerError::from(err);
                 error.extensions.get_or_insert_with(Default::default).set("code", Code::GraphqlParseFailed.as_str());
-                return Self { name: requested, mutation: false, demand: None, unparsable: Some(error) };
+                return Self { name: requested, mutation: false, demand: None, refused: Some(error) };
             }
         };
         let document = &prepared.document;
+        let refused = graphql::inputs::check_document(document, &request.variables).err();
         let is_mutation = |op: &OperationDefinition| op.ty == OperationType::Mutation;
         let operation = match Self::selected(document, requested.as_deref()) {
             Some((name, op)) => Self {
                 name: name.map(Name::to_string),
                 mutation: is_mutation(op),
                 demand: Some(documents.demand(&prepared, name, op, &request.variables)),
-                unparsable: None,
+                refused,
             },
             // No operation selected: execution will say so; over GET, refuse if any could mutate.
             None => Self {
                 name: requested,
                 mutation: document.operations.iter().any(|(_, op)| is_mutation(&op.node)),
                 demand: None,
-                unparsable: None,
+                refused,
             },
         };
         request.set_parsed_query(document.clone());
@@ -262,6 +266,16 @@ impl Operation {
         }
     }
 
+    /// Why the operation is answered without running: [`Operation::refused`], else what it asks beyond
+    /// `max_cost`. Empty when it may run.
+    fn refusals(&mut self, max_cost: u64) -> Vec<ServerError> {
+        match (self.refused.take(), self.demand) {
+            (Some(refused), _) => vec![refused],
+            (None, Some(demand)) => demand.refusals(max_cost).into_iter().map(Into::into).collect(),
+            (None, None) => Vec::new(),
+        }
+    }
+
     fn kind(&self) -> &'static str {
         if self.mutation { "mutation" } else { "query" }
     }
@@ -276,11 +290,7 @@ async fn execute(
     mut operation: Operation,
 ) -> Response {
     let started = Instant::now();
-    let refusals: Vec<ServerError> = match (operation.unparsable.take(), operation.demand) {
-        (Some(unparsable), _) => vec![unparsable],
-        (None, Some(demand)) => demand.refusals(state.max_query_cost).into_iter().map(Into::into).collect(),
-        (None, None) => Vec::new(),
-    };
+    let refusals = operation.refusals(state.max_query_cost);
     let mut response = if refusals.is_empty() {
         run(&state, client, headers, request, operation.mutation).await
     } else {

@@ -107,13 +107,12 @@ impl Executor for Judged {
         mut request: async_graphql::Request,
         session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, async_graphql::Response> {
-        let operation = Operation::of(&mut request, &self.state.documents);
-        let refusals = operation.demand.map(|demand| demand.refusals(self.state.max_query_cost)).unwrap_or_default();
+        let refusals = Operation::of(&mut request, &self.state.documents).refusals(self.state.max_query_cost);
         let responses = if refusals.is_empty() {
             let request = request.data(RequestAuth::new(Some(self.token.clone()), self.client));
             Executor::execute_stream(&self.state.schema, request, session_data)
         } else {
-            let refused = async_graphql::Response::from_errors(refusals.into_iter().map(Into::into).collect());
+            let refused = async_graphql::Response::from_errors(refusals);
             stream::once(ready(refused)).boxed()
         };
         responses
@@ -148,11 +147,11 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
         let _ = sink.send(close(FORBIDDEN, "Forbidden: a valid access token is required")).await;
         return;
     };
-    let Some(_slot) = state.ws.sockets.take(&caller.user.username, state.ws.max_sockets_per_user) else {
+    let Some(_slot) = state.ws.sockets.take(&caller.username, state.ws.max_sockets_per_user) else {
         let _ = sink.send(close(TOO_MANY_SOCKETS, "Too many sockets for this user")).await;
         return;
     };
-    let (username, role) = (caller.user.username.clone(), caller.user.role);
+    let (username, role) = (caller.username.clone(), caller.role);
 
     let db = Db::Pool(state.db.reads().clone());
     let mut data = Data::default();
@@ -199,7 +198,7 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
                         // at once after the listener reconnects) is no reason to drop valid users.
                         let over = match service::auth::check_session(&db, &verified).await {
                             Err(service::Error::Unauthenticated) => true,
-                            Ok(now) => now.user.role != role,
+                            Ok(now) => now.role != role,
                             Err(err) => {
                                 tracing::warn!(%err, "re-checking a socket's session");
                                 false

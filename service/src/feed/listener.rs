@@ -43,15 +43,23 @@ pub(super) async fn run(pool: PgPool, feed: Weak<Inner>) {
                     }
                 }
                 Ok(None) => {
+                    deaf(&feed);
                     tracing::warn!("change feed: the listening connection dropped; reconnecting");
                     break;
                 }
                 Err(err) => {
+                    deaf(&feed);
                     tracing::warn!(%err, "change feed: listening failed; reconnecting");
                     break;
                 }
             }
         }
+    }
+}
+
+fn deaf(feed: &Weak<Inner>) {
+    if let Some(inner) = feed.upgrade() {
+        inner.deaf();
     }
 }
 

@@ -18,6 +18,7 @@
 mod listener;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
@@ -96,6 +97,8 @@ struct Inner {
     /// One watch per account with subscribers, holding the account's latest announced entries.
     accounts: Mutex<HashMap<i64, watch::Sender<Recent>>>,
     sessions: broadcast::Sender<SessionChange>,
+    /// Every change committed from now on will be heard here: always on SQLite; on PostgreSQL while `LISTEN` holds.
+    hearing: AtomicBool,
 }
 
 impl Feed {
@@ -105,6 +108,7 @@ impl Feed {
             backend: db.get_database_backend(),
             accounts: Mutex::default(),
             sessions: broadcast::channel(SESSION_BUFFER).0,
+            hearing: AtomicBool::new(db.get_database_backend() != DbBackend::Postgres),
         }));
         if feed.0.backend == DbBackend::Postgres {
             let pool = db.get_postgres_connection_pool().clone();
@@ -132,11 +136,18 @@ impl Feed {
     }
 
     /// Publishes a committed `change` in this process (SQLite). On PostgreSQL the listener publishes what the
-    /// database delivers, for every process alike, so nothing happens here.
+    /// database delivers, for every process alike; ended sessions are also published here at once, so that this
+    /// process's next request no longer finds them live (see [`crate::sessions`]) even before the listener heard.
     pub(crate) fn committed(&self, change: Change) {
-        if self.0.backend != DbBackend::Postgres {
+        if self.0.backend != DbBackend::Postgres || matches!(change, Change::SessionsEnded(_)) {
             self.0.publish(change);
         }
+    }
+
+    /// Whether every change committed from now on will be heard in this process: always on SQLite; on PostgreSQL
+    /// while the listener's `LISTEN` holds (what is announced while it is down is lost).
+    pub fn hearing(&self) -> bool {
+        self.0.hearing.load(Ordering::Acquire)
     }
 
     /// Every entry of `account_id` after the cursor `after` (an `account_seq`), oldest first, then each new entry
@@ -212,6 +223,11 @@ impl Inner {
         }
     }
 
+    /// Nothing announced from now on is heard until the next [`Inner::resync`].
+    fn deaf(&self) {
+        self.hearing.store(false, Ordering::Release);
+    }
+
     /// Wakes every subscriber to re-read from its cursor and every socket to re-check its session: what was
     /// announced while nobody listened is lost, what was committed is not.
     fn resync(&self) {
@@ -219,6 +235,8 @@ impl Inner {
             sender.send_modify(|recent| recent.0.clear());
         }
         let _ = self.sessions.send(SessionChange::Anyone);
+        // After the wake-up, so that whoever sees the feed hearing again has the wake-up waiting too.
+        self.hearing.store(true, Ordering::Release);
     }
 }
 

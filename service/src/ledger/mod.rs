@@ -38,7 +38,7 @@ const MAX_PAUSE_MS: u64 = 50;
 
 /// Opens an account in `currency` for the caller, with a zero balance.
 pub async fn create_account(db: &Database, caller: &Caller, currency: Currency) -> Result<account::Model, Error> {
-    let owner = caller.user.username.clone();
+    let owner = caller.username.clone();
     db.write(move |db| {
         Box::pin(async move {
             account::ActiveModel { owner: Set(owner), balance: Set(0), currency: Set(currency), ..Default::default() }
@@ -72,7 +72,7 @@ pub async fn transfer_by_id(
     };
     if !caller.is_banker() {
         let owners = accounts_by_ids(db, &[transfer.from_account_id, transfer.to_account_id]).await?;
-        if !owners.iter().any(|a| a.owner == caller.user.username) {
+        if !owners.iter().any(|a| a.owner == caller.username) {
             return Err(Error::Forbidden);
         }
     }
