@@ -75,10 +75,20 @@ impl Drop for SocketSlot {
     }
 }
 
+/// Each socket's read buffer and write buffer.
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
+
 /// Upgrades a GET on `/graphql` to a subscription socket.
 pub fn upgrade(state: AppState, client: IpAddr, upgrade: WebSocketUpgrade) -> Response {
     let limit = state.ws.max_message_bytes;
-    let upgrade = upgrade.protocols([PROTOCOL]).max_message_size(limit).max_frame_size(limit);
+    // The socket's buffers default to 128 KiB each, most of an idle socket's memory; its messages are a few hundred
+    // bytes (a bigger one only takes more reads), so 4 KiB each.
+    let upgrade = upgrade
+        .protocols([PROTOCOL])
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .read_buffer_size(SOCKET_BUFFER_BYTES)
+        .write_buffer_size(SOCKET_BUFFER_BYTES);
     if upgrade.selected_protocol().is_none() {
         return (StatusCode::BAD_REQUEST, format!("a GraphQL socket speaks the subprotocol {PROTOCOL}"))
             .into_response();
