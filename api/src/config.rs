@@ -113,6 +113,12 @@ pub struct Config {
     /// `X-Forwarded-For` that is not itself a trusted proxy. Default: none, so the client is the TCP peer.
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_trusted_proxy)]
     pub trusted_proxies: Vec<IpNet>,
+    /// A manifest of trusted documents (JSON, hash → document, as `@graphql-codegen/client-preset`'s persisted
+    /// documents emit it): only those run, sent by `documentId` or `extensions.persistedQuery.sha256Hash`. Default:
+    /// none, and automatic persisted queries work.
+    #[arg(long, env = "TRUSTED_DOCUMENTS")]
+    pub trusted_documents: Option<std::path::PathBuf>,
+
     /// Subscriptions one socket may run at once; one more is refused with TOO_MANY_SUBSCRIPTIONS. Default: 20.
     #[arg(long, env = "MAX_SUBSCRIPTIONS_PER_SOCKET", default_value_t = 20)]
     pub max_subscriptions_per_socket: usize,

@@ -30,6 +30,8 @@ pub struct AppState {
     /// Where GraphiQL's browser builds are, if they are there.
     pub graphiql_assets: Option<Arc<str>>,
     pub documents: Arc<http::Documents>,
+    /// Documents clients name by hash: trusted ones only, or automatic persisted queries.
+    pub persisted: Arc<http::Persisted>,
     /// Operations whose worst-case node count is higher are refused unexecuted.
     pub max_query_cost: u64,
     /// The process's change feed, which subscriptions follow.
@@ -80,7 +82,8 @@ impl AppState {
             max_message_bytes: config.body_limit_bytes,
             sockets: Arc::default(),
         });
-        Ok(Self { db, tokens, schema, metrics, graphiql_assets, documents, max_query_cost, feed, ws })
+        let persisted = Arc::new(http::Persisted::load(config.trusted_documents.as_deref())?);
+        Ok(Self { db, tokens, schema, metrics, graphiql_assets, documents, persisted, max_query_cost, feed, ws })
     }
 }
 

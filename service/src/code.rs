@@ -60,6 +60,10 @@ codes! {
     GraphqlValidationFailed = "GRAPHQL_VALIDATION_FAILED",
     /// The body is not a GraphQL request.
     BadRequest = "BAD_REQUEST",
+    /// Automatic persisted queries: no document is registered under the hash; send it with the hash.
+    PersistedQueryNotFound = "PERSISTED_QUERY_NOT_FOUND",
+    /// `TRUSTED_DOCUMENTS` is set and the request names no document of its manifest.
+    DocumentNotTrusted = "DOCUMENT_NOT_TRUSTED",
     /// A JSON array of requests.
     BatchNotSupported = "BATCH_NOT_SUPPORTED",
     /// The body is over `BODY_LIMIT_BYTES`.

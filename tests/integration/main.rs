@@ -13,6 +13,7 @@ mod ledger;
 mod ledger_hardening;
 mod migrations;
 mod payments;
+mod persisted;
 mod schema_file;
 mod sessions;
 mod statements;

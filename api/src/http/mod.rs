@@ -3,6 +3,7 @@
 mod client;
 mod documents;
 pub mod graphiql;
+mod persisted;
 pub mod ws;
 
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +30,7 @@ use service::Code;
 use service::db::Db;
 
 pub use self::documents::Documents;
+pub use self::persisted::Persisted;
 use crate::graphql::cost::Demand;
 use crate::graphql::{self, RequestAuth};
 use crate::{AppState, Config};
@@ -183,12 +185,16 @@ async fn graphql(
             return refused(StatusCode::BAD_REQUEST, Code::BadRequest, "the body could not be read").into_response();
         }
     };
+    let document_id = document_id(&parts.uri, &body);
     let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(body));
     let request = match Request::from_request(request, &state).await {
         Ok(request) => request,
         Err(rejection) => return rejection.into_response(),
     };
     let mut request = request.into_inner();
+    if let Err(refusal) = state.persisted.resolve(&mut request, document_id) {
+        return respond(async_graphql::Response::from_errors(vec![refusal]), negotiate(&headers));
+    }
     let operation = Operation::of(&mut request, &state.documents);
     if operation.mutation && method != Method::POST {
         let refusal =
@@ -196,6 +202,24 @@ async fn graphql(
         return ([(header::ALLOW, "POST")], refusal).into_response();
     }
     execute(state, client, &headers, request, operation).await
+}
+
+/// The request's `documentId` (trusted documents name theirs so), from a GET's query string or a POST's JSON body.
+fn document_id(uri: &axum::http::Uri, body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[serde(rename = "documentId")]
+        document_id: Option<String>,
+    }
+    if uri.query().is_some() {
+        let named = axum::extract::Query::<Named>::try_from_uri(uri).ok();
+        return named.and_then(|named| named.0.document_id);
+    }
+    // Most bodies name none; only those that mention it are read twice.
+    if !body.windows(b"documentId".len()).any(|window| window == b"documentId") {
+        return None;
+    }
+    serde_json::from_slice::<Named>(body).ok().and_then(|named| named.document_id)
 }
 
 /// The operation a request selects: its name (if any), whether it is a mutation, and what it asks of the server.
