@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tests::{Backend, TestApp, TestDatabase, on_both_backends, spawn_app, spawn_app_with};
+use tests::{Backend, Received, Socket, TestApp, TestDatabase, on_both_backends, spawn_app, spawn_app_with};
 
 const ME: &str = "query Me { me { username } }";
 
@@ -88,7 +88,22 @@ async fn with_trusted_documents_only_the_manifests_documents_run(backend: Backen
     assert_eq!(unknown["errors"][0]["extensions"]["code"], "DOCUMENT_NOT_TRUSTED", "{unknown}");
 }
 
+async fn with_trusted_documents_a_socket_runs_no_document_sent_as_text(backend: Backend) {
+    let (app, token, _dir) = trusting(backend).await;
+    let mut socket = Socket::connect(&app.address, &token).await;
+
+    socket.subscribe("1", "subscription { entryAdded(accountId: \"1\") { cursor } }", json!({})).await;
+
+    let refused = match socket.receive().await {
+        Received::Message(message) => message,
+        closed => panic!("the socket closed: {closed:?}"),
+    };
+    let errors = if refused["type"] == "error" { &refused["payload"] } else { &refused["payload"]["errors"] };
+    assert_eq!(errors[0]["extensions"]["code"], "DOCUMENT_NOT_TRUSTED", "{refused}");
+}
+
 on_both_backends!(
+    with_trusted_documents_a_socket_runs_no_document_sent_as_text,
     an_unknown_hash_is_not_found_until_sent_with_its_document,
     a_document_sent_under_another_documents_hash_is_refused,
     with_trusted_documents_only_the_manifests_documents_run,

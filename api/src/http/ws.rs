@@ -117,7 +117,11 @@ impl Executor for Judged {
         mut request: async_graphql::Request,
         session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, async_graphql::Response> {
-        let refusals = Operation::of(&mut request, &self.state.documents).refusals(self.state.max_query_cost);
+        // As over HTTP: with TRUSTED_DOCUMENTS only the manifest's documents run, here named by Apollo's hash.
+        let refusals = match self.state.persisted.resolve(&mut request, None) {
+            Ok(()) => Operation::of(&mut request, &self.state.documents).refusals(self.state.max_query_cost),
+            Err(refusal) => vec![refusal],
+        };
         let responses = if refusals.is_empty() {
             let request = request.data(RequestAuth::new(Some(self.token.clone()), self.client));
             Executor::execute_stream(&self.state.schema, request, session_data)
