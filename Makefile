@@ -52,6 +52,9 @@ graphiql:
 client:
 	cd examples/typescript-client && npm ci && npm run codegen && npx tsc --noEmit
 	scripts/with-server "cd examples/typescript-client && npm run -s live"
+	cd examples/typescript-client && npm run -s manifest
+	TRUSTED_DOCUMENTS="$(CURDIR)/examples/typescript-client/persisted-documents.json" \
+		scripts/with-server "cd examples/typescript-client && PERSISTED_DOCUMENTS=1 npm run -s live"
 
 ## The seed course's migration targets, on DATABASE_URL.
 migrateup:        ## apply every pending migration

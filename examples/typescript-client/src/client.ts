@@ -2,6 +2,7 @@
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import { print } from 'graphql';
 import { createClient, type Client } from 'graphql-ws';
+import { documentId } from './documents.js';
 // Node 20 has no WebSocket of its own that graphql-ws accepts: `ws` is one.
 import WebSocket from 'ws';
 
@@ -14,6 +15,10 @@ export class GraphQLError extends Error {
     super(message);
   }
 }
+
+/** Whether to name documents by their hash (see manifest.ts) rather than send their text: for a server started with
+ * TRUSTED_DOCUMENTS. */
+const persisted = process.env.PERSISTED_DOCUMENTS === '1';
 
 export class BankClient {
   constructor(
@@ -39,7 +44,7 @@ export class BankClient {
         accept: 'application/graphql-response+json, application/json',
         ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
       },
-      body: JSON.stringify({ query: print(document), variables }),
+      body: JSON.stringify(persisted ? { documentId: documentId(document), variables } : { query: print(document), variables }),
     });
     const body = (await response.json()) as { data?: Result; errors?: { message: string; extensions?: { code?: string } }[] };
     const error = body.errors?.[0];
@@ -65,7 +70,11 @@ export class BankSocket {
 
   /** The operation's events; a refusal (say FORBIDDEN) is thrown as a {@link GraphQLError}. */
   async *subscribe<Result, Variables>(document: TypedDocumentNode<Result, Variables>, variables: Variables): AsyncGenerator<Result> {
-    const results = this.client.iterate<Result>({ query: print(document), variables: variables as Record<string, unknown> });
+    const results = this.client.iterate<Result>({
+      query: print(document),
+      variables: variables as Record<string, unknown>,
+      ...(persisted ? { extensions: { persistedQuery: { version: 1, sha256Hash: documentId(document) } } } : {}),
+    });
     for await (const result of results) {
       const error = result.errors?.[0];
       if (error) throw new GraphQLError(error.message, error.extensions?.code as string | undefined);
