@@ -155,18 +155,19 @@ impl Account {
         paginate(args, fetch, |transfer: &transfer::Model| transfer.id, Transfer, total).await.map(Some)
     }
 
-    /// The account's statement for `[since, until)` (the owner or a banker only): balances, totals and entries all
-    /// from one snapshot, so that `closingBalance = openingBalance + totalIn − totalOut`.
+    /// The account's statement for `[since, until)`: balances, totals and entries all from one snapshot, so that
+    /// `closingBalance = openingBalance + totalIn − totalOut`. The owner or a banker only; anyone else's `FORBIDDEN`
+    /// makes the account null.
     async fn statement(
         &self,
         ctx: &Context<'_>,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
-    ) -> Result<Option<Statement>, ApiError> {
+    ) -> Result<Statement, ApiError> {
         authorize_owner(ctx, &self.0.owner).await?;
         let period = Period::parse(Some(since), Some(until))?;
         let totals = ledger::statement(db(ctx), self.0.id, period).await?;
-        Ok(Some(Statement { account_id: self.0.id, period, totals }))
+        Ok(Statement { account_id: self.0.id, period, totals })
     }
 }
 
