@@ -251,7 +251,7 @@ pub async fn refresh(db: &Database, feed: &Feed, config: &TokenConfig, refresh_t
         Rotation::Rotated { user, expires_at } => issue(config, user, &session_id, &new_secret, expires_at),
         Rotation::Refused { ended } => {
             if let Some(ended) = ended {
-                feed.committed(ended);
+                feed.committed(ended).await;
             }
             Err(Error::Unauthenticated)
         }
@@ -298,7 +298,7 @@ pub async fn logout(db: &Database, feed: &Feed, refresh_token: &str) -> Result<b
     let Some(ended) = ended else {
         return Ok(false);
     };
-    feed.committed(ended);
+    feed.committed(ended).await;
     Ok(true)
 }
 

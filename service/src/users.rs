@@ -220,7 +220,7 @@ pub async fn update(
         })
         .await?;
     if let Some(ended) = ended {
-        feed.committed(ended);
+        feed.committed(ended).await;
     }
     Ok(user)
 }
@@ -344,7 +344,7 @@ pub async fn delete(db: &Database, feed: &Feed, caller: &Caller, username: &str)
             })
         })
         .await?;
-    feed.committed(ended);
+    feed.committed(ended).await;
     Ok(())
 }
 

@@ -459,6 +459,34 @@ mod feed_on_postgres {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_a_stopped_process_committed_but_never_announced_arrive_when_a_server_starts() {
+        let first = spawn_app(Backend::Postgres).await;
+        let AliceAndBob { alice, .. } = AliceAndBob::open(&first).await;
+        let mut socket = Socket::connect(&first.address, &alice.token).await;
+        let after = newest_cursor(&first, &alice.token, &alice.account).await;
+        socket.subscribe("1", ENTRY_ADDED, json!({ "id": alice.account, "after": after })).await;
+        // A deposit as a process killed between its commit and its announcement leaves it: committed, unheard.
+        first
+            .db
+            .execute_raw(Statement::from_string(
+                first.db.get_database_backend(),
+                "WITH moved AS (UPDATE accounts SET balance = balance + 7, entry_count = entry_count + 1 \
+                 WHERE owner = 'alice' AND currency = 'USD' RETURNING id, balance, entry_count) \
+                 INSERT INTO entries (account_id, amount, balance_after, account_seq) \
+                 SELECT id, 7, balance, entry_count FROM moved",
+            ))
+            .await
+            .expect("an unannounced deposit");
+
+        let started = Instant::now();
+        let _restarted = spawn_app_with(Arc::clone(&first.database), &[]).await;
+        let (_, amount, balance) = event(&socket.next_payload("1").await);
+
+        assert_eq!((amount, balance), (7, 10_007));
+        assert!(started.elapsed() < Duration::from_secs(2), "delivered after {:?}", started.elapsed());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn killing_the_listening_connection_mid_stream_loses_no_entry() {
         let app = spawn_app(Backend::Postgres).await;
         let AliceAndBob { alice, bob, .. } = AliceAndBob::open(&app).await;

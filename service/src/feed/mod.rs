@@ -8,14 +8,17 @@
 //! reconnected, which wakes everyone: [`Inner::resync`]) it reads the entries after its cursor from the database.
 //! A subscription costs no database work while nothing happens to its account.
 //!
-//! - PostgreSQL: a transaction that writes entries announces them with `pg_notify` on [`CHANNEL`] (one small
-//!   notification per transaction), so only committed entries are announced, and every server process on the
-//!   database hears them through one `LISTEN` connection ([`listener`]). Notifications arrive in commit order, and
-//!   an account's entries commit in `account_seq` order (each is numbered under the account's row lock), so each
-//!   account's announced entries follow each other without gaps unless some were lost.
+//! - PostgreSQL: committed entries are announced with `pg_notify` on [`CHANNEL`] by each process's announcing
+//!   connection ([`notifier`], which says why not inside the transaction that writes them), and every server
+//!   process on the database hears them through one `LISTEN` connection ([`listener`]). An account's entries
+//!   commit in `account_seq` order (each is numbered under the account's row lock) and are mostly announced in it;
+//!   where they are not (two processes, or two requests of one, announcing at once), the feed sees a gap and its
+//!   subscribers read the database, and the late announcement brings nothing new. Ended sessions are announced
+//!   inside the transaction that ends them ([`Feed::announce`]): rare, and never to be lost.
 //! - SQLite (one process): the same announcements are published in-process once their transaction committed.
 
 mod listener;
+mod notifier;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,8 +47,7 @@ const RECENT: usize = 32;
 const SESSION_BUFFER: usize = 1024;
 
 /// What one notification announces. On PostgreSQL its JSON is the payload (`{"entries":[[id, account_id, amount,
-/// transfer_id, balance_after, account_seq, created_at], …]}`, `{"sessions_ended":"alice"}`), built by SQL as well
-/// as by [`Feed::announce`].
+/// transfer_id, balance_after, account_seq, created_at], …]}`, `{"sessions_ended":"alice"}`, `"resync"`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Change {
@@ -54,6 +56,9 @@ pub enum Change {
     /// Some session of this user ended (logout, password change, deletion, a copied refresh token), or what the user
     /// may do changed (a new role): their sockets re-check.
     SessionsEnded(String),
+    /// Announcements may have been lost (a process restarted, or its announcing connection broke): everyone
+    /// re-reads, as after the listener reconnects.
+    Resync,
 }
 
 /// An entry as a notification carries it: a JSON array, the shape SQL's `json_build_array` builds cheaply.
@@ -94,6 +99,8 @@ pub struct Feed(Arc<Inner>);
 
 struct Inner {
     backend: DbBackend,
+    /// PostgreSQL: where committed entries are announced from.
+    notifier: Option<notifier::Notifier>,
     /// One watch per account with subscribers, holding the account's latest announced entries.
     accounts: Mutex<HashMap<i64, watch::Sender<Recent>>>,
     sessions: broadcast::Sender<SessionChange>,
@@ -104,22 +111,23 @@ struct Inner {
 impl Feed {
     /// The feed for `db`'s database: on PostgreSQL it starts listening (a task that lives as long as the feed).
     pub fn start(db: &DatabaseConnection) -> Self {
+        let postgres = (db.get_database_backend() == DbBackend::Postgres).then(|| db.get_postgres_connection_pool());
         let feed = Self(Arc::new(Inner {
             backend: db.get_database_backend(),
+            notifier: postgres.map(|pool| notifier::Notifier::start(pool.connect_options().as_ref().clone())),
             accounts: Mutex::default(),
             sessions: broadcast::channel(SESSION_BUFFER).0,
             hearing: AtomicBool::new(db.get_database_backend() != DbBackend::Postgres),
         }));
-        if feed.0.backend == DbBackend::Postgres {
-            let pool = db.get_postgres_connection_pool().clone();
-            tokio::spawn(listener::run(pool, Arc::downgrade(&feed.0)));
+        if let Some(pool) = postgres {
+            tokio::spawn(listener::run(pool.clone(), Arc::downgrade(&feed.0)));
         }
         feed
     }
 
-    /// Announces `change` inside the transaction (or after the statement) `db` runs, before it commits: on
-    /// PostgreSQL with `pg_notify`, which delivers only if the transaction commits. Nothing on SQLite, where
-    /// [`Feed::committed`] publishes after the commit.
+    /// Announces ended sessions inside the transaction `db` runs, before it commits: on PostgreSQL with
+    /// `pg_notify`, which delivers only if the transaction commits, so that no process misses it. Nothing on
+    /// SQLite, where [`Feed::committed`] publishes after the commit.
     pub(crate) async fn announce(&self, db: &impl ConnectionTrait, change: &Change) -> Result<(), Error> {
         if self.0.backend != DbBackend::Postgres {
             return Ok(());
@@ -135,12 +143,16 @@ impl Feed {
         Ok(())
     }
 
-    /// Publishes a committed `change` in this process (SQLite). On PostgreSQL the listener publishes what the
-    /// database delivers, for every process alike; ended sessions are also published here at once, so that this
-    /// process's next request no longer finds them live (see [`crate::sessions`]) even before the listener heard.
-    pub(crate) fn committed(&self, change: Change) {
-        if self.0.backend != DbBackend::Postgres || matches!(change, Change::SessionsEnded(_)) {
-            self.0.publish(change);
+    /// Publishes a committed `change`: on SQLite in this process; on PostgreSQL entries are announced to every
+    /// process (this returns once the notification is sent) and the listener publishes what the database
+    /// delivers, for every process alike, while ended sessions (announced by their transaction) are also published
+    /// here at once, so that this process's next request no longer finds them live (see [`crate::sessions`]) even
+    /// before the listener heard.
+    pub(crate) async fn committed(&self, change: Change) {
+        match (&self.0.notifier, change) {
+            (Some(notifier), Change::Entries(entries)) => notifier.announce(entries).await,
+            (Some(_), Change::Resync) => {}
+            (_, change) => self.0.publish(change),
         }
     }
 
@@ -220,6 +232,7 @@ impl Inner {
                 // Nobody listening is no failure.
                 let _ = self.sessions.send(SessionChange::Of(username.into()));
             }
+            Change::Resync => self.resync(),
         }
     }
 

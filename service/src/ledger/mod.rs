@@ -98,7 +98,6 @@ pub async fn deposit(
     }
     let amount = amount.minor_units();
     let entry = with_retry(|| {
-        let feed = feed.clone();
         db.write(move |db| {
             Box::pin(async move {
                 let txn = db.begin().await?;
@@ -128,14 +127,13 @@ pub async fn deposit(
                 }
                 .insert(&txn)
                 .await?;
-                feed.announce(&txn, &Change::entries([&entry])).await?;
                 txn.commit().await?;
                 Ok(entry)
             })
         })
     })
     .await?;
-    feed.committed(Change::entries([&entry]));
+    feed.committed(Change::entries([&entry])).await;
     Ok(entry)
 }
 
@@ -172,7 +170,7 @@ pub async fn withdraw(
 ) -> Result<entry::Model, Error> {
     let amount = amount.minor_units();
     let (entry, written) = with_retry(|| {
-        let (feed, caller, key) = (feed.clone(), caller.clone(), idempotency_key.map(|key| key.as_str().to_owned()));
+        let (caller, key) = (caller.clone(), idempotency_key.map(|key| key.as_str().to_owned()));
         db.write(move |db| {
             Box::pin(async move {
                 let txn = db.begin().await?;
@@ -228,7 +226,6 @@ pub async fn withdraw(
                     .insert(&txn)
                     .await?;
                 }
-                feed.announce(&txn, &Change::entries([&entry])).await?;
                 txn.commit().await?;
                 Ok((entry, true))
             })
@@ -236,7 +233,7 @@ pub async fn withdraw(
     })
     .await?;
     if written {
-        feed.committed(Change::entries([&entry]));
+        feed.committed(Change::entries([&entry])).await;
     }
     Ok(entry)
 }

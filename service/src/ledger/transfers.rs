@@ -25,7 +25,7 @@ use super::{accounts_by_ids, with_retry};
 use crate::auth::{self, VerifiedToken};
 use crate::db::Database;
 use crate::domain::{Amount, IdempotencyKey};
-use crate::feed::{self, Change, Feed};
+use crate::feed::{Change, Feed};
 use crate::{Error, ResultExt, constraint};
 
 /// A transfer as a client asks for it.
@@ -91,7 +91,7 @@ pub async fn transfer(
     };
     match outcome {
         Attempt::Done(outcome) => {
-            feed.committed(Change::entries([&outcome.from_entry, &outcome.to_entry]));
+            feed.committed(Change::entries([&outcome.from_entry, &outcome.to_entry])).await;
             Ok(*outcome)
         }
         // Committed by an earlier request with this key (or one racing this one, which the key's unique constraint
@@ -220,8 +220,7 @@ async fn key_committed(db: &impl ConnectionTrait, request: &TransferRequest) -> 
 /// session, user not deleted, no password change since the token was issued); `prior` finds a key committed
 /// earlier; `locked` locks both accounts in id order and reads their newest versions; `allowed` has a row only when
 /// every rule holds, and each write happens only then. Each entry takes its account's new balance and entry count
-/// from `moved`, the update under the row lock, and `announced` tells the change feed with one notification,
-/// delivered only if the statement commits. The final row reports what was found and what was written,
+/// from `moved`, the update under the row lock. The final row reports what was found and what was written,
 /// so that a refusal can say why. A key committed by a racing request makes the transfer's insert wait for it and
 /// then fail on `transfers_idempotency_key_key`, which undoes the whole statement; a racing request that spent the
 /// balance first makes it refuse instead, which [`transfer`] resolves by looking the key up afterwards. The credited
@@ -264,11 +263,6 @@ entered AS (
     FROM written, (VALUES ($1::bigint, -$3::bigint), ($2::bigint, $3::bigint)) AS side (account_id, amount)
     JOIN moved ON moved.id = side.account_id
     RETURNING id, account_id, amount, transfer_id, balance_after, account_seq, created_at
-),
-announced AS (
-    SELECT pg_notify($10, json_build_object('entries', json_agg(json_build_array(
-        id, account_id, amount, transfer_id, balance_after, account_seq, created_at)))::text)
-    FROM entered HAVING count(*) > 0
 )
 SELECT
     EXISTS (SELECT 1 FROM caller) AS authenticated,
@@ -281,8 +275,7 @@ SELECT
     mf.balance AS from_balance_after, mt.balance AS to_balance_after,
     mf.entry_count AS from_entry_count, mt.entry_count AS to_entry_count,
     ef.id AS from_entry_id, ef.created_at AS from_entry_created_at,
-    et.id AS to_entry_id, et.created_at AS to_entry_created_at,
-    (SELECT count(*) FROM announced) AS announced
+    et.id AS to_entry_id, et.created_at AS to_entry_created_at
 FROM (VALUES (1)) AS one (x)
 LEFT JOIN locked f ON f.id = $1
 LEFT JOIN locked t ON t.id = $2
@@ -313,7 +306,6 @@ async fn in_one_statement(
             request_hash.map(str::to_owned).into(),
             caller.session_id.clone().into(),
             caller.issued_at.into(),
-            feed::CHANNEL.into(),
         ],
     );
     let row = match db.query_one_raw(statement).await {
