@@ -95,6 +95,7 @@ impl Account {
 /// nullable for that reason.
 #[Object]
 impl Account {
+    /// Global and opaque (see `Node`).
     pub(crate) async fn id(&self) -> ID {
         global_id(Kind::Account, self.0.id)
     }
@@ -264,6 +265,7 @@ impl Entry {
 
 #[Object]
 impl Entry {
+    /// Global and opaque (see `Node`).
     pub(crate) async fn id(&self) -> ID {
         global_id(Kind::Entry, self.0.id)
     }
@@ -337,6 +339,7 @@ impl Transfer {
 
 #[Object]
 impl Transfer {
+    /// Global and opaque (see `Node`).
     pub(crate) async fn id(&self) -> ID {
         global_id(Kind::Transfer, self.0.id)
     }

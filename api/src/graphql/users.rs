@@ -82,6 +82,7 @@ impl User {
 /// wipe out the rest of the response (a transfer's result, say). Bankers read every field of every user.
 #[Object]
 impl User {
+    /// Global and opaque (see `Node`).
     pub(crate) async fn id(&self) -> ID {
         global_id(Kind::User, &self.model.username)
     }
