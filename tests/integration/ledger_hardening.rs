@@ -36,8 +36,8 @@ async fn twenty_identical_keyed_requests_at_once_move_the_whole_balance_exactly_
     // wait).
     let holder = app.db.begin().await.expect("begin");
     if backend == Backend::Postgres {
-        let hold = format!("UPDATE accounts SET balance = balance WHERE id = {alice_usd}");
-        holder.execute_unprepared(&hold).await.expect("hold alice's account");
+        let hold = "UPDATE accounts SET balance = balance WHERE owner = 'alice'";
+        holder.execute_unprepared(hold).await.expect("hold alice's account");
     }
     let requests = futures::future::join_all((0..20).map(|_| app.graphql(TRANSFER, input.clone(), Some(&alice))));
     let release = async {
