@@ -103,7 +103,7 @@ impl Inputs {
         while ty["kind"] == "NON_NULL" || ty["kind"] == "LIST" {
             ty = &ty["ofType"];
         }
-        if ty["kind"] == "OBJECT" { "{ __typename }" } else { "" }
+        if ty["kind"] == "OBJECT" || ty["kind"] == "INTERFACE" { "{ __typename }" } else { "" }
     }
 }
 

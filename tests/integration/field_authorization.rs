@@ -1,6 +1,7 @@
-//! Of a user other than themself, a depositor reads the `username` only; bankers read everything; everyone reads all
-//! of themself. Checked on every path from `Query` and `Mutation` to `User`, found in the served schema, so a path
-//! added later is checked without touching this file, and a root field this file cannot call fails the test.
+//! Of a user other than themself, a depositor reads the `id` and `username` only; bankers read everything; everyone
+//! reads all of themself. Checked on every path from `Query` and `Mutation` to `User`, found in the served schema
+//! (through an interface, into each of its types: `node { ... on Account { owner } }`), so a path added later is
+//! checked without touching this file, and a root field this file cannot call fails the test.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -27,10 +28,14 @@ const UNREACHABLE: &[(&str, &str)] = &[
 /// Page size for every list on a path: enough to hold a transfer each way.
 const PAGE: u32 = 3;
 
-const INTROSPECTION: &str = "{ __schema { queryType { name } mutationType { name } types { name fields { name \
-    args { name type { kind } } type { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }";
+const INTROSPECTION: &str = "{ __schema { queryType { name } mutationType { name } types { name possibleTypes { name } \
+    fields { name args { name type { kind } } type { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }";
 
-/// A field of an object type: the object type it leads to (if any) and its arguments (name, required).
+/// The fields a depositor reads of any user.
+const PUBLIC: [&str; 2] = ["id", "username"];
+
+/// A field of an object or interface type: the object or interface type it leads to (if any) and its arguments
+/// (name, required). An interface also has a step `... on T` into each of its types `T`, an inline fragment.
 struct FieldInfo {
     name: String,
     object: Option<String>,
@@ -59,7 +64,8 @@ impl Schema {
                     }
                     FieldInfo {
                         name: field["name"].as_str().expect("a name").to_owned(),
-                        object: (ty["kind"] == "OBJECT").then(|| ty["name"].as_str().expect("a name").to_owned()),
+                        object: (ty["kind"] == "OBJECT" || ty["kind"] == "INTERFACE")
+                            .then(|| ty["name"].as_str().expect("a name").to_owned()),
                         args: field["args"]
                             .as_array()
                             .expect("args")
@@ -70,8 +76,12 @@ impl Schema {
                             .collect(),
                     }
                 })
-                .collect();
-            types.insert(name.to_owned(), fields);
+                .collect::<Vec<_>>();
+            let fragments = ty["possibleTypes"].as_array().into_iter().flatten().map(|possible| {
+                let possible = possible["name"].as_str().expect("a name");
+                FieldInfo { name: format!("... on {possible}"), object: Some(possible.to_owned()), args: Vec::new() }
+            });
+            types.insert(name.to_owned(), fields.into_iter().chain(fragments).collect());
         }
         let root = |kind: &str| schema[kind]["name"].as_str().expect("a root type").to_owned();
         Self { roots: vec![(root("queryType"), false), (root("mutationType"), true)], types }
@@ -183,6 +193,8 @@ struct Scene {
     bob_usd: String,
     banker_usd: String,
     alice_to_bob: String,
+    /// Alice's newest entry when the scene is set: her payment to the banker.
+    alice_entry: String,
 }
 
 impl Scene {
@@ -197,12 +209,24 @@ impl Scene {
         for account in [&alice_usd, &bob_usd, &banker_usd] {
             app.deposit(&banker, account, 1_000_000).await;
         }
-        let scene = Self { app, alice, banker, alice_usd, bob_usd, banker_usd, alice_to_bob: String::new() };
+        let scene = Self {
+            app,
+            alice,
+            banker,
+            alice_usd,
+            bob_usd,
+            banker_usd,
+            alice_to_bob: String::new(),
+            alice_entry: String::new(),
+        };
         let alice_to_bob = scene.transfer(&scene.alice, &scene.alice_usd, &scene.bob_usd).await;
         scene.transfer(&bob, &scene.bob_usd, &scene.alice_usd).await;
         scene.transfer(&scene.banker, &scene.banker_usd, &scene.alice_usd).await;
         scene.transfer(&scene.alice, &scene.alice_usd, &scene.banker_usd).await;
-        Self { alice_to_bob, ..scene }
+        let newest = "query($id: ID!) { account(id: $id) { entries(first: 1) { nodes { id } } } }";
+        let entries = scene.app.graphql(newest, json!({ "id": scene.alice_usd }), Some(&scene.alice)).await;
+        let alice_entry = entries.assert_ok().str("account/entries/nodes/0/id");
+        Self { alice_to_bob, alice_entry, ..scene }
     }
 
     /// Moves one cent: the transfer's id.
@@ -212,16 +236,31 @@ impl Scene {
         response.str("createTransfer/transfer/id")
     }
 
-    /// The root field called as `banker` or as alice, the `n`th time: its call, the token to send, and who the
-    /// caller is (a sign-up is its new user).
-    async fn call(&self, root: &str, banker: bool, n: usize) -> (String, Option<String>, String) {
+    /// The root field of `path` called as `banker` or as alice, the `n`th time: its call, the token to send, and
+    /// who the caller is (a sign-up is its new user).
+    async fn call(&self, path: &[String], banker: bool, n: usize) -> (String, Option<String>, String) {
         let (me, token, own_usd) =
             if banker { ("banker", &self.banker, &self.banker_usd) } else { ("alice", &self.alice, &self.alice_usd) };
         let token = Some(token.clone());
-        let call = match root {
+        // Whom `user` and `node` name: someone else, whom only a banker may read.
+        let other = if banker { "alice" } else { "bob" };
+        let id_of = |step: &str| match step {
+            "... on User" => tests::global_id("User", other),
+            "... on Account" => self.alice_usd.clone(),
+            "... on Entry" => self.alice_entry.clone(),
+            "... on Transfer" => self.alice_to_bob.clone(),
+            step => panic!("`node` leads to User through `{step}`: teach Scene::call an id of that type"),
+        };
+        let call = match path[0].as_str() {
             "me" => "me".to_owned(),
-            "user" if banker => r#"user(username: "alice")"#.to_owned(),
-            "user" => r#"user(username: "bob")"#.to_owned(),
+            "user" => format!(r#"user(username: "{other}")"#),
+            "node" => format!(r#"node(id: "{}")"#, id_of(&path[1])),
+            "nodes" => {
+                let ids = [tests::global_id("User", me), id_of("... on User"), id_of("... on Account")]
+                    .into_iter()
+                    .chain([id_of("... on Entry"), id_of("... on Transfer")]);
+                format!("nodes(ids: [{}])", ids.map(|id| format!("\"{id}\"")).collect::<Vec<_>>().join(", "))
+            }
             "users" => format!("users(first: {PAGE})"),
             "account" => format!(r#"account(id: "{}")"#, self.alice_usd),
             "transfer" => format!(r#"transfer(id: "{}")"#, self.alice_to_bob),
@@ -289,6 +328,12 @@ fn users_at<'a>(value: &'a Value, path: &[String], at: Vec<Value>, found: &mut V
         }
         Value::Object(fields) => match path.split_first() {
             None => found.push((at, value)),
+            // An inline fragment on another type than the object's selects nothing of it.
+            Some((name, rest)) if name.starts_with("... on ") => {
+                if !fields.is_empty() {
+                    users_at(value, rest, at, found);
+                }
+            }
             Some((name, rest)) => {
                 if let Some(next) = fields.get(name) {
                     let mut at = at.clone();
@@ -312,7 +357,7 @@ struct Seen {
 /// Runs `path` and checks every user it reaches: all of them readable for a banker; for a depositor, all of
 /// themself and only the username of anyone else, every other field `FORBIDDEN`.
 async fn check_path(schema: &Schema, scene: &Scene, path: &[String], mutation: bool, banker: bool, n: usize) -> Seen {
-    let (call, token, me) = scene.call(&path[0], banker, n).await;
+    let (call, token, me) = scene.call(path, banker, n).await;
     let operation = schema.operation(path, &call, mutation);
     let response = scene.app.graphql(&operation, json!({}), token.as_deref()).await;
     let shown = format!("{}\n{operation}\n{:#}", path.join("."), response.0);
@@ -336,6 +381,7 @@ async fn check_path(schema: &Schema, scene: &Scene, path: &[String], mutation: b
     }
     for (at, user) in &users {
         let username = user["username"].as_str().unwrap_or_else(|| panic!("username is readable: {shown}"));
+        assert!(user["id"].is_string(), "id is readable: {shown}");
         let fields = user.as_object().expect("an object");
         if banker || username == me {
             for (field, value) in fields {
@@ -344,7 +390,7 @@ async fn check_path(schema: &Schema, scene: &Scene, path: &[String], mutation: b
             seen.selves += usize::from(username == me);
             seen.others += usize::from(username != me);
         } else {
-            for (field, value) in fields.iter().filter(|(field, _)| *field != "username") {
+            for (field, value) in fields.iter().filter(|(field, _)| !PUBLIC.contains(&field.as_str())) {
                 let mut field_at = at.clone();
                 field_at.push(json!(field));
                 assert!(value.is_null(), "{field} of another user is withheld: {shown}");
@@ -393,7 +439,9 @@ async fn every_path_to_a_user_shows_a_depositor_only_the_username_of_others_and_
             !UNREACHABLE.iter().any(|(prefix, _)| path == *prefix || path.starts_with(&format!("{prefix}.")))
         })
         .collect();
-    for root in ["me", "user", "account", "transfer", "createTransfer", "deposit", "login", "createUser"] {
+    for root in
+        ["me", "user", "node", "nodes", "account", "transfer", "createTransfer", "deposit", "login", "createUser"]
+    {
         assert!(reachable.iter().any(|(path, _)| path[0] == root), "{root} leads to User");
     }
     assert!(reachable.iter().any(|(path, _)| path.join(".") == "createTransfer.toAccount.owner"));
@@ -414,7 +462,9 @@ async fn every_path_to_a_user_shows_a_depositor_only_the_username_of_others_and_
     }
     assert!(selves > 0, "a depositor reached themself");
     // Each of these reaches another user for a depositor somewhere below it (a transfer's other side).
-    for root in ["me", "account", "transfer", "createTransfer", "updateUser", "addEmail", "removeEmail"] {
+    for root in
+        ["me", "node", "nodes", "account", "transfer", "createTransfer", "updateUser", "addEmail", "removeEmail"]
+    {
         assert!(others_by_root.get(root).is_some_and(|&n| n > 0), "a depositor reached another user through {root}");
     }
 }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tests::{
-    AliceAndBob, Backend, Bank, JWT_SECRET, PASSWORD, TestApp, assert_ledger_consistent, claims_of, on_both_backends,
-    sign, spawn_app, spawn_app_with, transfer_input,
+    AliceAndBob, Backend, Bank, JWT_SECRET, PASSWORD, TestApp, assert_ledger_consistent, claims_of, global_id,
+    on_both_backends, sign, spawn_app, spawn_app_with, transfer_input,
 };
 
 /// A transfer with everything its answer shows the sender: the transfer, their new balance and their entry (the
@@ -44,7 +44,13 @@ async fn only_a_banker_deposits_and_only_positive_whole_amounts(backend: Backend
         let response = app.graphql(deposit, input(bad.clone()), Some(&banker)).await;
         assert_eq!(response.error_code(), Some("BAD_USER_INPUT"), "{bad}: {:#}", response.0);
     }
-    let unknown = app.graphql(deposit, json!({ "input": { "accountId": "999999", "amount": 5 } }), Some(&banker)).await;
+    let unknown = app
+        .graphql(
+            deposit,
+            json!({ "input": { "accountId": global_id("Account", 999_999), "amount": 5 } }),
+            Some(&banker),
+        )
+        .await;
     assert_eq!(unknown.error_code(), Some("NOT_FOUND"));
 
     let deposited = app.graphql(deposit, input(json!("1250")), Some(&banker)).await;
@@ -94,8 +100,8 @@ async fn a_transfer_is_refused_with_a_clear_code_for_each_broken_rule(backend: B
         (transfer_input(&alice.account, &bob.account, 10_001, "USD"), alice.token.clone(), "INSUFFICIENT_FUNDS"),
         (transfer_input(&alice.account, &bob.account, 0, "USD"), alice.token.clone(), "BAD_USER_INPUT"),
         (transfer_input(&alice.account, &bob.account, -10, "USD"), alice.token.clone(), "BAD_USER_INPUT"),
-        (transfer_input(&alice.account, "999999", 10, "USD"), alice.token.clone(), "NOT_FOUND"),
-        (transfer_input("999999", &bob.account, 10, "USD"), alice.token.clone(), "NOT_FOUND"),
+        (transfer_input(&alice.account, &global_id("Account", 999_999), 10, "USD"), alice.token.clone(), "NOT_FOUND"),
+        (transfer_input(&global_id("Account", 999_999), &bob.account, 10, "USD"), alice.token.clone(), "NOT_FOUND"),
         (transfer_input(&bob.account, &alice.account, 10, "USD"), alice.token.clone(), "FORBIDDEN"),
         (transfer_input(&bob.account, &alice.account, 10, "USD"), banker.clone(), "FORBIDDEN"),
     ];
@@ -122,7 +128,10 @@ async fn accounts_and_transfers_are_visible_to_their_owners_and_bankers_only(bac
         app.graphql(read_account, account(&alice.account), Some(&banker)).await.str("account/owner/username"),
         "alice"
     );
-    assert_eq!(app.graphql(read_account, account("999999"), Some(&alice.token)).await.data("account"), &Value::Null);
+    assert_eq!(
+        app.graphql(read_account, account(&global_id("Account", 999_999)), Some(&alice.token)).await.data("account"),
+        &Value::Null
+    );
     assert_eq!(app.graphql(read_transfer, account(&transfer_id), Some(&carol)).await.error_code(), Some("FORBIDDEN"));
     for token in [&alice.token, &bob.token, &banker] {
         assert_eq!(app.graphql(read_transfer, account(&transfer_id), Some(token)).await.str("transfer/amount"), "100");

@@ -36,8 +36,8 @@ async fn twenty_identical_keyed_requests_at_once_move_the_whole_balance_exactly_
     // wait).
     let holder = app.db.begin().await.expect("begin");
     if backend == Backend::Postgres {
-        let hold = format!("UPDATE accounts SET balance = balance WHERE id = {alice_usd}");
-        holder.execute_unprepared(&hold).await.expect("hold alice's account");
+        let hold = "UPDATE accounts SET balance = balance WHERE owner = 'alice'";
+        holder.execute_unprepared(hold).await.expect("hold alice's account");
     }
     let requests = futures::future::join_all((0..20).map(|_| app.graphql(TRANSFER, input.clone(), Some(&alice))));
     let release = async {
@@ -47,7 +47,7 @@ async fn twenty_identical_keyed_requests_at_once_move_the_whole_balance_exactly_
     let (responses, ()) = tokio::join!(requests, release);
 
     assert_eq!(app.count("SELECT count(*) FROM transfers").await, 1, "one transfer");
-    let transfer = app.count("SELECT id FROM transfers").await.to_string();
+    let transfer = tests::global_id("Transfer", app.count("SELECT id FROM transfers").await);
     // A request racing the first waits on the account's lock, so by the time it answers the first has committed:
     // every one of them gets the first one's transfer, none a refusal.
     for response in &responses {

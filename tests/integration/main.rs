@@ -12,6 +12,7 @@ mod http;
 mod ledger;
 mod ledger_hardening;
 mod migrations;
+mod node;
 mod payments;
 mod persisted;
 mod schema_file;

@@ -874,7 +874,15 @@ impl<'a> Generator<'a> {
             _ => Vec::new(),
         };
         let world = self.world;
-        let known = if field == "transfer" { &world.transfers } else { &world.accounts };
+        let any: Vec<String>;
+        let known = match field {
+            "transfer" => &world.transfers,
+            "node" | "nodes" => {
+                any = world.accounts.iter().chain(&world.transfers).cloned().collect();
+                &any
+            }
+            _ => &world.accounts,
+        };
         let id = match roll {
             0..70 if name == "fromAccountId" && !own.is_empty() => self.pick(&own),
             0..80 if !known.is_empty() => self.pick(known),

@@ -41,6 +41,13 @@ pub fn claims_of(token: &str) -> Value {
     serde_json::from_slice(&json).expect("JSON claims")
 }
 
+/// The global id of the object of GraphQL type `kind` whose key is `key`, as the README tells clients to map a key
+/// to its id (base64url, without padding, of `Type:key`): for rows a test knows by their key, or that do not exist.
+pub fn global_id(kind: &str, key: impl std::fmt::Display) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{kind}:{key}"))
+}
+
 /// A JWT of these claims signed with `key` (HS256): with [`JWT_SECRET`], a token only the server could have made.
 pub fn sign(claims: &Value, key: &str) -> String {
     use jsonwebtoken::{Algorithm, EncodingKey, Header};

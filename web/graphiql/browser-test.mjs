@@ -1,6 +1,7 @@
 // GraphiQL in headless Chromium against a running server (SERVER_URL, started by scripts/with-server, which
 // creates the banker `carol`): the page loads with no request leaving the server, runs a query and shows the
-// result, sends the Authorization header set in its Headers tab, and runs a subscription over the server's socket.
+// result, sends the Authorization header set in its Headers tab, runs a subscription over the server's socket, and
+// fetches the account it watched by its global id with `node`.
 import { chromium } from 'playwright-core';
 
 const server = process.env.SERVER_URL ?? 'http://127.0.0.1:8000';
@@ -74,12 +75,14 @@ try {
     await resultContains(page, '"carol"');
   });
 
+  let account;
+  let dave;
   await check('a subscription runs over the socket with the header as its credentials, and a deposit shows', async () => {
     await graphql(`mutation { createUser(input: {username: "dave", password: "correct horse battery",
       fullName: "Dave Example", email: "dave@example.com"}) { username } }`);
-    const dave = await login('dave');
+    dave = await login('dave');
     const carol = await login('carol');
-    const account = (await graphql('mutation { createAccount(currency: USD) { id } }', {}, dave)).createAccount.id;
+    account = (await graphql('mutation { createAccount(currency: USD) { id } }', {}, dave)).createAccount.id;
     const deposit = (amount) => graphql('mutation($a: ID!, $n: Money!) { deposit(input: {accountId: $a, amount: $n}) { id } }',
       { a: account, n: amount }, carol);
     // From the cursor of a first deposit, so that the second shows however soon after the socket opens it commits.
@@ -93,6 +96,12 @@ try {
     await deposit(4242);
     await resultContains(page, '"4342"');
     if (!sockets.some((url) => url.startsWith(server.replace(/^http/, 'ws')))) throw new Error(`sockets: ${sockets}`);
+  });
+
+  await check('node fetches the account by its global id', async () => {
+    await page.evaluate((t) => localStorage.setItem('graphiql:headers', JSON.stringify({ Authorization: `Bearer ${t}` })), dave);
+    await run(page, `{ node(id: "${account}") { __typename ... on Account { balance } } }`);
+    await resultContains(page, '"balance": "4342"');
   });
 } finally {
   await browser.close();

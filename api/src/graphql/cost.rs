@@ -4,8 +4,9 @@
 //! operation's cost is its worst-case node count (GitHub's node limit, IBM's cost directives): every selected
 //! field counts one, `__typename` and each alias included, and a list multiplies the cost of its selection by how
 //! long it can be, so nested lists multiply. A connection's `edges` and `nodes` are as long as its page size
-//! (`first`/`last`, else the default page size); a list whose bound the schema cannot show ([`KNOWN_BOUNDS`]) is as
-//! long as that bound; any other list is assumed a full page. Fragments are expanded where they are spread.
+//! (`first`/`last`, else the default page size); a list of one item per item of an argument ([`SIZED_BY`], `nodes`) is
+//! as long as that argument; a list whose bound the schema cannot show ([`KNOWN_BOUNDS`]) is as long as that bound;
+//! any other list is assumed a full page. Fragments are expanded where they are spread.
 //!
 //! The walk learns the schema's shapes (which fields are lists, which take a page size) from the schema's own
 //! introspection, once at start, so a new field is covered without being listed anywhere. Introspection itself is
@@ -34,6 +35,9 @@ const KNOWN_BOUNDS: &[(&str, &str, &str)] = &[
     // One account per currency (a unique index in the database).
     ("User", "accounts", "Currency"),
 ];
+
+/// Lists with one item per item of one of their arguments, a list.
+const SIZED_BY: &[(&str, &str, &str)] = &[("Query", "nodes", "ids")];
 
 /// The `updateUser` input fields that make it hash: a new password, or the current one to check.
 const PASSWORD_INPUTS: [&str; 2] = ["password", "currentPassword"];
@@ -64,6 +68,8 @@ struct FieldShape {
     /// Takes a page size (`first` or `last`): its own list, or the lists in its selection (a connection's
     /// `edges` and `nodes`), are that long.
     paged: bool,
+    /// The argument whose items it answers one by one ([`SIZED_BY`]).
+    sized_by: Option<&'static str>,
     bound: Option<u64>,
 }
 
@@ -164,7 +170,11 @@ impl Model {
                         .find(|(on, name, _)| *on == ty.name && *name == field.name)
                         .map(|(_, _, enumeration)| enum_len(enumeration));
                     let paged = field.args.iter().any(|arg| arg.name == "first" || arg.name == "last");
-                    (field.name.clone(), FieldShape { ty: named, lists, paged, bound })
+                    let sized_by = SIZED_BY
+                        .iter()
+                        .find(|(on, name, _)| *on == ty.name && *name == field.name)
+                        .map(|(_, _, argument)| *argument);
+                    (field.name.clone(), FieldShape { ty: named, lists, paged, sized_by, bound })
                 });
                 (ty.name.clone(), fields.collect())
             })
@@ -183,7 +193,8 @@ impl Model {
     /// The field `name` of the type `ty`, `__typename` included (`__schema` and `__type` are walked as
     /// introspection).
     fn field(&self, ty: &str, name: &str) -> Option<&FieldShape> {
-        static TYPENAME: FieldShape = FieldShape { ty: String::new(), lists: 0, paged: false, bound: None };
+        static TYPENAME: FieldShape =
+            FieldShape { ty: String::new(), lists: 0, paged: false, sized_by: None, bound: None };
         if name == "__typename" { Some(&TYPENAME) } else { self.types.get(ty)?.get(name) }
     }
 
@@ -462,7 +473,8 @@ impl<'a> Walk<'a> {
             return 1u64.saturating_add(self.selection_set(None, &field.selection_set.node, None));
         };
         let own_page = shape.paged.then(|| self.page_size(field));
-        let length = own_page.or(shape.bound).or(page).unwrap_or(MAX_PAGE_SIZE as u64);
+        let sized = shape.sized_by.map(|argument| self.items(field, argument));
+        let length = own_page.or(sized).or(shape.bound).or(page).unwrap_or(MAX_PAGE_SIZE as u64);
         let multiplier = length.saturating_pow(shape.lists);
         // A paged field that is not a list itself is a connection: its page size is its lists' length.
         let inherited = if shape.lists == 0 { own_page } else { None };
@@ -544,6 +556,18 @@ impl<'a> Walk<'a> {
             size = size.max(Some(this));
         }
         size.unwrap_or(DEFAULT_PAGE_SIZE as u64)
+    }
+
+    /// How many items the list argument `name` holds: none when absent or null, one for a single value (which
+    /// GraphQL takes as a list of one).
+    fn items(&mut self, field: &Field, name: &str) -> u64 {
+        let Some(value) = field.get_argument(name) else { return 0 };
+        let value = value.node.clone().into_const_with(|variable| Ok::<_, Infallible>(self.variable(&variable)));
+        match value {
+            Ok(Value::List(items)) => items.len() as u64,
+            Ok(Value::Null) => 0,
+            _ => 1,
+        }
     }
 
     /// A variable's value: the request's, else its default, else null.
@@ -683,6 +707,17 @@ mod tests {
     #[tokio::test]
     async fn a_users_accounts_count_one_per_currency() {
         assert_eq!(cost("{ me { accounts { id } } }").await, 2 + currencies());
+    }
+
+    #[tokio::test]
+    async fn nodes_count_one_per_id_given_inline_or_in_a_variable() {
+        assert_eq!(cost(r#"{ nodes(ids: ["a", "b", "c"]) { id } }"#).await, 1 + 3);
+        assert_eq!(cost(r#"{ nodes(ids: "a") { id ... on Account { balance } } }"#).await, 1 + 2);
+        let query = "query($ids: [ID!]!) { nodes(ids: $ids) { id } }";
+        let (demand, settled) = demand_with(query, json!({ "ids": vec!["x"; 250] })).await;
+        assert_eq!((demand.cost, settled), (1 + 250, false));
+        let nested = r#"{ nodes(ids: ["a", "b"]) { ... on Account { entries(first: 10) { nodes { id } } } } }"#;
+        assert_eq!(cost(nested).await, 1 + 2 * (1 + (1 + 10)));
     }
 
     #[tokio::test]

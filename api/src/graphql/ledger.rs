@@ -8,10 +8,12 @@ use async_graphql::{
     Context, Enum, ID, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType, Value,
 };
 use chrono::{DateTime, Utc};
+use service::auth::Caller;
 use service::domain::{Amount, IdempotencyKey, Period};
 use service::entity::{account, entry, transfer};
 use service::ledger::{self, TransferOutcome, TransferRequest};
 
+use super::node::{Kind, global_id, parse_id};
 use super::users::User;
 use super::{
     ApiError, PageArgs, TotalCount, authorize_owner, caller, database, db, feed, loaders, metrics, paginate,
@@ -76,13 +78,26 @@ impl From<CurrencyCode> for account::Currency {
 /// An account: one per owner and currency.
 pub struct Account(pub account::Model);
 
+impl Account {
+    /// The account `id`, as `account(id:)` and `node` answer it: the caller's own, or any for a banker; `FORBIDDEN`
+    /// for another's, `None` when there is none.
+    pub(crate) async fn find(ctx: &Context<'_>, caller: &Caller, id: i64) -> Result<Option<Self>, ApiError> {
+        let Some(account) = loaders(ctx).account.load_one(id).await? else { return Ok(None) };
+        if !caller.may_act_for(&account.owner) {
+            return Err(service::Error::Forbidden.into());
+        }
+        Ok(Some(Self(account)))
+    }
+}
+
 /// An account: one per owner and currency. Of someone else's account (the receiving end of your transfer), a
 /// depositor reads what paying it needs: its id, currency and owner's username; the rest answers `FORBIDDEN` and is
 /// nullable for that reason.
 #[Object]
 impl Account {
-    async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+    /// Global and opaque (see `Node`).
+    pub(crate) async fn id(&self) -> ID {
+        global_id(Kind::Account, self.0.id)
     }
 
     async fn owner(&self, ctx: &Context<'_>) -> Result<User, ApiError> {
@@ -236,10 +251,23 @@ impl Statement {
 /// One change to one account's balance.
 pub struct Entry(pub entry::Model);
 
+impl Entry {
+    /// The entry `id`, as `node` answers it: it belongs to its account, so the account's owner or a banker reads
+    /// it; `FORBIDDEN` for anyone else, `None` when there is none.
+    pub(crate) async fn find(ctx: &Context<'_>, caller: &Caller, id: i64) -> Result<Option<Self>, ApiError> {
+        let Some(entry) = loaders(ctx).entry.load_one(id).await? else { return Ok(None) };
+        if !caller.may_act_for(&load_account(ctx, entry.account_id).await?.0.owner) {
+            return Err(service::Error::Forbidden.into());
+        }
+        Ok(Some(Self(entry)))
+    }
+}
+
 #[Object]
 impl Entry {
-    async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+    /// Global and opaque (see `Node`).
+    pub(crate) async fn id(&self) -> ID {
+        global_id(Kind::Entry, self.0.id)
     }
 
     async fn account(&self, ctx: &Context<'_>) -> Result<Account, ApiError> {
@@ -294,10 +322,26 @@ pub enum EntryKind {
 /// Money moved from one account to another.
 pub struct Transfer(pub transfer::Model);
 
+impl Transfer {
+    /// The transfer `id`, as `transfer(id:)` and `node` answer it: one touching the caller's accounts, or any for
+    /// a banker; `FORBIDDEN` for another, `None` when there is none.
+    pub(crate) async fn find(ctx: &Context<'_>, caller: &Caller, id: i64) -> Result<Option<Self>, ApiError> {
+        let Some(transfer) = loaders(ctx).transfer.load_one(id).await? else { return Ok(None) };
+        if !caller.is_banker() {
+            let accounts = loaders(ctx).account.load_many([transfer.from_account_id, transfer.to_account_id]).await?;
+            if !accounts.values().any(|account| caller.may_act_for(&account.owner)) {
+                return Err(service::Error::Forbidden.into());
+            }
+        }
+        Ok(Some(Self(transfer)))
+    }
+}
+
 #[Object]
 impl Transfer {
-    async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+    /// Global and opaque (see `Node`).
+    pub(crate) async fn id(&self) -> ID {
+        global_id(Kind::Transfer, self.0.id)
     }
 
     async fn from_account(&self, ctx: &Context<'_>) -> Result<Account, ApiError> {
@@ -353,6 +397,7 @@ impl TransferResult {
 
 #[derive(InputObject)]
 pub struct DepositInput {
+    /// The account's `id`.
     account_id: ID,
     /// Greater than zero.
     amount: Money,
@@ -360,7 +405,7 @@ pub struct DepositInput {
 
 #[derive(InputObject)]
 pub struct WithdrawInput {
-    /// Yours, or any for a banker.
+    /// The account's `id`: yours, or any for a banker.
     account_id: ID,
     /// Greater than zero, at most the balance.
     amount: Money,
@@ -372,8 +417,9 @@ pub struct WithdrawInput {
 /// The receiver is named by exactly one of `toAccountId` and `toUsername`.
 #[derive(InputObject)]
 pub struct CreateTransferInput {
-    /// One of your accounts.
+    /// The `id` of one of your accounts.
     from_account_id: ID,
+    /// The receiving account's `id`.
     to_account_id: Option<ID>,
     /// Pay this user, into their account in `currency`. No such user, or none open in that currency: `NOT_FOUND`.
     to_username: Option<String>,
@@ -394,13 +440,13 @@ impl LedgerQuery {
     /// An account: yours, or any for a banker.
     async fn account(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Account>, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(ledger::account(db(ctx), caller, parse_id(&id, "id")?).await?.map(Account))
+        Account::find(ctx, caller, parse_id(&id, Kind::Account, "id")?).await
     }
 
     /// A transfer touching one of your accounts, or any for a banker.
     async fn transfer(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Transfer>, ApiError> {
         let caller = caller(ctx).await?;
-        Ok(ledger::transfer_by_id(db(ctx), caller, parse_id(&id, "id")?).await?.map(Transfer))
+        Transfer::find(ctx, caller, parse_id(&id, Kind::Transfer, "id")?).await
     }
 }
 
@@ -418,7 +464,7 @@ impl LedgerMutation {
     /// Puts money into an account (bankers only): the one way money enters the bank.
     async fn deposit(&self, ctx: &Context<'_>, input: DepositInput) -> Result<Entry, ApiError> {
         let caller = caller(ctx).await?;
-        let account_id = parse_id(&input.account_id, "accountId")?;
+        let account_id = parse_id(&input.account_id, Kind::Account, "accountId")?;
         let amount = Amount::parse(input.amount.0)?;
         Ok(Entry(ledger::deposit(database(ctx), feed(ctx), caller, account_id, amount).await?))
     }
@@ -426,7 +472,7 @@ impl LedgerMutation {
     /// Takes money out of an account (yours, or any for a banker): the one way money leaves the bank.
     async fn withdraw(&self, ctx: &Context<'_>, input: WithdrawInput) -> Result<Entry, ApiError> {
         let caller = caller(ctx).await?;
-        let account_id = parse_id(&input.account_id, "accountId")?;
+        let account_id = parse_id(&input.account_id, Kind::Account, "accountId")?;
         let amount = Amount::parse(input.amount.0)?;
         let key = input.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose()?;
         Ok(Entry(ledger::withdraw(database(ctx), feed(ctx), caller, account_id, amount, key.as_ref()).await?))
@@ -438,7 +484,7 @@ impl LedgerMutation {
         let token = verified_token(ctx)?;
         let currency = input.currency.into();
         let to_account_id = match (&input.to_account_id, &input.to_username) {
-            (Some(id), None) => parse_id(id, "toAccountId")?,
+            (Some(id), None) => parse_id(id, Kind::Account, "toAccountId")?,
             (None, Some(username)) => ledger::receiving_account(database(ctx).reads(), username, currency).await?,
             _ => {
                 return Err(ApiError::invalid_argument(
@@ -448,7 +494,7 @@ impl LedgerMutation {
             }
         };
         let request = TransferRequest {
-            from_account_id: parse_id(&input.from_account_id, "fromAccountId")?,
+            from_account_id: parse_id(&input.from_account_id, Kind::Account, "fromAccountId")?,
             to_account_id,
             amount: Amount::parse(input.amount.0)?,
             currency,
@@ -470,10 +516,6 @@ impl LedgerMutation {
 async fn load_account(ctx: &Context<'_>, id: i64) -> Result<Account, ApiError> {
     let account = loaders(ctx).account.load_one(id).await?;
     account.map(Account).ok_or_else(|| service::Error::NotFound { what: "account" }.into())
-}
-
-pub(crate) fn parse_id(id: &ID, field: &'static str) -> Result<i64, ApiError> {
-    id.parse::<i64>().map_err(|_| ApiError::invalid_argument(field, "not an id from this API"))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, Loader};
 use service::db::Db;
-use service::entity::{account, transfer, user};
+use service::entity::{account, entry, transfer, user};
 use service::{ledger, users};
 
 type Shared = Arc<service::Error>;
@@ -19,6 +19,7 @@ pub struct Loaders {
     pub account: DataLoader<AccountById>,
     pub user: DataLoader<UserByName>,
     pub transfer: DataLoader<TransferById>,
+    pub entry: DataLoader<EntryById>,
     pub emails: DataLoader<EmailsByUser>,
 }
 
@@ -29,6 +30,7 @@ impl Loaders {
             account: DataLoader::new(AccountById(db.clone()), tokio::spawn),
             user: DataLoader::new(UserByName(db.clone()), tokio::spawn),
             transfer: DataLoader::new(TransferById(db.clone()), tokio::spawn),
+            entry: DataLoader::new(EntryById(db.clone()), tokio::spawn),
             emails: DataLoader::new(EmailsByUser(db.clone()), tokio::spawn),
         }
     }
@@ -79,6 +81,17 @@ impl Loader<i64> for TransferById {
 
     async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
         Ok(ledger::transfers_by_ids(&self.0, ids).await?.into_iter().map(|t| (t.id, t)).collect())
+    }
+}
+
+pub struct EntryById(Db);
+
+impl Loader<i64> for EntryById {
+    type Value = entry::Model;
+    type Error = Shared;
+
+    async fn load(&self, ids: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
+        Ok(ledger::entries_by_ids(&self.0, ids).await?.into_iter().map(|e| (e.id, e)).collect())
     }
 }
 

@@ -5,6 +5,7 @@ mod error;
 pub(crate) mod inputs;
 mod ledger;
 pub mod loaders;
+mod node;
 pub mod subscriptions;
 mod users;
 
@@ -31,7 +32,7 @@ use crate::Config;
 use crate::metrics::Metrics;
 
 #[derive(MergedObject, Default)]
-pub struct Query(users::UserQuery, ledger::LedgerQuery);
+pub struct Query(users::UserQuery, ledger::LedgerQuery, node::NodeQuery);
 
 #[derive(MergedObject, Default)]
 pub struct Mutation(users::UserMutation, ledger::LedgerMutation);

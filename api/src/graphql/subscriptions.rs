@@ -6,11 +6,11 @@ use async_graphql::connection::{CursorType, Edge, EmptyFields, OpaqueCursor};
 use async_graphql::{Context, ID, Subscription};
 use futures::{Stream, StreamExt};
 use service::feed::Feed;
-use service::ledger;
 use tokio::sync::Semaphore;
 
-use super::ledger::{Entry, parse_id};
-use super::{ApiError, caller, database, db};
+use super::ledger::{Account, Entry};
+use super::node::{Kind, parse_id};
+use super::{ApiError, caller, database};
 
 /// The subscriptions a socket may still start: each holds a permit while it runs.
 #[derive(Clone)]
@@ -40,8 +40,8 @@ impl Subscription {
         after: Option<String>,
     ) -> Result<impl Stream<Item = Result<Edge<String, Entry, EmptyFields>, ApiError>> + use<>, ApiError> {
         let caller = caller(ctx).await?;
-        let account_id = parse_id(&account_id, "accountId")?;
-        ledger::account(db(ctx), caller, account_id).await?.ok_or(service::Error::NotFound { what: "account" })?;
+        let account_id = parse_id(&account_id, Kind::Account, "accountId")?;
+        Account::find(ctx, caller, account_id).await?.ok_or(service::Error::NotFound { what: "account" })?;
         let after = after
             .map(|after| OpaqueCursor::<i64>::decode_cursor(&after).map(|c| c.0))
             .transpose()

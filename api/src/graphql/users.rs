@@ -1,14 +1,15 @@
 //! Users and sessions over GraphQL.
 
 use async_graphql::connection::Connection;
-use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
-use service::auth::Tokens;
+use service::auth::{Caller, Tokens};
 use service::domain::{Email, FullName, Password, Username};
 use service::entity::user;
 use service::users::{self, NewUser, PasswordChange, UserUpdate};
 
 use super::ledger::Account;
+use super::node::{Kind, global_id};
 use super::{
     ApiError, PageArgs, TotalCount, authorize_owner, caller, client, database, db, feed, loaders, paginate, throttle,
     tokens,
@@ -59,17 +60,33 @@ impl User {
         Self { model, proven: true }
     }
 
-    /// The one guard of every field but `username`: `FORBIDDEN` unless the caller is this user or a banker.
+    /// The active user `username`, as `user(username:)` and `node` answer it: the caller, or anyone for a banker;
+    /// `FORBIDDEN` for anyone else, whether or not they exist; `None` when no active user has the name.
+    pub(crate) async fn find(ctx: &Context<'_>, caller: &Caller, username: String) -> Result<Option<Self>, ApiError> {
+        if !caller.may_act_for(&username) {
+            return Err(service::Error::Forbidden.into());
+        }
+        let user = loaders(ctx).user.load_one(username).await?;
+        // The loader reads deleted users too (an account's owner may be one); a deleted user is no longer found.
+        Ok(user.filter(|user| user.deleted_at.is_none()).map(Self::reached))
+    }
+
+    /// The one guard of every field but `id` and `username`: `FORBIDDEN` unless the caller is this user or a banker.
     async fn authorize(&self, ctx: &Context<'_>) -> Result<(), ApiError> {
         if self.proven { Ok(()) } else { authorize_owner(ctx, &self.model.username).await }
     }
 }
 
-/// A person who signs in. Of a user other than themself, a depositor reads the `username` only (what paying them
-/// needs); every other field answers `FORBIDDEN` and is nullable for that reason, so that one refused field does not
+/// A person who signs in. Of a user other than themself, a depositor reads the `id` and `username` only (what
+/// paying them needs); every other field answers `FORBIDDEN` and is nullable for that reason, so that one refused field does not
 /// wipe out the rest of the response (a transfer's result, say). Bankers read every field of every user.
 #[Object]
 impl User {
+    /// Global and opaque (see `Node`).
+    pub(crate) async fn id(&self) -> ID {
+        global_id(Kind::User, &self.model.username)
+    }
+
     async fn username(&self) -> &str {
         &self.model.username
     }
@@ -190,11 +207,7 @@ impl UserQuery {
 
     /// One user: yourself, or anyone for a banker.
     async fn user(&self, ctx: &Context<'_>, username: String) -> Result<Option<User>, ApiError> {
-        let caller = caller(ctx).await?;
-        if !caller.may_act_for(&username) {
-            return Err(service::Error::Forbidden.into());
-        }
-        Ok(users::find(db(ctx), &username).await?.map(User::reached))
+        User::find(ctx, caller(ctx).await?, username).await
     }
 
     /// Every active user in username order (bankers only).

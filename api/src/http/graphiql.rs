@@ -27,6 +27,8 @@ const DEFAULT_QUERY: &str = r#"# Welcome to simple-bank.
 #      { "Authorization": "Bearer <accessToken>" }
 # 3. Run Me.
 # 4. Subscriptions (entryAdded) run over a socket on /graphql with the same header.
+# 5. Anything with an id (an account of Me's, say) comes back by that id alone:
+#      { node(id: "<id>") { __typename ... on Account { balance } } }
 
 mutation SignUp {
   createUser(input: {username: "alice", password: "correct horse battery", fullName: "Alice Liddell", email: "alice@example.com"}) {

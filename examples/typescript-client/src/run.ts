@@ -2,8 +2,8 @@
 // a banker `carol` with the password below, as scripts/with-server sets up.
 import { BankClient, GraphQLError } from './client.js';
 import {
-  DepositDocument, EntryAddedDocument, LogInDocument, MeDocument, NewestEntryDocument, OldestEntriesDocument, OpenAccountDocument, SignUpDocument,
-  StatementDocument, TransferDocument, WithdrawDocument,
+  DepositDocument, EntryAddedDocument, LogInDocument, MeDocument, NewestEntryDocument, NodeDocument, NodesDocument, OldestEntriesDocument,
+  OpenAccountDocument, SignUpDocument, StatementDocument, TransferDocument, WithdrawDocument,
 } from './generated/graphql.js';
 
 const PASSWORD = 'correct horse battery';
@@ -58,6 +58,18 @@ expect(!event.done && event.value.entryAdded.node.balanceAfter === '7500', 'the 
 await events.return(undefined);
 await socket.close();
 
+// Ids are global: any object comes back by its id alone, as its own query answers it.
+const { node } = await alice.request(NodeDocument, { id: aliceUsd.id });
+expect(node?.__typename === 'Account' && node.id === aliceUsd.id && node.balance === '7500', "alice's account by its id");
+const { nodes } = await alice.request(NodesDocument, { ids: [first.createTransfer.transfer.id, aliceUsd.id] });
+expect(nodes.map((n) => n?.__typename).join() === 'Transfer,Account', 'the transfer and the account, in the order asked');
+try {
+  await alice.request(NodeDocument, { id: bobUsd.id });
+  throw new Error("expected bob's account to be refused to alice");
+} catch (err) {
+  expect(err instanceof GraphQLError && err.code === 'FORBIDDEN', "FORBIDDEN for someone else's account");
+}
+
 // Bob pays alice back by her username, then takes cash out.
 const payBack = { fromAccountId: bobUsd.id, toUsername: 'alice', amount: '500', currency: 'USD' as const };
 const { createTransfer: paid } = await bob.request(TransferDocument, { input: payBack });
@@ -87,4 +99,4 @@ try {
 
 const { me } = await bob.request(MeDocument, {});
 expect(me.accounts?.[0]?.balance === '1500', "bob's balance to be 1500");
-console.log('typescript client: sign-up, log-in, accounts, deposit, idempotent transfer, the subscribed event, payment by username, withdrawal, statement, backward paging and me all answered as expected');
+console.log('typescript client: sign-up, log-in, accounts, deposit, idempotent transfer, the subscribed event, node and nodes by global id, payment by username, withdrawal, statement, backward paging and me all answered as expected');

@@ -50,35 +50,6 @@ pub async fn create_account(db: &Database, caller: &Caller, currency: Currency) 
     .await
 }
 
-/// An account the caller may see: their own, or any for a banker. `None` when it does not exist.
-pub async fn account(db: &impl ConnectionTrait, caller: &Caller, id: i64) -> Result<Option<account::Model>, Error> {
-    let Some(account) = account::Entity::find_by_id(id).one(db).await? else {
-        return Ok(None);
-    };
-    if !caller.may_act_for(&account.owner) {
-        return Err(Error::Forbidden);
-    }
-    Ok(Some(account))
-}
-
-/// A transfer the caller may see: one touching their accounts, or any for a banker.
-pub async fn transfer_by_id(
-    db: &impl ConnectionTrait,
-    caller: &Caller,
-    id: i64,
-) -> Result<Option<transfer::Model>, Error> {
-    let Some(transfer) = transfer::Entity::find_by_id(id).one(db).await? else {
-        return Ok(None);
-    };
-    if !caller.is_banker() {
-        let owners = accounts_by_ids(db, &[transfer.from_account_id, transfer.to_account_id]).await?;
-        if !owners.iter().any(|a| a.owner == caller.username) {
-            return Err(Error::Forbidden);
-        }
-    }
-    Ok(Some(transfer))
-}
-
 /// Puts money into an account (bankers only): the one way money enters the bank, recorded as an entry.
 ///
 /// Refused, in this order, when the account does not exist (`NOT_FOUND`), is closed (`ACCOUNT_CLOSED`) or would
@@ -400,6 +371,11 @@ pub async fn accounts_of_owners(db: &impl ConnectionTrait, owners: &[String]) ->
 /// These accounts, in one statement (for batch loading).
 pub async fn accounts_by_ids(db: &impl ConnectionTrait, ids: &[i64]) -> Result<Vec<account::Model>, Error> {
     Ok(account::Entity::find().filter(account::Column::Id.is_in(ids.iter().copied())).all(db).await?)
+}
+
+/// These entries, in one statement (for batch loading).
+pub async fn entries_by_ids(db: &impl ConnectionTrait, ids: &[i64]) -> Result<Vec<entry::Model>, Error> {
+    Ok(entry::Entity::find().filter(entry::Column::Id.is_in(ids.iter().copied())).all(db).await?)
 }
 
 /// These transfers, in one statement (for batch loading).
