@@ -14,10 +14,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use entity::account::{self, Currency};
 use entity::{entry, transfer};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveEnum, ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
-    QueryResult, QuerySelect, Set, Statement,
+    ActiveEnum, ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QueryResult, QuerySelect, Set, Statement,
 };
 use sha2::{Digest, Sha256};
 
@@ -406,6 +406,14 @@ impl Columns<'_> {
     }
 }
 
+/// An account as the SQLite transfer reads it, with whether the request's key was used already.
+#[derive(FromQueryResult)]
+struct Locked {
+    #[sea_orm(nested)]
+    account: account::Model,
+    key_used: bool,
+}
+
 /// The transfer as statements (SQLite), in the savepoint `txn` that the writer, running one write at a time, gave
 /// it: undone when this returns an error.
 async fn in_statements(
@@ -419,16 +427,33 @@ async fn in_statements(
         Err(Error::Unauthenticated) => false,
         Err(err) => return Err(err),
     };
-    let key_used = key_committed(txn, request).await?;
     let amount = request.amount.minor_units();
-    let locked = account::Entity::find()
+    // The key's lookup rides on the accounts' read: the writer runs its requests one after another, so each
+    // statement it saves is time every other write waits less. A used key implies the debited account (a foreign
+    // key), so its row carries the answer.
+    let key_used = match &request.idempotency_key {
+        Some(key) => Expr::exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from(transfer::Entity)
+                .and_where(transfer::Column::FromAccountId.eq(request.from_account_id))
+                .and_where(transfer::Column::IdempotencyKey.eq(key.as_str()))
+                .to_owned(),
+        ),
+        None => Expr::val(false),
+    };
+    let locked: Vec<Locked> = account::Entity::find()
+        .column_as(key_used, "key_used")
         .filter(account::Column::Id.is_in([request.from_account_id, request.to_account_id]))
         .order_by_asc(account::Column::Id)
         .lock_exclusive()
+        .into_model()
         .all(txn)
         .await?;
-    let find = |id: i64| locked.iter().find(|a| a.id == id);
+    let find = |id: i64| locked.iter().find(|l| l.account.id == id);
     let (from, to) = (find(request.from_account_id), find(request.to_account_id));
+    let key_used = from.is_some_and(|from| from.key_used);
+    let (from, to) = (from.map(|l| &l.account), to.map(|l| &l.account));
     let facts = Facts { authenticated, key_used, from: from.map(Found::from), to: to.map(Found::from) };
     if let Verdict::KeyUsed = judge(&token.username, request, facts)? {
         return Ok(Attempt::KeyUsed);
