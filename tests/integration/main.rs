@@ -14,6 +14,7 @@ mod ledger_hardening;
 mod migrations;
 mod payments;
 mod persisted;
+mod replicas;
 mod schema_file;
 mod sessions;
 mod statements;

@@ -32,6 +32,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 use crate::Error;
+use crate::db::Pool;
+use crate::replicas::{Position, Positions};
 
 /// The notification channel on PostgreSQL.
 pub const CHANNEL: &str = "bank_feed";
@@ -54,6 +56,9 @@ pub enum Change {
     /// Some session of this user ended (logout, password change, deletion, a copied refresh token), or what the user
     /// may do changed (a new role): their sockets re-check.
     SessionsEnded(String),
+    /// This user wrote up to this position of the primary's log: their queries must see it (see
+    /// [`crate::replicas`]).
+    Wrote(String, Position),
 }
 
 /// An entry as a notification carries it: a JSON array, the shape SQL's `json_build_array` builds cheaply.
@@ -99,16 +104,20 @@ struct Inner {
     sessions: broadcast::Sender<SessionChange>,
     /// Every change committed from now on will be heard here: always on SQLite; on PostgreSQL while `LISTEN` holds.
     hearing: AtomicBool,
+    /// Where the positions users wrote up to go.
+    positions: Arc<Positions>,
 }
 
 impl Feed {
-    /// The feed for `db`'s database: on PostgreSQL it starts listening (a task that lives as long as the feed).
-    pub fn start(db: &DatabaseConnection) -> Self {
+    /// The feed for `db`'s database: on PostgreSQL it starts listening on one of `db`'s connections (a task that
+    /// lives as long as the feed), and the write positions it hears go to `positions`.
+    pub fn start(db: &DatabaseConnection, positions: Arc<Positions>) -> Self {
         let feed = Self(Arc::new(Inner {
             backend: db.get_database_backend(),
             accounts: Mutex::default(),
             sessions: broadcast::channel(SESSION_BUFFER).0,
             hearing: AtomicBool::new(db.get_database_backend() != DbBackend::Postgres),
+            positions,
         }));
         if feed.0.backend == DbBackend::Postgres {
             let pool = db.get_postgres_connection_pool().clone();
@@ -144,6 +153,22 @@ impl Feed {
         }
     }
 
+    /// Tells every process that `user` wrote: the primary's position now, past every commit `user` has been answered
+    /// for, goes out with `pg_notify` (PostgreSQL only). Returns the position.
+    pub async fn announce_position(&self, db: &Pool, user: &str) -> Result<Position, Error> {
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT p.at FROM (SELECT pg_current_wal_lsn()::text AS at) p, \
+                 pg_notify($1, json_build_object('wrote', json_build_array($2::text, p.at))::text)",
+                [CHANNEL.into(), user.into()],
+            ))
+            .await?
+            .ok_or_else(|| Error::internal("the primary told no position"))?;
+        let at: String = row.try_get_by_index(0)?;
+        at.parse().map_err(Error::internal)
+    }
+
     /// Whether every change committed from now on will be heard in this process: always on SQLite; on PostgreSQL
     /// while the listener's `LISTEN` holds (what is announced while it is down is lost).
     pub fn hearing(&self) -> bool {
@@ -155,7 +180,7 @@ impl Feed {
     /// Access is for the caller to check first.
     pub fn entries(
         &self,
-        db: DatabaseConnection,
+        db: Pool,
         account_id: i64,
         after: Option<i64>,
     ) -> impl Stream<Item = Result<entry::Model, Error>> + Send + use<> {
@@ -220,12 +245,14 @@ impl Inner {
                 // Nobody listening is no failure.
                 let _ = self.sessions.send(SessionChange::Of(username.into()));
             }
+            Change::Wrote(username, position) => self.positions.heard(&username, position),
         }
     }
 
     /// Nothing announced from now on is heard until the next [`Inner::resync`].
     fn deaf(&self) {
         self.hearing.store(false, Ordering::Release);
+        self.positions.deaf();
     }
 
     /// Wakes every subscriber to re-read from its cursor and every socket to re-check its session: what was
@@ -237,6 +264,7 @@ impl Inner {
         let _ = self.sessions.send(SessionChange::Anyone);
         // After the wake-up, so that whoever sees the feed hearing again has the wake-up waiting too.
         self.hearing.store(true, Ordering::Release);
+        self.positions.hearing();
     }
 }
 
@@ -299,7 +327,7 @@ impl Drop for AccountWatch {
 }
 
 /// The account's newest `account_seq` (0 before its first entry).
-async fn newest_seq(db: &DatabaseConnection, account_id: i64) -> Result<i64, Error> {
+async fn newest_seq(db: &impl ConnectionTrait, account_id: i64) -> Result<i64, Error> {
     let newest: Option<Option<i64>> = entry::Entity::find()
         .select_only()
         .column_as(entry::Column::AccountSeq.max(), "newest")
@@ -311,7 +339,7 @@ async fn newest_seq(db: &DatabaseConnection, account_id: i64) -> Result<i64, Err
 }
 
 /// Up to [`BATCH`] entries of the account after `cursor`, oldest first.
-async fn entries_after(db: &DatabaseConnection, account_id: i64, cursor: i64) -> Result<Vec<entry::Model>, Error> {
+async fn entries_after(db: &impl ConnectionTrait, account_id: i64, cursor: i64) -> Result<Vec<entry::Model>, Error> {
     Ok(entry::Entity::find()
         .filter(entry::Column::AccountId.eq(account_id))
         .filter(entry::Column::AccountSeq.gt(cursor))
