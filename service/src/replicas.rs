@@ -5,12 +5,13 @@
 //! had at some moment has everything committed by then, so its lag is the age of the newest such sample. A standby
 //! further behind than the allowed lag, or that does not answer, is skipped until it answers in time again.
 //!
-//! Read your writes: after a mutation, the process that ran it announces the primary's position for the user it
-//! acted for, through the change feed, to every process ([`Positions`]). A query of that user's then opens only on
-//! a standby that has replayed that far, else on the primary. A position is kept only as long as the allowed lag:
-//! after that, every standby still in use has replayed past it anyway. While a process's feed does not hear (it
-//! just started, or its `LISTEN` connection dropped), it cannot know anyone's positions, so its queries read on the
-//! primary until it has heard for that long.
+//! Read your writes: after a mutation, and before it is answered, the process that ran it announces the primary's
+//! position for the user it acted for, through the change feed, to every process ([`Positions`]). A query of that
+//! user's first makes sure its process has heard everything announced before it arrived (a fence on the feed's
+//! connection, [`crate::feed::Feed::fence`]), then opens only on a standby that has replayed that far, else on the
+//! primary. A position is kept only as long as the allowed lag: after that, every standby still in use has replayed
+//! past it anyway. While a process's feed does not hear (it just started, or its `LISTEN` connection dropped), it
+//! cannot know anyone's positions, so its queries read on the primary until it has heard for that long.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -23,7 +24,6 @@ use sea_orm::DatabaseConnection;
 use sea_orm::sqlx::postgres::PgPool;
 use sea_orm::sqlx::{self, Row};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 
 /// How often each process samples the primary's position and its standbys' replay.
 pub const POLL: Duration = Duration::from_millis(100);
@@ -77,8 +77,6 @@ pub struct Positions {
     /// How long a position matters: the standbys' allowed lag.
     window: Duration,
     state: Mutex<Heard>,
-    /// Woken whenever a position is heard.
-    heard: Notify,
 }
 
 #[derive(Default)]
@@ -92,7 +90,7 @@ struct Heard {
 
 impl Positions {
     pub fn new(window: Duration) -> Self {
-        Self { window, state: Mutex::default(), heard: Notify::new() }
+        Self { window, state: Mutex::default() }
     }
 
     /// What a query by `user` (`None`: an anonymous one) must see.
@@ -117,41 +115,16 @@ impl Positions {
         let newest = state.by_user.get(&user).map_or(position, |&(known, _)| known.max(position));
         state.by_user.insert(user.clone(), (newest, now));
         state.order.push_back((now, user));
-        drop(state);
-        self.heard.notify_waiters();
     }
 
     /// The feed hears every announcement from now on.
     pub(crate) fn hearing(&self) {
         self.lock(Instant::now()).hearing_since = Some(Instant::now());
-        self.heard.notify_waiters();
     }
 
     /// The feed no longer hears: announcements may be missed.
     pub(crate) fn deaf(&self) {
         self.lock(Instant::now()).hearing_since = None;
-        self.heard.notify_waiters();
-    }
-
-    /// Waits, at most `timeout`, until this process has heard that `user` wrote up to `position`, or cannot hear.
-    /// Every process's listener is told at the same moment, so once this one has heard, the others have too, give
-    /// or take their scheduling: the caller's next query, wherever it lands, then knows what it must see.
-    pub async fn until_heard(&self, user: &str, position: Position, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.heard.notified();
-            {
-                let state = self.lock(Instant::now());
-                let known = state.by_user.get(user).is_some_and(|&(known, _)| known >= position);
-                if known || state.hearing_since.is_none() {
-                    return;
-                }
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                tracing::warn!(user, %position, "a write's position was not heard back in time");
-                return;
-            }
-        }
     }
 
     /// The state, without the positions heard longer than the window ago.

@@ -378,7 +378,14 @@ async fn run(
         }
         return response;
     }
-    let db = snapshot(state, state.db.must_see(user.as_deref())).await;
+    let sees = match user.as_deref() {
+        // What the caller wrote was announced before it was answered, so once this process has heard everything
+        // announced before now, it knows what the caller must see.
+        Some(user) if state.feed.fence().await => state.db.must_see(Some(user)),
+        Some(_) => service::replicas::Sees::Everything,
+        None => state.db.must_see(None),
+    };
+    let db = snapshot(state, sees).await;
     let Some(standby) = db.standby() else {
         return execute_on(state, client, token, request, db).await;
     };
@@ -429,18 +436,14 @@ fn copy(request: &async_graphql::Request) -> async_graphql::Request {
     copy
 }
 
-/// After a mutation acting for `user`: every process learns the primary's position, which the user's queries must
-/// see, and the answer waits until this process has heard it back (so, practically, every process has).
+/// After a mutation acting for `user`, before it is answered: every process learns the primary's position, which
+/// the user's queries must see.
 async fn tell_position(state: &AppState, user: &str) {
-    match state.feed.announce_position(state.db.reads(), user).await {
-        Ok(position) => state.db.positions().until_heard(user, position, POSITION_HEARD_WITHIN).await,
+    if let Err(err) = state.feed.announce_position(state.db.reads(), user).await {
         // The write stands; the user's next queries may miss it only if a standby lags and serves them.
-        Err(err) => tracing::warn!(%err, "cannot announce a write's position"),
+        tracing::warn!(%err, "cannot announce a write's position");
     }
 }
-
-/// The longest a mutation's answer waits for its position to come back through the change feed.
-const POSITION_HEARD_WITHIN: Duration = Duration::from_secs(1);
 
 /// The media types a GraphQL response can be sent as (GraphQL over HTTP).
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -20,6 +20,7 @@ mod listener;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::entry;
@@ -29,7 +30,7 @@ use sea_orm::{
     Statement,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::Error;
 use crate::db::Pool;
@@ -44,6 +45,10 @@ const BATCH: u64 = 100;
 const RECENT: usize = 32;
 /// Session changes buffered per listening socket; one that falls further behind re-checks its session anyway.
 const SESSION_BUFFER: usize = 1024;
+/// Fences waiting for the listener; more wait for room.
+const FENCES: usize = 1024;
+/// The longest a fence is waited for.
+const FENCE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What one notification announces. On PostgreSQL its JSON is the payload (`{"entries":[[id, account_id, amount,
 /// transfer_id, balance_after, account_seq, created_at], …]}`, `{"sessions_ended":"alice"}`), built by SQL as well
@@ -106,22 +111,27 @@ struct Inner {
     hearing: AtomicBool,
     /// Where the positions users wrote up to go.
     positions: Arc<Positions>,
+    /// Fences for the listener (PostgreSQL).
+    fences: Option<mpsc::Sender<listener::Fence>>,
 }
 
 impl Feed {
     /// The feed for `db`'s database: on PostgreSQL it starts listening on one of `db`'s connections (a task that
     /// lives as long as the feed), and the write positions it hears go to `positions`.
     pub fn start(db: &DatabaseConnection, positions: Arc<Positions>) -> Self {
+        let postgres = db.get_database_backend() == DbBackend::Postgres;
+        let (fences, waiting) = mpsc::channel(FENCES);
         let feed = Self(Arc::new(Inner {
             backend: db.get_database_backend(),
             accounts: Mutex::default(),
             sessions: broadcast::channel(SESSION_BUFFER).0,
-            hearing: AtomicBool::new(db.get_database_backend() != DbBackend::Postgres),
+            hearing: AtomicBool::new(!postgres),
             positions,
+            fences: postgres.then_some(fences),
         }));
-        if feed.0.backend == DbBackend::Postgres {
+        if postgres {
             let pool = db.get_postgres_connection_pool().clone();
-            tokio::spawn(listener::run(pool, Arc::downgrade(&feed.0)));
+            tokio::spawn(listener::run(pool, Arc::downgrade(&feed.0), waiting));
         }
         feed
     }
@@ -154,19 +164,27 @@ impl Feed {
     }
 
     /// Tells every process that `user` wrote: the primary's position now, past every commit `user` has been answered
-    /// for, goes out with `pg_notify` (PostgreSQL only). Returns the position.
-    pub async fn announce_position(&self, db: &Pool, user: &str) -> Result<Position, Error> {
-        let row = db
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT p.at FROM (SELECT pg_current_wal_lsn()::text AS at) p, \
-                 pg_notify($1, json_build_object('wrote', json_build_array($2::text, p.at))::text)",
-                [CHANNEL.into(), user.into()],
-            ))
-            .await?
-            .ok_or_else(|| Error::internal("the primary told no position"))?;
-        let at: String = row.try_get_by_index(0)?;
-        at.parse().map_err(Error::internal)
+    /// for, goes out with `pg_notify` (PostgreSQL only).
+    pub async fn announce_position(&self, db: &Pool, user: &str) -> Result<(), Error> {
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_notify($1, json_build_object('wrote', json_build_array($2::text, pg_current_wal_lsn()::text))::text)",
+            [CHANNEL.into(), user.into()],
+        ))
+        .await?;
+        Ok(())
+    }
+
+    /// Waits (at most [`FENCE_TIMEOUT`]) until this process has heard everything committed before the call: true
+    /// then; false when it cannot tell (it is not listening, or the fence failed). One round trip on the listening
+    /// connection, shared by the calls made meanwhile.
+    pub async fn fence(&self) -> bool {
+        let Some(fences) = &self.0.fences else { return self.hearing() };
+        let (fence, passed) = oneshot::channel();
+        if !self.hearing() || fences.send(fence).await.is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(FENCE_TIMEOUT, passed).await, Ok(Ok(()))) && self.hearing()
     }
 
     /// Whether every change committed from now on will be heard in this process: always on SQLite; on PostgreSQL
