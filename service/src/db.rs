@@ -56,7 +56,7 @@ const MAX_BATCH: usize = 64;
 /// Writes waiting for the SQLite writer; more wait for room, so that a flood queues in its requests.
 const QUEUE: usize = 1024;
 
-/// How long a snapshot may wait for a standby's connection, or to connect to one, before reading on the primary.
+/// How long a snapshot may wait to open on a standby (a connection, and BEGIN) before reading on the primary.
 const STANDBY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What one PostgreSQL pool is for.
@@ -282,12 +282,15 @@ impl Database {
         let pooled = self.pool.each_in_a_transaction;
         if let Some(replicas) = &self.replicas {
             if let Some((index, replica)) = replicas.choose(sees).await {
-                match begin_snapshot(&replica.pool, pooled).await {
-                    Ok(txn) => {
+                // Bounded: a pooler in front of a standby that is down keeps a new transaction waiting for a server
+                // connection rather than failing it.
+                match tokio::time::timeout(STANDBY_TIMEOUT, begin_snapshot(&replica.pool, pooled)).await {
+                    Ok(Ok(txn)) => {
                         replicas.count(true);
                         return Ok(Db::Standby(Arc::new(txn), index));
                     }
-                    Err(err) => replicas.failed(index, &err),
+                    Ok(Err(err)) => replicas.failed(index, &err),
+                    Err(_) => replicas.failed(index, &"no snapshot opened within a second"),
                 }
             }
             replicas.count(false);
