@@ -373,7 +373,9 @@ async fn run(
         let signed_in = graphql::SignedIn::default();
         let request = request.data(signed_in.clone());
         let response = execute_on(state, client, token, request, Db::Pool(state.db.reads().clone())).await;
-        if let Some(user) = user.or_else(|| signed_in.user()) {
+        if state.db.has_replicas()
+            && let Some(user) = user.or_else(|| signed_in.user())
+        {
             tell_position(state, &user).await;
         }
         return response;
