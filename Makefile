@@ -3,7 +3,7 @@
 DATABASE_URL ?= sqlite://simple-bank.db?mode=rwc
 export DATABASE_URL
 
-.PHONY: run test fuzz lint schema erd audit graphiql client bench migrateup migratedown migrateup1 migratedown1 migratestatus
+.PHONY: run test fuzz lint schema erd audit graphiql client bench cluster cluster-down migrateup migratedown migrateup1 migratedown1 migratestatus
 
 ## Serve the API on 127.0.0.1:8000 (SQLite by default; GraphiQL at /).
 run:
@@ -35,6 +35,15 @@ schema:
 bench:
 	cargo build -q --release -p simple-bank -p bank-bench
 	PG_STOCK=1 scripts/with-postgres target/release/bank-bench
+
+## The scale-out topology on this machine (README, Scaling): a PostgreSQL primary and a hot standby, pgbouncer, two
+## servers and HAProxy in front, all on loopback; prints the URL. Needs postgresql, pgbouncer and haproxy installed.
+cluster:
+	scripts/cluster up
+
+## Stops what `make cluster` started and removes its files.
+cluster-down:
+	scripts/cluster down
 
 ## Redraw docs/schema.md from a freshly migrated PostgreSQL database.
 erd:

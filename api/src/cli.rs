@@ -74,9 +74,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 async fn set_role(config: &Config, username: &str, role: Role) -> anyhow::Result<()> {
     let username = Username::parse(username)?;
     if config.migrate {
-        migration::migrate_up(&config.database_url).await?;
+        migration::migrate_up(config.direct_database_url()).await?;
     }
-    let db = service::db::connect(&config.database_url, config.database_max_connections).await?;
+    let db = service::db::connect(config.direct_database_url(), config.database_max_connections).await?;
     let user = service::users::set_role(&db, &username, role).await.map_err(|err| match err {
         service::Error::NotFound { .. } => {
             anyhow::anyhow!("user {:?} does not exist", username.as_str())

@@ -28,6 +28,29 @@ pub struct Config {
     #[arg(long, env = "SQLITE_READ_CONNECTIONS", default_value_t = service::db::DEFAULT_SQLITE_READ_CONNECTIONS)]
     pub sqlite_read_connections: u32,
 
+    /// PostgreSQL hot standbys of DATABASE_URL's primary (streaming replicas), comma-separated URLs. Query operations
+    /// then read on a standby, each in one snapshot, while mutations and sockets stay on the primary; a caller's
+    /// queries still see the caller's own writes. Default: none, and everything reads on the primary.
+    #[arg(long, env = "DATABASE_REPLICA_URLS", value_delimiter = ',')]
+    pub database_replica_urls: Vec<String>,
+
+    /// The most a standby may lag behind the primary, in milliseconds, and still serve queries; one further behind,
+    /// or down, is skipped until it catches up. Default: 1000.
+    #[arg(long, env = "REPLICA_MAX_LAG_MS", default_value_t = 1000)]
+    pub replica_max_lag_ms: u64,
+
+    /// A direct connection to the primary, not through a pooler: the change feed's `LISTEN` holds it, and
+    /// migrations and `set-role` run on it. Default: DATABASE_URL.
+    #[arg(long, env = "DATABASE_LISTEN_URL")]
+    pub database_listen_url: Option<String>,
+
+    /// DATABASE_URL and DATABASE_REPLICA_URLS lead through a transaction-pooling pooler (pgbouncer with
+    /// `pool_mode = transaction`, which must also run `server_reset_query = DEALLOCATE ALL` with
+    /// `server_reset_query_always = 1`): no prepared statement outlives its transaction, no setting is left on a
+    /// connection. Needs DATABASE_LISTEN_URL. Default: false.
+    #[arg(long, env = "DATABASE_TRANSACTION_POOLING", default_value_t = false, action = clap::ArgAction::Set)]
+    pub database_transaction_pooling: bool,
+
     /// Address to listen on. Default: 127.0.0.1:8000.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8000")]
     pub listen_addr: SocketAddr,
@@ -156,6 +179,34 @@ impl Config {
             signups_per_address: self.signups_per_address_per_hour,
             signup_window: chrono::Duration::hours(1),
         }
+    }
+
+    /// How the server connects to its database.
+    pub fn database_settings(&self) -> anyhow::Result<service::db::Settings> {
+        if self.database_transaction_pooling && self.database_listen_url.is_none() {
+            bail!(
+                "DATABASE_TRANSACTION_POOLING needs DATABASE_LISTEN_URL: LISTEN cannot work through a transaction pooler"
+            );
+        }
+        Ok(service::db::Settings {
+            max_connections: self.database_max_connections,
+            sqlite_read_connections: self.sqlite_read_connections,
+            listen_url: self.database_listen_url.clone(),
+            replica_urls: self
+                .database_replica_urls
+                .iter()
+                .map(|url| url.trim().to_owned())
+                .filter(|url| !url.is_empty())
+                .collect(),
+            max_replica_lag: std::time::Duration::from_millis(self.replica_max_lag_ms),
+            transaction_pooling: self.database_transaction_pooling,
+            ..service::db::Settings::new(&self.database_url)
+        })
+    }
+
+    /// Where migrations and `set-role` run: a direct connection to the primary.
+    pub fn direct_database_url(&self) -> &str {
+        self.database_listen_url.as_deref().unwrap_or(&self.database_url)
     }
 
     pub fn token_config(&self) -> anyhow::Result<TokenConfig> {

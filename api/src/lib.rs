@@ -57,14 +57,8 @@ impl AppState {
         let tokens = Arc::new(config.token_config()?);
         let metrics = Arc::new(Metrics::default());
         let counter = metrics.clone();
-        let db = Database::connect(
-            &config.database_url,
-            config.database_max_connections,
-            config.sqlite_read_connections,
-            move |_| counter.count_statement(),
-        )
-        .await?;
-        let feed = Feed::start(db.reads());
+        let db = Database::connect(&config.database_settings()?, move |_| counter.count_statement()).await?;
+        let feed = Feed::start(db.listen(), db.positions().clone());
         let schema = graphql::build_schema(db.clone(), feed.clone(), tokens.clone(), metrics.clone(), config);
         let assets = &config.graphiql_assets_dir;
         let graphiql_assets =
@@ -99,7 +93,7 @@ impl Application {
     /// Migrates the database unless told not to, connects, and binds the listeners (port 0 picks a free one).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         if config.migrate {
-            migration::migrate_up(&config.database_url).await?;
+            migration::migrate_up(config.direct_database_url()).await?;
         }
         let state = AppState::new(&config).await?;
         let listener = TcpListener::bind(config.listen_addr).await?;

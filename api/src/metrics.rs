@@ -127,6 +127,27 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE db_pool_connections gauge");
         let _ = writeln!(out, "db_pool_connections{{state=\"idle\"}} {idle}");
         let _ = writeln!(out, "db_pool_connections{{state=\"in_use\"}} {}", (open as usize).saturating_sub(idle));
+        if let Some(report) = db.replica_report() {
+            let _ =
+                writeln!(out, "# HELP db_query_snapshots_total Query snapshots opened, on a standby or the primary.");
+            let _ = writeln!(out, "# TYPE db_query_snapshots_total counter");
+            let _ = writeln!(out, "db_query_snapshots_total{{on=\"standby\"}} {}", report.on_standby);
+            let _ = writeln!(out, "db_query_snapshots_total{{on=\"primary\"}} {}", report.on_primary);
+            let label = |name: &str| format!("standby=\"{}\"", escape(name));
+            let _ =
+                writeln!(out, "# HELP db_standby_lag_seconds How far behind the primary each standby is known to be.");
+            let _ = writeln!(out, "# TYPE db_standby_lag_seconds gauge");
+            for standby in &report.standbys {
+                if let Some(lag) = standby.lag {
+                    let _ = writeln!(out, "db_standby_lag_seconds{{{}}} {}", label(&standby.name), lag.as_secs_f64());
+                }
+            }
+            let _ = writeln!(out, "# HELP db_standby_usable Whether queries may read on each standby (1) or not (0).");
+            let _ = writeln!(out, "# TYPE db_standby_usable gauge");
+            for standby in &report.standbys {
+                let _ = writeln!(out, "db_standby_usable{{{}}} {}", label(&standby.name), u8::from(standby.usable));
+            }
+        }
         out
     }
 }

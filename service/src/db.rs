@@ -4,6 +4,9 @@
 //! a time and makes each commit durable with a sync to disk, so there every write goes through one writer task that
 //! commits whatever has queued meanwhile as one transaction (group commit), each write in a savepoint of its own;
 //! reads use read-only connections beside it, which WAL lets read while the writer writes.
+//!
+//! On PostgreSQL, query snapshots may open on hot standbys instead of the primary (see [`crate::replicas`]), and
+//! every connection may lead through a transaction-pooling pooler such as pgbouncer (see [`Settings`]).
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
@@ -19,16 +22,18 @@ use sea_orm::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Error;
+use crate::replicas::{self, Positions, Replica, ReplicaReport, Replicas, Sees};
 
 /// Connects one pool to `url` with the settings the server relies on: what the server writes through, and what a
-/// process of its own (the `set-role` command, the tests) uses.
+/// process of its own (the `set-role` command, the tests) uses. It must be a direct connection, not through a
+/// transaction-pooling pooler.
 ///
 /// SQLite: one connection (SQLite runs one writer at a time; a single connection turns contention into a queue
 /// instead of `database is locked` errors), WAL with `synchronous=FULL` so a committed transfer survives a crash,
 /// foreign keys enforced, and a busy timeout for other processes sharing the file.
 /// PostgreSQL: a pool of up to `max_connections` that fails fast when the server is away, so requests do not hang.
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
-    Connector::connect(options(url, max_connections)).await
+    Connector::connect(options(url, max_connections, Kind::default())).await
 }
 
 /// The server's default pool size on PostgreSQL, for writes (query snapshots have as many again). PostgreSQL does
@@ -41,6 +46,9 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
 /// more connections than cores keep the cores busy while some wait for their request's next statement.
 pub const DEFAULT_SQLITE_READ_CONNECTIONS: u32 = 4;
 
+/// The most a standby may lag behind the primary and still serve queries, by default.
+pub const DEFAULT_MAX_REPLICA_LAG: Duration = Duration::from_secs(1);
+
 /// The most writes the SQLite writer commits as one transaction: by a few dozen the sync's cost is spread thin,
 /// while every write of a batch waits for its last one.
 const MAX_BATCH: usize = 64;
@@ -48,7 +56,19 @@ const MAX_BATCH: usize = 64;
 /// Writes waiting for the SQLite writer; more wait for room, so that a flood queues in its requests.
 const QUEUE: usize = 1024;
 
-fn options(url: &str, max_connections: u32) -> ConnectOptions {
+/// How long a snapshot may wait to open on a standby (a connection, and BEGIN) before reading on the primary.
+const STANDBY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What one PostgreSQL pool is for.
+#[derive(Clone, Copy, Default)]
+struct Kind {
+    /// Its connections lead through a transaction-pooling pooler.
+    pooled: bool,
+    /// Query snapshots: every transaction REPEATABLE READ and READ ONLY.
+    snapshots: bool,
+}
+
+fn options(url: &str, max_connections: u32, kind: Kind) -> ConnectOptions {
     let mut options = ConnectOptions::new(url);
     options
         .sqlx_logging(false)
@@ -66,6 +86,20 @@ fn options(url: &str, max_connections: u32) -> ConnectOptions {
                 .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10))
+        })
+        .map_sqlx_postgres_opts(move |pg| {
+            // Behind a transaction pooler, the next transaction may land on another server connection, which does
+            // not have this one's prepared statements, so none is kept; nor are settings sent when connecting
+            // (pgbouncer refuses them, `extra_float_digits` included, which this bank of integers does not need),
+            // so snapshots set theirs at BEGIN instead (`begin_snapshot`).
+            match kind {
+                Kind { pooled: true, .. } => pg.statement_cache_capacity(0).extra_float_digits(None),
+                Kind { pooled: false, snapshots: true } => pg.options([
+                    ("default_transaction_isolation", "repeatable read"),
+                    ("default_transaction_read_only", "on"),
+                ]),
+                Kind { pooled: false, snapshots: false } => pg,
+            }
         });
     if url.starts_with("sqlite:") {
         options.max_connections(1);
@@ -75,63 +109,205 @@ fn options(url: &str, max_connections: u32) -> ConnectOptions {
     options
 }
 
+/// Opens a query snapshot on `conn`: REPEATABLE READ and READ ONLY, set by the connection's own settings, or at
+/// BEGIN behind a transaction pooler (one more round trip).
+async fn begin_snapshot(conn: &DatabaseConnection, pooled: bool) -> Result<DatabaseTransaction, DbErr> {
+    let txn = conn.begin().await?;
+    if pooled {
+        txn.execute_unprepared("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
+    }
+    Ok(txn)
+}
+
+/// How the server connects to its database.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The primary (PostgreSQL) or the file (SQLite).
+    pub url: String,
+    /// PostgreSQL connections for writes, and as many again for query snapshots, on the primary and on each standby.
+    pub max_connections: u32,
+    /// SQLite's read-only connections.
+    pub sqlite_read_connections: u32,
+    /// A direct connection to the primary for the change feed's `LISTEN`, which a transaction pooler cannot carry;
+    /// `None`: `url`.
+    pub listen_url: Option<String>,
+    /// Hot standbys of the primary, where query snapshots open when they are close enough behind.
+    pub replica_urls: Vec<String>,
+    /// The most a standby may lag and still serve queries.
+    pub max_replica_lag: Duration,
+    /// `url` and `replica_urls` lead through a transaction-pooling pooler (pgbouncer's `pool_mode = transaction`):
+    /// no prepared statement is kept past a transaction, no setting is left on a connection, and every statement
+    /// runs inside a transaction (see [`Pool`]).
+    pub transaction_pooling: bool,
+}
+
+impl Settings {
+    /// The defaults, on the database at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            sqlite_read_connections: DEFAULT_SQLITE_READ_CONNECTIONS,
+            listen_url: None,
+            replica_urls: Vec::new(),
+            max_replica_lag: DEFAULT_MAX_REPLICA_LAG,
+            transaction_pooling: false,
+        }
+    }
+}
+
+/// `url` without its password, for logs.
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(at)) if at > scheme.len() => {
+            let credentials = &rest[..at - scheme.len() - 3];
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}@{}", &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// The server's database: reads outside a snapshot, per-request snapshots, and writes. Cheap to clone.
 #[derive(Clone)]
 pub struct Database {
-    /// PostgreSQL: the pool, for writes and for reads outside a snapshot. SQLite: the read-only connections.
-    pool: DatabaseConnection,
-    /// Where query snapshots open: on PostgreSQL, connections of their own whose every transaction is REPEATABLE
-    /// READ and READ ONLY (set once, when each connects); on SQLite, the read-only connections.
+    /// PostgreSQL: the primary's pool, for writes and for reads outside a snapshot. SQLite: the read-only
+    /// connections.
+    pool: Pool,
+    /// Where query snapshots open on the primary: on PostgreSQL, connections of their own whose every transaction
+    /// is REPEATABLE READ and READ ONLY; on SQLite, the read-only connections.
     snapshots: DatabaseConnection,
     /// SQLite's writer, which every write goes through; `None` on PostgreSQL, whose writes take the pool.
     writer: Option<mpsc::Sender<Box<dyn Pending>>>,
+    /// Where the change feed listens: `pool`'s connections, or a direct connection's (`DATABASE_LISTEN_URL`).
+    listen: DatabaseConnection,
+    /// PostgreSQL's hot standbys, when there are any.
+    replicas: Option<Arc<Replicas>>,
+    /// What each caller's queries must see, as the change feed tells.
+    positions: Arc<Positions>,
 }
 
 impl Database {
-    /// Connects to `url`: on PostgreSQL two pools of up to `max_connections` (writes, query snapshots); on SQLite
-    /// the writer's one connection and `read_connections` read-only ones. `on_statement` sees every statement.
+    /// Connects as `settings` say: on PostgreSQL two pools on the primary (writes, query snapshots), one per standby,
+    /// and the change feed's; on SQLite the writer's one connection and the read-only ones. `on_statement` sees
+    /// every statement.
     pub async fn connect(
-        url: &str,
-        max_connections: u32,
-        read_connections: u32,
+        settings: &Settings,
         on_statement: impl Fn(&sea_orm::metric::Info<'_>) + Clone + Send + Sync + 'static,
     ) -> Result<Self, DbErr> {
-        let mut writes = connect(url, max_connections).await?;
+        let pooled = settings.transaction_pooling;
+        let max = settings.max_connections;
+        let positions = Arc::new(Positions::new(settings.max_replica_lag));
+        let mut writes = Connector::connect(options(&settings.url, max, Kind { pooled, snapshots: false })).await?;
         writes.set_metric_callback(on_statement.clone());
         if writes.get_database_backend() == DbBackend::Postgres {
-            let mut options = options(url, max_connections);
-            options.map_sqlx_postgres_opts(|pg| {
-                pg.options([
-                    ("default_transaction_isolation", "repeatable read"),
-                    ("default_transaction_read_only", "on"),
-                ])
-            });
-            let mut snapshots = Connector::connect(options).await?;
-            snapshots.set_metric_callback(on_statement);
-            return Ok(Self { pool: writes, snapshots, writer: None });
+            let mut snapshots =
+                Connector::connect(options(&settings.url, max, Kind { pooled, snapshots: true })).await?;
+            snapshots.set_metric_callback(on_statement.clone());
+            let listen = match &settings.listen_url {
+                Some(url) if *url != settings.url => connect(url, 2).await?,
+                _ => writes.clone(),
+            };
+            let replicas = if settings.replica_urls.is_empty() {
+                None
+            } else {
+                let mut list = Vec::new();
+                for url in &settings.replica_urls {
+                    let mut options = options(url, max, Kind { pooled, snapshots: true });
+                    // A standby that is down at start is no reason not to start: it is skipped until it answers.
+                    options
+                        .connect_lazy(true)
+                        .min_connections(0)
+                        .connect_timeout(STANDBY_TIMEOUT)
+                        .acquire_timeout(STANDBY_TIMEOUT);
+                    let mut pool = Connector::connect(options).await?;
+                    pool.set_metric_callback(on_statement.clone());
+                    list.push(Replica::new(redacted(url), pool));
+                }
+                let replicas = Arc::new(Replicas::new(list, settings.max_replica_lag));
+                let primary = writes.get_postgres_connection_pool().clone();
+                tokio::spawn(replicas::watch(primary, Arc::downgrade(&replicas)));
+                Some(replicas)
+            };
+            let pool = Pool { conn: writes, each_in_a_transaction: pooled };
+            return Ok(Self { pool, snapshots, writer: None, listen, replicas, positions });
+        }
+        if pooled || !settings.replica_urls.is_empty() {
+            return Err(DbErr::Custom("standbys and transaction pooling are for PostgreSQL, not SQLite".into()));
         }
         // The writer's connection came first, so the file exists and is in WAL mode, which readers cannot set.
-        let mut options = options(url, read_connections);
+        let mut options = options(&settings.url, settings.sqlite_read_connections, Kind::default());
         options
-            .max_connections(read_connections.max(1))
+            .max_connections(settings.sqlite_read_connections.max(1))
             .map_sqlx_sqlite_opts(|sqlite| sqlite.read_only(true).busy_timeout(Duration::from_secs(10)));
         let mut reads = Connector::connect(options).await?;
         reads.set_metric_callback(on_statement);
         let (writer, queue) = mpsc::channel(QUEUE);
         tokio::spawn(write_batches(writes, queue));
-        Ok(Self { pool: reads.clone(), snapshots: reads, writer: Some(writer) })
+        let pool = Pool { conn: reads.clone(), each_in_a_transaction: false };
+        Ok(Self { pool, snapshots: reads.clone(), writer: Some(writer), listen: reads, replicas: None, positions })
     }
 
     /// For reads outside a snapshot (a mutation's, a socket's), which never wait for a write on either backend.
-    pub fn reads(&self) -> &DatabaseConnection {
+    /// On PostgreSQL they read on the primary.
+    pub fn reads(&self) -> &Pool {
         &self.pool
     }
 
-    /// A snapshot for one query request's reads. On PostgreSQL it costs one round trip to open (`BEGIN`) and none
-    /// to end: nothing in it can have changed anything, so it is rolled back in the background once the request is
-    /// answered. On SQLite it begins with the request's first read (a deferred `BEGIN`).
-    pub async fn snapshot(&self) -> Result<Db, DbErr> {
-        Ok(Db::Snapshot(Arc::new(self.snapshots.begin().await?)))
+    /// The pool the change feed's `LISTEN` connection comes from: a direct connection to the primary.
+    pub fn listen(&self) -> &DatabaseConnection {
+        &self.listen
+    }
+
+    /// What each caller's queries must see; the change feed keeps it up to date.
+    pub fn positions(&self) -> &Arc<Positions> {
+        &self.positions
+    }
+
+    /// Whether queries may read on standbys, and so whether writes must tell their positions.
+    pub fn has_replicas(&self) -> bool {
+        self.replicas.is_some()
+    }
+
+    /// What a query by `user` (`None`: anonymous) must see.
+    pub fn must_see(&self, user: Option<&str>) -> Sees {
+        if self.replicas.is_some() { self.positions.must_see(user) } else { Sees::Everything }
+    }
+
+    /// A snapshot for one query request's reads: on a standby that has what the query must see, if one is usable,
+    /// else on the primary. On PostgreSQL it costs one round trip to open (`BEGIN`; two behind a transaction pooler)
+    /// and none to end: nothing in it can have changed anything, so it is rolled back in the background once the
+    /// request is answered. On SQLite it begins with the request's first read (a deferred `BEGIN`).
+    pub async fn snapshot(&self, sees: Sees) -> Result<Db, DbErr> {
+        let pooled = self.pool.each_in_a_transaction;
+        if let Some(replicas) = &self.replicas {
+            if let Some((index, replica)) = replicas.choose(sees).await {
+                // Bounded: a pooler in front of a standby that is down keeps a new transaction waiting for a server
+                // connection rather than failing it.
+                match tokio::time::timeout(STANDBY_TIMEOUT, begin_snapshot(&replica.pool, pooled)).await {
+                    Ok(Ok(txn)) => {
+                        replicas.count(true);
+                        return Ok(Db::Standby(Arc::new(txn), index));
+                    }
+                    Ok(Err(err)) => replicas.failed(index, &err),
+                    Err(_) => replicas.failed(index, &"no snapshot opened within a second"),
+                }
+            }
+            replicas.count(false);
+        }
+        Ok(Db::Snapshot(Arc::new(begin_snapshot(&self.snapshots, pooled).await?)))
+    }
+
+    /// Something a query read on standby `index` failed: it is skipped until it answers a probe again.
+    pub fn standby_failed(&self, index: usize, err: &dyn std::fmt::Display) {
+        if let Some(replicas) = &self.replicas {
+            replicas.failed(index, err);
+        }
+    }
+
+    /// Where query snapshots opened, and how each standby is doing; `None` without standbys.
+    pub fn replica_report(&self) -> Option<ReplicaReport> {
+        self.replicas.as_ref().map(|replicas| replicas.report())
     }
 
     /// Runs `work`, answering once what it wrote is durable.
@@ -159,11 +335,11 @@ impl Database {
     pub fn pool_usage(&self) -> (u32, usize) {
         match self.pool.get_database_backend() {
             DbBackend::Postgres => {
-                let pool = self.pool.get_postgres_connection_pool();
+                let pool = self.pool.conn.get_postgres_connection_pool();
                 (pool.size(), pool.num_idle())
             }
             DbBackend::Sqlite => {
-                let pool = self.pool.get_sqlite_connection_pool();
+                let pool = self.pool.conn.get_sqlite_connection_pool();
                 (pool.size(), pool.num_idle())
             }
             _ => (0, 0),
@@ -171,10 +347,80 @@ impl Database {
     }
 }
 
+/// A pool of connections, for statements outside a request's snapshot or a write's transaction.
+///
+/// Behind a transaction-pooling pooler every statement runs in a transaction of its own: sqlx prepares a statement
+/// and then runs it as two exchanges, and between them, outside a transaction, the pooler may hand the server
+/// connection (with the statement) to another client.
+#[derive(Clone)]
+pub struct Pool {
+    conn: DatabaseConnection,
+    each_in_a_transaction: bool,
+}
+
+impl Pool {
+    /// A transaction, for statements that must commit together.
+    pub async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
+        self.conn.begin().await
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.conn.ping().await
+    }
+
+    /// Runs one statement, in a transaction of its own behind a transaction pooler.
+    async fn alone<T, F>(&self, statement: F) -> Result<T, DbErr>
+    where
+        F: for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, Result<T, DbErr>>,
+    {
+        let txn = self.conn.begin().await?;
+        let result = statement(&txn).await?;
+        txn.commit().await?;
+        Ok(result)
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Pool {
+    fn get_database_backend(&self) -> DbBackend {
+        self.conn.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        if self.each_in_a_transaction {
+            self.alone(|txn| Box::pin(txn.execute_raw(stmt))).await
+        } else {
+            self.conn.execute_raw(stmt).await
+        }
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        // A simple query, one exchange: nothing is prepared.
+        self.conn.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        if self.each_in_a_transaction {
+            self.alone(|txn| Box::pin(txn.query_one_raw(stmt))).await
+        } else {
+            self.conn.query_one_raw(stmt).await
+        }
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        if self.each_in_a_transaction {
+            self.alone(|txn| Box::pin(txn.query_all_raw(stmt))).await
+        } else {
+            self.conn.query_all_raw(stmt).await
+        }
+    }
+}
+
 /// Where a write's statements go: PostgreSQL's pool, or the savepoint the SQLite writer opened for it.
 #[derive(Clone, Copy)]
 pub enum Writing<'a> {
-    Pool(&'a DatabaseConnection),
+    Pool(&'a Pool),
     Savepoint(&'a DatabaseTransaction),
 }
 
@@ -313,15 +559,28 @@ async fn commit(conn: &DatabaseConnection, batch: &mut [Box<dyn Pending>]) -> Re
     txn.commit().await
 }
 
-/// Where a request's reads go: the pool, or one snapshot transaction shared by every field of a query request.
+/// Where a request's reads go: the pool, or one snapshot transaction shared by every field of a query request, on
+/// the primary or on a standby.
 ///
 /// A snapshot makes a query's fields agree with each other: a banker summing every balance in one request sees
 /// the conserved total even while transfers commit. It is shared (`Arc`) because batch loaders outlive borrows;
 /// it ends when the last holder drops it.
 #[derive(Clone)]
 pub enum Db {
-    Pool(DatabaseConnection),
+    Pool(Pool),
     Snapshot(Arc<DatabaseTransaction>),
+    /// A snapshot on the standby of this index.
+    Standby(Arc<DatabaseTransaction>, usize),
+}
+
+impl Db {
+    /// The standby this snapshot is on, if it is on one.
+    pub fn standby(&self) -> Option<usize> {
+        match self {
+            Self::Standby(_, index) => Some(*index),
+            _ => None,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -329,35 +588,35 @@ impl ConnectionTrait for Db {
     fn get_database_backend(&self) -> DbBackend {
         match self {
             Self::Pool(db) => db.get_database_backend(),
-            Self::Snapshot(txn) => txn.get_database_backend(),
+            Self::Snapshot(txn) | Self::Standby(txn, _) => txn.get_database_backend(),
         }
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
         match self {
             Self::Pool(db) => db.execute_raw(stmt).await,
-            Self::Snapshot(txn) => txn.execute_raw(stmt).await,
+            Self::Snapshot(txn) | Self::Standby(txn, _) => txn.execute_raw(stmt).await,
         }
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
         match self {
             Self::Pool(db) => db.execute_unprepared(sql).await,
-            Self::Snapshot(txn) => txn.execute_unprepared(sql).await,
+            Self::Snapshot(txn) | Self::Standby(txn, _) => txn.execute_unprepared(sql).await,
         }
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
         match self {
             Self::Pool(db) => db.query_one_raw(stmt).await,
-            Self::Snapshot(txn) => txn.query_one_raw(stmt).await,
+            Self::Snapshot(txn) | Self::Standby(txn, _) => txn.query_one_raw(stmt).await,
         }
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
         match self {
             Self::Pool(db) => db.query_all_raw(stmt).await,
-            Self::Snapshot(txn) => txn.query_all_raw(stmt).await,
+            Self::Snapshot(txn) | Self::Standby(txn, _) => txn.query_all_raw(stmt).await,
         }
     }
 }

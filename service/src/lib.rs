@@ -12,6 +12,7 @@ mod error;
 pub mod feed;
 pub mod ledger;
 pub mod password;
+pub mod replicas;
 pub mod sessions;
 pub mod slice;
 pub mod throttle;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, Set, Statement};
 use serde_json::{Value, json};
 use service::auth::{self, TokenConfig};
-use service::db::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SQLITE_READ_CONNECTIONS, Database};
+use service::db::{Database, Settings};
 use service::domain::Username;
 use service::entity::{login_throttle, session};
 use service::throttle::{Limits, Throttle};
@@ -153,9 +153,7 @@ async fn a_login_whose_password_changed_while_it_was_being_checked_opens_no_sess
     let sessions = || session::Entity::find().filter(session::Column::Username.eq("alice"));
     let before = sessions().count(&app.db).await.expect("count sessions");
     // The login's steps as a server would run them, on a database of their own (on SQLite, a second writer).
-    let db = Database::connect(&app.database.url, DEFAULT_MAX_CONNECTIONS, DEFAULT_SQLITE_READ_CONNECTIONS, |_| {})
-        .await
-        .expect("connect");
+    let db = Database::connect(&Settings::new(&app.database.url), |_| {}).await.expect("connect");
 
     // The login's check passes with the old password; the owner changes it before the session is opened.
     let checked = auth::check_password(&db, &throttle, client, &username, PASSWORD).await.expect("right password");

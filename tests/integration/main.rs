@@ -15,6 +15,7 @@ mod migrations;
 mod node;
 mod payments;
 mod persisted;
+mod replicas;
 mod schema_file;
 mod sessions;
 mod statements;

@@ -17,6 +17,7 @@ use tempfile::TempDir;
 mod bank;
 pub mod generate;
 mod pg_server;
+mod pgbouncer;
 mod raw_http;
 mod socket;
 
@@ -25,6 +26,7 @@ pub use bank::{
     ledger_check, transfer_input,
 };
 pub use pg_server::PgServer;
+pub use pgbouncer::Pgbouncer;
 pub use raw_http::RawAnswer;
 pub use socket::{Received, Socket};
 
@@ -202,7 +204,8 @@ pub async fn spawn_app_on(database: TestDatabase) -> TestApp {
 }
 
 /// Starts a server on `database` with extra command-line flags (say `--trusted-proxies 127.0.0.1`). Called again
-/// with the same database, it starts another server sharing it, as a second process would.
+/// with the same database, it starts another server sharing it, as a second process would. A `--database-url` among
+/// the flags leads the server to the database another way (through a pooler, say); the test still reads it directly.
 pub async fn spawn_app_with(database: Arc<TestDatabase>, flags: &[&str]) -> TestApp {
     // The server's logs (warnings and errors, unless RUST_LOG says otherwise) show in a failing test's output.
     if std::env::var_os("RUST_LOG").is_none() {
@@ -210,18 +213,10 @@ pub async fn spawn_app_with(database: Arc<TestDatabase>, flags: &[&str]) -> Test
     } else {
         simple_bank::telemetry::init();
     }
-    let base = [
-        "simple-bank",
-        "--database-url",
-        &database.url,
-        "--listen-addr",
-        "127.0.0.1:0",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--jwt-secret",
-        JWT_SECRET,
-    ];
-    let cli = Cli::try_parse_from(base.iter().chain(flags)).expect("test configuration parses");
+    let url = if flags.contains(&"--database-url") { [].as_slice() } else { &["--database-url", &database.url][..] };
+    let base =
+        ["simple-bank", "--listen-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--jwt-secret", JWT_SECRET];
+    let cli = Cli::try_parse_from(base.iter().chain(url).chain(flags)).expect("test configuration parses");
     let app = Application::build(cli.config).await.expect("the server builds");
     let address = format!("http://{}", app.local_addr().expect("a bound address"));
     let metrics_address = format!("http://{}", app.metrics_addr().expect("a bound metrics address"));

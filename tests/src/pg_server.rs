@@ -1,4 +1,5 @@
-//! A PostgreSQL server of a test's own, which the test may stop and start (the shared one must stay up).
+//! A PostgreSQL server of a test's own, which the test may stop and start (the shared one must stay up), and hot
+//! standbys of it, streaming its changes.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -10,22 +11,67 @@ pub struct PgServer {
     dir: TempDir,
     bindir: PathBuf,
     port: u16,
+    /// Settings of its own, on `postgres`'s command line.
+    settings: String,
 }
 
 impl PgServer {
     /// Initialises and starts a server in a temporary directory, on a free loopback port.
     pub fn start() -> Self {
+        let server = Self::new(String::new());
+        let data = server.data_dir();
+        run(server.command("initdb").args(["-D", &data, "-U", "postgres", "-A", "trust", "--no-sync"]), "initdb");
+        server.start_again();
+        server
+    }
+
+    /// A hot standby of `primary`, made as operators make one: `pg_basebackup` of the running primary, then
+    /// streaming from it. With `apply_delay`, it applies each commit only that long after the primary made it
+    /// (`recovery_min_apply_delay`): a standby that lags on purpose.
+    pub fn standby_of(primary: &PgServer, apply_delay: Option<std::time::Duration>) -> Self {
+        let settings = apply_delay
+            .map_or_else(String::new, |delay| format!(" -c recovery_min_apply_delay={}ms", delay.as_millis()));
+        let standby = Self::new(settings);
+        let port = primary.port.to_string();
+        let data = standby.data_dir();
+        run(
+            standby.command("pg_basebackup").args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &data,
+                "--write-recovery-conf",
+                "--wal-method=stream",
+                "--checkpoint=fast",
+                "--no-sync",
+            ]),
+            "pg_basebackup",
+        );
+        standby.start_again();
+        standby
+    }
+
+    fn new(settings: String) -> Self {
         let bindir = bindir();
         let dir = tempfile::tempdir().expect("a temporary directory");
         if is_root() {
             run(Command::new("chown").arg("postgres").arg(dir.path()), "chown the data directory to postgres");
         }
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let server = Self { dir, bindir, port };
-        let data = server.data_dir();
-        run(server.command("initdb").args(["-D", &data, "-U", "postgres", "-A", "trust", "--no-sync"]), "initdb");
-        server.start_again();
-        server
+        Self { dir, bindir, port, settings }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of its database `name`.
+    pub fn url_of(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
     /// The URL of its `postgres` database, from which tests create their own.
@@ -40,8 +86,12 @@ impl PgServer {
 
     /// Starts the stopped server again, on the same port and data, and waits until it accepts connections.
     pub fn start_again(&self) {
-        let options =
-            format!("-h 127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200", self.port, self.socket_dir());
+        let options = format!(
+            "-h 127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200{}",
+            self.port,
+            self.socket_dir(),
+            self.settings
+        );
         let log = format!("{}/server.log", self.socket_dir());
         run(
             self.command("pg_ctl").args([

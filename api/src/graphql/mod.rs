@@ -97,9 +97,35 @@ impl RequestAuth {
 /// The authenticated caller of this request, or `UNAUTHENTICATED`.
 pub(crate) async fn caller<'a>(ctx: &Context<'a>) -> Result<&'a Caller, ApiError> {
     let auth = ctx.data_unchecked::<RequestAuth>();
-    let caller =
-        auth.caller.get_or_try_init(|| async { sessions(ctx).check(db(ctx), &verified_token(ctx)?).await }).await?;
+    let caller = auth
+        .caller
+        .get_or_try_init(|| async {
+            let token = verified_token(ctx)?;
+            // A standby may not have replayed a session's end yet: sessions are checked on the primary.
+            match db(ctx) {
+                db if db.standby().is_some() => sessions(ctx).check(database(ctx).reads(), &token).await,
+                db => sessions(ctx).check(db, &token).await,
+            }
+        })
+        .await?;
     Ok(caller)
+}
+
+/// The user a mutation signed in (a login), whose next queries must see what it wrote as the caller's would.
+#[derive(Clone, Default)]
+pub struct SignedIn(Arc<std::sync::Mutex<Option<String>>>);
+
+impl SignedIn {
+    pub fn user(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Notes `username` for the request, if the request asked to know (HTTP mutations do).
+    pub(crate) fn note(ctx: &Context<'_>, username: &str) {
+        if let Some(signed_in) = ctx.data_opt::<SignedIn>() {
+            *signed_in.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(username.to_owned());
+        }
+    }
 }
 
 /// The request's access token, verified but with its session not yet checked: for a service that checks the

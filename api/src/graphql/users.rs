@@ -255,6 +255,7 @@ impl UserMutation {
         let tokens =
             service::auth::login(database(ctx), tokens(ctx), throttle(ctx), client(ctx), &username, &input.password)
                 .await?;
+        super::SignedIn::note(ctx, username.as_str());
         Ok(tokens.into())
     }
 

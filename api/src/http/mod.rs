@@ -347,8 +347,8 @@ async fn execute(
     respond(response, negotiate(headers))
 }
 
-/// Executes one operation: a query inside one read snapshot, a mutation on the pool (its services open their own
-/// transactions).
+/// Executes one operation: a query inside one read snapshot (on a standby when one has what the caller must see),
+/// a mutation on the primary's pool (its services open their own transactions).
 async fn run(
     state: &AppState,
     client: IpAddr,
@@ -361,18 +361,90 @@ async fn run(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(|token| token.trim().to_owned());
-    let db = if mutation {
-        Db::Pool(state.db.reads().clone())
-    } else {
-        // Without a snapshot the fields still answer, each with its own error if the database is away.
-        state.db.snapshot().await.unwrap_or_else(|err| {
-            tracing::warn!(%err, "cannot open a read snapshot");
-            Db::Pool(state.db.reads().clone())
-        })
+    // Whom the request acts for, as far as where it reads goes: the token's user, checked for its signature only
+    // (a forged token reads nothing; the session is checked where a field needs the caller).
+    let user = state
+        .db
+        .has_replicas()
+        .then(|| token.as_deref().and_then(|token| service::auth::verify(&state.tokens, token).ok()))
+        .flatten()
+        .map(|token| token.username);
+    if mutation {
+        let signed_in = graphql::SignedIn::default();
+        let request = request.data(signed_in.clone());
+        let response = execute_on(state, client, token, request, Db::Pool(state.db.reads().clone())).await;
+        if state.db.has_replicas()
+            && let Some(user) = user.or_else(|| signed_in.user())
+        {
+            tell_position(state, &user).await;
+        }
+        return response;
+    }
+    let sees = match user.as_deref() {
+        // What the caller wrote was announced before it was answered, so once this process has heard everything
+        // announced before now, it knows what the caller must see.
+        Some(user) if state.feed.fence().await => state.db.must_see(Some(user)),
+        Some(_) => service::replicas::Sees::Everything,
+        None => state.db.must_see(None),
     };
+    let db = snapshot(state, sees).await;
+    let Some(standby) = db.standby() else {
+        return execute_on(state, client, token, request, db).await;
+    };
+    // A query only reads, so one that a standby failed (it went down, or cancelled the query to replay) runs again
+    // on the primary: a standby's trouble costs the caller nothing but time.
+    let again = copy(&request);
+    let response = execute_on(state, client, token.clone(), request, db).await;
+    let failure = response.errors.iter().find_map(|error| {
+        let code = error.extensions.as_ref()?.get("code")?;
+        let unavailable = [Code::ServiceUnavailable, Code::InternalServerError]
+            .iter()
+            .any(|failed| *code == async_graphql::Value::String(failed.as_str().to_owned()));
+        unavailable.then(|| error.message.clone())
+    });
+    let Some(failure) = failure else { return response };
+    state.db.standby_failed(standby, &failure);
+    let db = snapshot(state, service::replicas::Sees::Everything).await;
+    execute_on(state, client, token, again, db).await
+}
+
+/// A snapshot where a query that `sees` may read; without one, the fields still answer, each with its own error if
+/// the database is away.
+async fn snapshot(state: &AppState, sees: service::replicas::Sees) -> Db {
+    state.db.snapshot(sees).await.unwrap_or_else(|err| {
+        tracing::warn!(%err, "cannot open a read snapshot");
+        Db::Pool(state.db.reads().clone())
+    })
+}
+
+async fn execute_on(
+    state: &AppState,
+    client: IpAddr,
+    token: Option<String>,
+    request: async_graphql::Request,
+    db: Db,
+) -> async_graphql::Response {
     let request = graphql::request_data(request.data(RequestAuth::new(token, client)), &db);
     // The snapshot ends when `db` is dropped on return, rolled back in the background: it only read.
     state.schema.execute(request).await
+}
+
+/// The request as it came, to run once more.
+fn copy(request: &async_graphql::Request) -> async_graphql::Request {
+    let mut copy = async_graphql::Request::new(request.query.clone()).variables(request.variables.clone());
+    copy.operation_name.clone_from(&request.operation_name);
+    copy.extensions.clone_from(&request.extensions);
+    copy.introspection_mode = request.introspection_mode;
+    copy
+}
+
+/// After a mutation acting for `user`, before it is answered: every process learns the primary's position, which
+/// the user's queries must see.
+async fn tell_position(state: &AppState, user: &str) {
+    if let Err(err) = state.feed.announce_position(state.db.reads(), user).await {
+        // The write stands; the user's next queries may miss it only if a standby lags and serves them.
+        tracing::warn!(%err, "cannot announce a write's position");
+    }
 }
 
 /// The media types a GraphQL response can be sent as (GraphQL over HTTP).

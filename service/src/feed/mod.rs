@@ -23,6 +23,7 @@ mod notifier;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::entry;
@@ -32,9 +33,11 @@ use sea_orm::{
     Statement,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::Error;
+use crate::db::Pool;
+use crate::replicas::{Position, Positions};
 
 /// The notification channel on PostgreSQL.
 pub const CHANNEL: &str = "bank_feed";
@@ -45,6 +48,10 @@ const BATCH: u64 = 100;
 const RECENT: usize = 32;
 /// Session changes buffered per listening socket; one that falls further behind re-checks its session anyway.
 const SESSION_BUFFER: usize = 1024;
+/// Fences waiting for the listener; more wait for room.
+const FENCES: usize = 1024;
+/// The longest a fence is waited for.
+const FENCE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What one notification announces. On PostgreSQL its JSON is the payload (`{"entries":[[id, account_id, amount,
 /// transfer_id, balance_after, account_seq, created_at], …]}`, `{"sessions_ended":"alice"}`, `"resync"`).
@@ -59,6 +66,9 @@ pub enum Change {
     /// Announcements may have been lost (a process restarted, or its announcing connection broke): everyone
     /// re-reads, as after the listener reconnects.
     Resync,
+    /// This user wrote up to this position of the primary's log: their queries must see it (see
+    /// [`crate::replicas`]).
+    Wrote(String, Position),
 }
 
 /// An entry as a notification carries it: a JSON array, the shape SQL's `json_build_array` builds cheaply.
@@ -106,21 +116,32 @@ struct Inner {
     sessions: broadcast::Sender<SessionChange>,
     /// Every change committed from now on will be heard here: always on SQLite; on PostgreSQL while `LISTEN` holds.
     hearing: AtomicBool,
+    /// Where the positions users wrote up to go.
+    positions: Arc<Positions>,
+    /// Fences for the listener (PostgreSQL).
+    fences: Option<mpsc::Sender<listener::Fence>>,
 }
 
 impl Feed {
-    /// The feed for `db`'s database: on PostgreSQL it starts listening (a task that lives as long as the feed).
-    pub fn start(db: &DatabaseConnection) -> Self {
-        let postgres = (db.get_database_backend() == DbBackend::Postgres).then(|| db.get_postgres_connection_pool());
+    /// The feed for `db`'s database: on PostgreSQL it starts listening on one of `db`'s connections (a task that
+    /// lives as long as the feed) and announcing on another, and the write positions it hears go to `positions`.
+    pub fn start(db: &DatabaseConnection, positions: Arc<Positions>) -> Self {
+        let postgres = db.get_database_backend() == DbBackend::Postgres;
+        let (fences, waiting) = mpsc::channel(FENCES);
         let feed = Self(Arc::new(Inner {
             backend: db.get_database_backend(),
-            notifier: postgres.map(|pool| notifier::Notifier::start(pool.connect_options().as_ref().clone())),
+            notifier: postgres.then(|| {
+                notifier::Notifier::start(db.get_postgres_connection_pool().connect_options().as_ref().clone())
+            }),
             accounts: Mutex::default(),
             sessions: broadcast::channel(SESSION_BUFFER).0,
-            hearing: AtomicBool::new(db.get_database_backend() != DbBackend::Postgres),
+            hearing: AtomicBool::new(!postgres),
+            positions,
+            fences: postgres.then_some(fences),
         }));
-        if let Some(pool) = postgres {
-            tokio::spawn(listener::run(pool.clone(), Arc::downgrade(&feed.0)));
+        if postgres {
+            let pool = db.get_postgres_connection_pool().clone();
+            tokio::spawn(listener::run(pool, Arc::downgrade(&feed.0), waiting));
         }
         feed
     }
@@ -156,6 +177,30 @@ impl Feed {
         }
     }
 
+    /// Tells every process that `user` wrote: the primary's position now, past every commit `user` has been answered
+    /// for, goes out with `pg_notify` (PostgreSQL only).
+    pub async fn announce_position(&self, db: &Pool, user: &str) -> Result<(), Error> {
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_notify($1, json_build_object('wrote', json_build_array($2::text, pg_current_wal_lsn()::text))::text)",
+            [CHANNEL.into(), user.into()],
+        ))
+        .await?;
+        Ok(())
+    }
+
+    /// Waits (at most [`FENCE_TIMEOUT`]) until this process has heard everything committed before the call: true
+    /// then; false when it cannot tell (it is not listening, or the fence failed). One round trip on the listening
+    /// connection, shared by the calls made meanwhile.
+    pub async fn fence(&self) -> bool {
+        let Some(fences) = &self.0.fences else { return self.hearing() };
+        let (fence, passed) = oneshot::channel();
+        if !self.hearing() || fences.send(fence).await.is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(FENCE_TIMEOUT, passed).await, Ok(Ok(()))) && self.hearing()
+    }
+
     /// Whether every change committed from now on will be heard in this process: always on SQLite; on PostgreSQL
     /// while the listener's `LISTEN` holds (what is announced while it is down is lost).
     pub fn hearing(&self) -> bool {
@@ -167,7 +212,7 @@ impl Feed {
     /// Access is for the caller to check first.
     pub fn entries(
         &self,
-        db: DatabaseConnection,
+        db: Pool,
         account_id: i64,
         after: Option<i64>,
     ) -> impl Stream<Item = Result<entry::Model, Error>> + Send + use<> {
@@ -233,12 +278,14 @@ impl Inner {
                 let _ = self.sessions.send(SessionChange::Of(username.into()));
             }
             Change::Resync => self.resync(),
+            Change::Wrote(username, position) => self.positions.heard(&username, position),
         }
     }
 
     /// Nothing announced from now on is heard until the next [`Inner::resync`].
     fn deaf(&self) {
         self.hearing.store(false, Ordering::Release);
+        self.positions.deaf();
     }
 
     /// Wakes every subscriber to re-read from its cursor and every socket to re-check its session: what was
@@ -250,6 +297,7 @@ impl Inner {
         let _ = self.sessions.send(SessionChange::Anyone);
         // After the wake-up, so that whoever sees the feed hearing again has the wake-up waiting too.
         self.hearing.store(true, Ordering::Release);
+        self.positions.hearing();
     }
 }
 
@@ -312,7 +360,7 @@ impl Drop for AccountWatch {
 }
 
 /// The account's newest `account_seq` (0 before its first entry).
-async fn newest_seq(db: &DatabaseConnection, account_id: i64) -> Result<i64, Error> {
+async fn newest_seq(db: &impl ConnectionTrait, account_id: i64) -> Result<i64, Error> {
     let newest: Option<Option<i64>> = entry::Entity::find()
         .select_only()
         .column_as(entry::Column::AccountSeq.max(), "newest")
@@ -324,7 +372,7 @@ async fn newest_seq(db: &DatabaseConnection, account_id: i64) -> Result<i64, Err
 }
 
 /// Up to [`BATCH`] entries of the account after `cursor`, oldest first.
-async fn entries_after(db: &DatabaseConnection, account_id: i64, cursor: i64) -> Result<Vec<entry::Model>, Error> {
+async fn entries_after(db: &impl ConnectionTrait, account_id: i64, cursor: i64) -> Result<Vec<entry::Model>, Error> {
     Ok(entry::Entity::find()
         .filter(entry::Column::AccountId.eq(account_id))
         .filter(entry::Column::AccountSeq.gt(cursor))
