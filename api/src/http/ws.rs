@@ -156,7 +156,7 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
         return;
     };
     // Listening before the session is checked, so that a session ending in between is still heard.
-    let mut sessions = state.feed.sessions();
+    let sessions = state.feed.sessions();
     let Some((token, verified, caller)) = authenticate(&state, payload.as_ref()).await else {
         let _ = sink.send(close(FORBIDDEN, "Forbidden: a valid access token is required")).await;
         return;
@@ -166,6 +166,12 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
         return;
     };
     let (username, role) = (caller.username.clone(), caller.role);
+
+    // One lasting receive, rather than a fresh `recv()` in every turn of the loop below: a pending `recv()` queues
+    // itself on the channel, which all sockets share, under its lock, and dropping it takes the lock again; the loop
+    // turns once for every message the socket sends.
+    let sessions = stream::unfold(sessions, |mut sessions| async move { Some((sessions.recv().await, sessions)) });
+    let mut sessions = std::pin::pin!(sessions);
 
     let db = Db::Pool(state.db.reads().clone());
     let mut data = Data::default();
@@ -197,7 +203,7 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
                 None => return,
             },
             _ = ping.tick() => Message::Text(r#"{"type":"ping"}"#.into()),
-            change = sessions.recv() => {
+            Some(change) = sessions.next() => {
                 let concerned = match change {
                     Ok(SessionChange::Of(user)) => *user == *username,
                     Ok(SessionChange::Anyone) | Err(RecvError::Lagged(_)) => true,
