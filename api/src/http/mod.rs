@@ -360,7 +360,7 @@ async fn run(
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .map(|token| token.trim().to_owned());
+        .map(|token| Arc::from(token.trim()));
     let db = if mutation {
         Db::Pool(state.db.reads().clone())
     } else {

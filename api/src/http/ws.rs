@@ -102,7 +102,7 @@ pub fn upgrade(state: AppState, client: IpAddr, upgrade: WebSocketUpgrade) -> Re
 #[derive(Clone)]
 struct Judged {
     state: AppState,
-    token: String,
+    token: Arc<str>,
     client: IpAddr,
 }
 
@@ -184,7 +184,7 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
     }));
     let ping_interval = Duration::from_secs(state.ws.ping_interval_secs.max(1));
     let (ended_tx, mut ended_rx) = tokio::sync::mpsc::channel(1);
-    let judged = Judged { state: state.clone(), token, client };
+    let judged = Judged { state: state.clone(), token: token.into(), client };
     let engine =
         Engine::new(judged, input, Protocols::GraphQLWS).connection_data(data).keepalive_timeout(ping_interval * 3);
     let mut engine = std::pin::pin!(engine);
