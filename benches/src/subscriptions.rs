@@ -14,6 +14,10 @@
 //! A subscription starts from the cursor of its account's second newest entry, so its first event is the newest
 //! entry: when it arrives the subscription is running, and the loads start only then. Each paced transfer moves a
 //! different amount, which tells its deliveries apart without asking the server for anything more.
+//!
+//! The subscribers run in this process, on the cores the server and PostgreSQL use, so their side is kept cheap: small
+//! read buffers (see `tests::Socket`) and only each event's amount read, borrowed from its text. The server's side is
+//! the real one: every delivery is executed, serialised and sent to its own socket.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
