@@ -83,13 +83,14 @@ pub fn sdl() -> String {
 /// One request's credentials: the bearer token it carried, checked at most once, when a field needs the caller;
 /// and the client's address, which the throttles count.
 pub struct RequestAuth {
-    token: Option<String>,
+    /// Shared: a socket's subscriptions each carry its one token.
+    token: Option<Arc<str>>,
     caller: OnceCell<Caller>,
     client: IpAddr,
 }
 
 impl RequestAuth {
-    pub fn new(token: Option<String>, client: IpAddr) -> Self {
+    pub fn new(token: Option<Arc<str>>, client: IpAddr) -> Self {
         Self { token, caller: OnceCell::new(), client }
     }
 }

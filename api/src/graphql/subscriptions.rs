@@ -39,9 +39,12 @@ impl Subscription {
         account_id: ID,
         after: Option<String>,
     ) -> Result<impl Stream<Item = Result<Edge<String, Entry, EmptyFields>, ApiError>> + use<>, ApiError> {
-        let caller = caller(ctx).await?;
+        // This future stays inside the subscription's stream, by value, for as long as the subscription runs
+        // (async-graphql keeps it in an enum beside the stream it returns), so its size is part of every idle
+        // subscription's memory: the reads it awaits, large futures, are boxed and freed once done.
+        let caller = Box::pin(caller(ctx)).await?;
         let account_id = parse_id(&account_id, Kind::Account, "accountId")?;
-        Account::find(ctx, caller, account_id).await?.ok_or(service::Error::NotFound { what: "account" })?;
+        Box::pin(Account::find(ctx, caller, account_id)).await?.ok_or(service::Error::NotFound { what: "account" })?;
         let after = after
             .map(|after| OpaqueCursor::<i64>::decode_cursor(&after).map(|c| c.0))
             .transpose()

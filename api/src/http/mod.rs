@@ -360,7 +360,7 @@ async fn run(
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .map(|token| token.trim().to_owned());
+        .map(|token| Arc::from(token.trim()));
     // Whom the request acts for, as far as where it reads goes: the token's user, checked for its signature only
     // (a forged token reads nothing; the session is checked where a field needs the caller).
     let user = state
@@ -420,7 +420,7 @@ async fn snapshot(state: &AppState, sees: service::replicas::Sees) -> Db {
 async fn execute_on(
     state: &AppState,
     client: IpAddr,
-    token: Option<String>,
+    token: Option<Arc<str>>,
     request: async_graphql::Request,
     db: Db,
 ) -> async_graphql::Response {

@@ -102,7 +102,7 @@ pub fn upgrade(state: AppState, client: IpAddr, upgrade: WebSocketUpgrade) -> Re
 #[derive(Clone)]
 struct Judged {
     state: AppState,
-    token: String,
+    token: Arc<str>,
     client: IpAddr,
 }
 
@@ -156,7 +156,7 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
         return;
     };
     // Listening before the session is checked, so that a session ending in between is still heard.
-    let mut sessions = state.feed.sessions();
+    let sessions = state.feed.sessions();
     let Some((token, verified, caller)) = authenticate(&state, payload.as_ref()).await else {
         let _ = sink.send(close(FORBIDDEN, "Forbidden: a valid access token is required")).await;
         return;
@@ -166,6 +166,12 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
         return;
     };
     let (username, role) = (caller.username.clone(), caller.role);
+
+    // One lasting receive, rather than a fresh `recv()` in every turn of the loop below: a pending `recv()` queues
+    // itself on the channel, which all sockets share, under its lock, and dropping it takes the lock again; the loop
+    // turns once for every message the socket sends.
+    let sessions = stream::unfold(sessions, |mut sessions| async move { Some((sessions.recv().await, sessions)) });
+    let mut sessions = std::pin::pin!(sessions);
 
     let db = Db::Pool(state.db.reads().clone());
     let mut data = Data::default();
@@ -178,7 +184,7 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
     }));
     let ping_interval = Duration::from_secs(state.ws.ping_interval_secs.max(1));
     let (ended_tx, mut ended_rx) = tokio::sync::mpsc::channel(1);
-    let judged = Judged { state: state.clone(), token, client };
+    let judged = Judged { state: state.clone(), token: token.into(), client };
     let engine =
         Engine::new(judged, input, Protocols::GraphQLWS).connection_data(data).keepalive_timeout(ping_interval * 3);
     let mut engine = std::pin::pin!(engine);
@@ -197,7 +203,7 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
                 None => return,
             },
             _ = ping.tick() => Message::Text(r#"{"type":"ping"}"#.into()),
-            change = sessions.recv() => {
+            Some(change) = sessions.next() => {
                 let concerned = match change {
                     Ok(SessionChange::Of(user)) => *user == *username,
                     Ok(SessionChange::Anyone) | Err(RecvError::Lagged(_)) => true,

@@ -218,15 +218,17 @@ impl Feed {
     ) -> impl Stream<Item = Result<entry::Model, Error>> + Send + use<> {
         // Watching starts before the starting point is read, so that nothing committed in between goes unnoticed.
         let mut watch = self.watch(account_id);
+        // The reads are boxed: the stream's state, which an idle subscription holds all its life, is as large as the
+        // largest future it awaits in place, and a query's future is kilobytes.
         async_stream::try_stream! {
             // Without `after` nothing before now is wanted, so there is nothing to read until the feed is behind.
             let (mut cursor, mut behind) = match after {
                 Some(after) => (after, true),
-                None => (newest_seq(&db, account_id).await?, false),
+                None => (Box::pin(newest_seq(&db, account_id)).await?, false),
             };
             loop {
                 while behind {
-                    let batch = entries_after(&db, account_id, cursor).await?;
+                    let batch = Box::pin(entries_after(&db, account_id, cursor)).await?;
                     behind = batch.len() as u64 == BATCH;
                     for entry in batch {
                         cursor = entry.account_seq;
