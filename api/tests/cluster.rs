@@ -25,16 +25,18 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         // The script runs PostgreSQL and pgbouncer as `postgres` when root, which must reach the directory.
         let _ = Command::new("chmod").arg("755").arg(dir.path()).status();
-        let state = dir.path().join("cluster");
+        // Taken down on drop from here on, also if it fails to come up whole.
+        let mut cluster = Self { dir, env: HashMap::new() };
+        let state = cluster.dir.path().join("cluster");
         let output = Self::script(&state).arg("up").output().expect("scripts/cluster runs");
         assert!(output.status.success(), "make cluster failed: {}", String::from_utf8_lossy(&output.stderr));
         let env = std::fs::read_to_string(state.join("cluster.env")).expect("cluster.env");
-        let env = env
+        cluster.env = env
             .lines()
             .filter_map(|line| line.split_once('='))
             .map(|(name, value)| (name.to_owned(), value.to_owned()))
             .collect();
-        Self { dir, env }
+        cluster
     }
 
     fn script(state: &Path) -> Command {
