@@ -5,24 +5,24 @@
 //! Both backends gather the same [`Facts`] and one function, [`judge`], decides; they differ only in how they read
 //! and write.
 //! On PostgreSQL the whole transfer is one statement: a transfer waits on round trips far more than on work, and
-//! one statement is also one atomic transaction. SQLite runs in-process (a round trip costs nothing there) and has
-//! no data-modifying `WITH`, so there the same steps run as statements in the savepoint the writer gives each
-//! write (see `db::Database::write`). Both are held to the same tests.
+//! one statement is also one atomic transaction. SQLite has no data-modifying `WITH`, so there the same steps are
+//! four statements sent as one command, in the savepoint the writer gives each write (see
+//! `db::Database::write`): each command is a hand-off to the connection's thread, which every other write waits
+//! behind. Both are held to the same tests.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use entity::account::{self, Currency};
 use entity::{entry, transfer};
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveEnum, ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QueryResult, QuerySelect, Set, Statement,
+    ActiveEnum, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryResult,
+    Statement,
 };
 use sha2::{Digest, Sha256};
 
 use super::{accounts_by_ids, with_retry};
-use crate::auth::{self, VerifiedToken};
+use crate::auth::VerifiedToken;
 use crate::db::Database;
 use crate::domain::{Amount, IdempotencyKey};
 use crate::feed::{Change, Feed};
@@ -67,7 +67,7 @@ pub async fn transfer(
             Box::pin(async move {
                 match db.get_database_backend() {
                     DbBackend::Postgres => in_one_statement(&db, &caller, &request, request_hash.as_deref()).await,
-                    _ => in_statements(&db, &caller, &request, request_hash.as_deref()).await,
+                    _ => in_one_command(&db, &caller, &request, request_hash.as_deref()).await,
                 }
             })
         })
@@ -296,17 +296,7 @@ async fn in_one_statement(
     let statement = Statement::from_sql_and_values(
         DbBackend::Postgres,
         TRANSFER_SQL,
-        [
-            request.from_account_id.into(),
-            request.to_account_id.into(),
-            amount.into(),
-            request.currency.to_value().into(),
-            caller.username.clone().into(),
-            request.idempotency_key.as_ref().map(|key| key.as_str().to_owned()).into(),
-            request_hash.map(str::to_owned).into(),
-            caller.session_id.clone().into(),
-            caller.issued_at.into(),
-        ],
+        transfer_values(caller, request, request_hash),
     );
     let row = match db.query_one_raw(statement).await {
         Ok(row) => row.ok_or_else(|| Error::internal("a transfer statement returned no row"))?,
@@ -406,105 +396,118 @@ impl Columns<'_> {
     }
 }
 
-/// An account as the SQLite transfer reads it, with whether the request's key was used already.
-#[derive(FromQueryResult)]
-struct Locked {
-    #[sea_orm(nested)]
-    account: account::Model,
-    key_used: bool,
+/// The transfer as SQLite runs it: the same steps as [`TRANSFER_SQL`], as four statements sent as one command, in
+/// the savepoint the writer gave this write (see `db::Database::write`). SQLite has no data-modifying `WITH`, but
+/// sqlx runs every statement of one command on its connection's thread in one go, and the writer's requests wait on
+/// each other, so one command instead of one per statement takes the hand-offs between threads off the path every
+/// write waits on. `facts` reports what was found; the transfer row is written only when every rule holds; each
+/// later statement acts only when the one before it wrote (`changes()`: the rows the last completed statement
+/// wrote), and the entries take their transfer's id as the newest (this is the only writer). Parameters as in
+/// [`TRANSFER_SQL`]. A password change in the token's second still counts as before it, as in `auth::check_session`.
+const SQLITE_TRANSFER_SQL: &str = r#"
+SELECT 'facts' AS part,
+    EXISTS (
+        SELECT 1 FROM sessions s JOIN users u ON u.username = s.username
+        WHERE s.id = $8 AND s.username = $5 AND s.revoked_at IS NULL AND u.deleted_at IS NULL
+          AND unixepoch(u.password_changed_at) <= $9
+    ) AS authenticated,
+    EXISTS (SELECT 1 FROM transfers WHERE from_account_id = $1 AND idempotency_key = $6) AS key_used,
+    f.owner AS from_owner, f.currency AS from_currency, f.balance AS from_balance, f.closed_at IS NOT NULL AS from_closed,
+    t.owner AS to_owner, t.currency AS to_currency, t.balance AS to_balance, t.closed_at IS NOT NULL AS to_closed
+FROM (SELECT 1) AS one
+LEFT JOIN accounts f ON f.id = $1
+LEFT JOIN accounts t ON t.id = $2;
+
+INSERT INTO transfers (from_account_id, to_account_id, amount, idempotency_key, request_hash)
+SELECT $1, $2, $3, $6, $7 FROM accounts f JOIN accounts t ON f.id = $1 AND t.id = $2
+WHERE f.owner = $5 AND f.currency = $4 AND t.currency = $4 AND f.closed_at IS NULL AND t.closed_at IS NULL
+  AND f.balance >= $3 AND t.balance <= 9223372036854775807 - $3
+  AND EXISTS (
+        SELECT 1 FROM sessions s JOIN users u ON u.username = s.username
+        WHERE s.id = $8 AND s.username = $5 AND s.revoked_at IS NULL AND u.deleted_at IS NULL
+          AND unixepoch(u.password_changed_at) <= $9
+  )
+  AND NOT EXISTS (SELECT 1 FROM transfers WHERE from_account_id = $1 AND idempotency_key = $6)
+RETURNING 'transfer' AS part, *;
+
+UPDATE accounts SET balance = CASE WHEN id = $1 THEN balance - $3 ELSE balance + $3 END,
+    entry_count = entry_count + 1
+WHERE id IN ($1, $2) AND changes() = 1
+RETURNING 'account' AS part, *;
+
+INSERT INTO entries (account_id, amount, transfer_id, balance_after, account_seq)
+SELECT id, CASE WHEN id = $1 THEN -$3 ELSE $3 END, (SELECT max(id) FROM transfers), balance, entry_count
+FROM accounts WHERE id IN ($1, $2) AND changes() = 2
+RETURNING 'entry' AS part, *;
+"#;
+
+/// The statements' parameters, in the order both transfer statements number them.
+fn transfer_values(
+    caller: &VerifiedToken,
+    request: &TransferRequest,
+    request_hash: Option<&str>,
+) -> Vec<sea_orm::Value> {
+    vec![
+        request.from_account_id.into(),
+        request.to_account_id.into(),
+        request.amount.minor_units().into(),
+        request.currency.to_value().into(),
+        caller.username.clone().into(),
+        request.idempotency_key.as_ref().map(|key| key.as_str().to_owned()).into(),
+        request_hash.map(str::to_owned).into(),
+        caller.session_id.clone().into(),
+        caller.issued_at.into(),
+    ]
 }
 
-/// The transfer as statements (SQLite), in the savepoint `txn` that the writer, running one write at a time, gave
-/// it: undone when this returns an error.
-async fn in_statements(
+async fn in_one_command(
     txn: &impl ConnectionTrait,
-    token: &VerifiedToken,
+    caller: &VerifiedToken,
     request: &TransferRequest,
     request_hash: Option<&str>,
 ) -> Result<Attempt, Error> {
-    let authenticated = match auth::check_session(txn, token).await {
-        Ok(_) => true,
-        Err(Error::Unauthenticated) => false,
-        Err(err) => return Err(err),
-    };
-    let amount = request.amount.minor_units();
-    // The key's lookup rides on the accounts' read: the writer runs its requests one after another, so each
-    // statement it saves is time every other write waits less. A used key implies the debited account (a foreign
-    // key), so its row carries the answer.
-    let key_used = match &request.idempotency_key {
-        Some(key) => Expr::exists(
-            Query::select()
-                .expr(Expr::val(1))
-                .from(transfer::Entity)
-                .and_where(transfer::Column::FromAccountId.eq(request.from_account_id))
-                .and_where(transfer::Column::IdempotencyKey.eq(key.as_str()))
-                .to_owned(),
-        ),
-        None => Expr::val(false),
-    };
-    let locked: Vec<Locked> = account::Entity::find()
-        .column_as(key_used, "key_used")
-        .filter(account::Column::Id.is_in([request.from_account_id, request.to_account_id]))
-        .order_by_asc(account::Column::Id)
-        .lock_exclusive()
-        .into_model()
-        .all(txn)
-        .await?;
-    let find = |id: i64| locked.iter().find(|l| l.account.id == id);
-    let (from, to) = (find(request.from_account_id), find(request.to_account_id));
-    let key_used = from.is_some_and(|from| from.key_used);
-    let (from, to) = (from.map(|l| &l.account), to.map(|l| &l.account));
-    let facts = Facts { authenticated, key_used, from: from.map(Found::from), to: to.map(Found::from) };
-    if let Verdict::KeyUsed = judge(&token.username, request, facts)? {
-        return Ok(Attempt::KeyUsed);
-    }
-    let (Some(from), Some(to)) = (from, to) else {
-        return Err(Error::internal("a transfer that broke no rule found no account"));
-    };
-
-    let transfer = transfer::ActiveModel {
-        from_account_id: Set(from.id),
-        to_account_id: Set(to.id),
-        amount: Set(amount),
-        idempotency_key: Set(request.idempotency_key.as_ref().map(|key| key.as_str().to_owned())),
-        request_hash: Set(request_hash.map(str::to_owned)),
-        ..Default::default()
-    }
-    .insert(txn)
-    .await;
-    let transfer = match transfer {
-        Ok(transfer) => transfer,
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Sqlite,
+        SQLITE_TRANSFER_SQL,
+        transfer_values(caller, request, request_hash),
+    );
+    let rows = match txn.query_all_raw(statement).await {
+        Ok(rows) => rows,
         Err(err) if constraint::violated(&err).as_deref() == Some(KEY_CONSTRAINT) => return Ok(Attempt::KeyUsed),
         Err(err) => return Err(err.into()),
     };
-    let debit_or_credit =
-        Expr::case(Expr::col(account::Column::Id).eq(from.id), Expr::col(account::Column::Balance).sub(amount))
-            .finally(Expr::col(account::Column::Balance).add(amount));
-    let moved = account::Entity::update_many()
-        .col_expr(account::Column::Balance, debit_or_credit.into())
-        .col_expr(account::Column::EntryCount, Expr::col(account::Column::EntryCount).add(1))
-        .filter(account::Column::Id.is_in([from.id, to.id]))
-        .exec_with_returning(txn)
-        .await
-        .on_constraint("accounts_balance_nonnegative", || Error::InsufficientFunds)?;
-    let missing = || Error::internal(format!("transfer {} wrote less than it should", transfer.id));
-    let from_account = moved.iter().find(|a| a.id == from.id).cloned().ok_or_else(missing)?;
-    let to_account = moved.iter().find(|a| a.id == to.id).cloned().ok_or_else(missing)?;
-    // Each entry left its account as the update under the row lock did.
-    let entry = |account: &account::Model, amount: i64| entry::ActiveModel {
-        account_id: Set(account.id),
-        amount: Set(amount),
-        transfer_id: Set(Some(transfer.id)),
-        balance_after: Set(account.balance),
-        account_seq: Set(account.entry_count),
-        ..Default::default()
+    let part =
+        |name: &'static str| rows.iter().filter(move |row| row.try_get::<String>("", "part").is_ok_and(|p| p == name));
+    let facts = part("facts").next().ok_or_else(|| Error::internal("a transfer found no facts"))?;
+    let Some(transfer) = part("transfer").next() else {
+        let get = Columns(facts);
+        let (from_owner, to_owner): (Option<String>, Option<String>) =
+            (get.value("from_owner")?, get.value("to_owner")?);
+        let facts = Facts {
+            authenticated: get.value("authenticated")?,
+            key_used: get.value("key_used")?,
+            from: get.found("from", from_owner.as_deref())?,
+            to: get.found("to", to_owner.as_deref())?,
+        };
+        return match judge(&caller.username, request, facts)? {
+            Verdict::KeyUsed => Ok(Attempt::KeyUsed),
+            Verdict::Allowed => Err(Error::internal("a transfer that broke no rule wrote nothing")),
+        };
     };
-    let entries = entry::Entity::insert_many([entry(&from_account, -amount), entry(&to_account, amount)])
-        .exec_with_returning(txn)
-        .await?;
-    let from_entry = entries.iter().find(|e| e.account_id == from.id).cloned().ok_or_else(missing)?;
-    let to_entry = entries.iter().find(|e| e.account_id == to.id).cloned().ok_or_else(missing)?;
-    Ok(Attempt::Done(Box::new(TransferOutcome { transfer, from_account, to_account, from_entry, to_entry })))
+    let transfer = transfer::Model::from_query_result(transfer, "")?;
+    let accounts =
+        part("account").map(|row| account::Model::from_query_result(row, "")).collect::<Result<Vec<_>, _>>()?;
+    let entries = part("entry").map(|row| entry::Model::from_query_result(row, "")).collect::<Result<Vec<_>, _>>()?;
+    let missing = || Error::internal(format!("transfer {} wrote less than it should", transfer.id));
+    let account = |id| accounts.iter().find(|a: &&account::Model| a.id == id).cloned().ok_or_else(missing);
+    let entry = |id| entries.iter().find(|e: &&entry::Model| e.account_id == id).cloned().ok_or_else(missing);
+    Ok(Attempt::Done(Box::new(TransferOutcome {
+        from_account: account(request.from_account_id)?,
+        to_account: account(request.to_account_id)?,
+        from_entry: entry(request.from_account_id)?,
+        to_entry: entry(request.to_account_id)?,
+        transfer,
+    })))
 }
 
 /// The first result for a key already used: the same transfer, no money moved; or `IDEMPOTENCY_KEY_REUSED` when
