@@ -193,7 +193,7 @@ impl Sqlite {
         })
     }
 
-    /// The transfer as the server's SQLite path writes it (`in_one_transaction` in the service's transfers),
+    /// The transfer as the server's SQLite path writes it (`SQLITE_TRANSFER_SQL` in the service's transfers),
     /// without the session and idempotency-key reads.
     pub fn transfer(&self, rng: &mut rand::rngs::ThreadRng) -> impl Future<Output = Result<()>> + Send + use<> {
         let (i, j) = pick_pair(self.accounts.len(), rng);
@@ -201,41 +201,29 @@ impl Sqlite {
         async move {
             let mut conn = writer.lock().await;
             let mut tx = conn.begin().await?;
-            sqlx::query("SELECT id, owner, currency, balance, closed_at FROM accounts WHERE id IN (?, ?) ORDER BY id")
-                .bind(from)
-                .bind(to)
-                .fetch_all(&mut *tx)
-                .await?;
-            let transfer: i64 = sqlx::query_scalar(
-                "INSERT INTO transfers (from_account_id, to_account_id, amount) VALUES (?, ?, 1) RETURNING id",
-            )
-            .bind(from)
-            .bind(to)
-            .fetch_one(&mut *tx)
-            .await?;
-            let moved: Vec<(i64, i64, i64)> = sqlx::query_as(
-                "UPDATE accounts SET balance = CASE WHEN id = ?1 THEN balance - 1 ELSE balance + 1 END, \
-                 entry_count = entry_count + 1 WHERE id IN (?1, ?2) RETURNING id, balance, entry_count",
+            // The server's four statements in one command (`SQLITE_TRANSFER_SQL` in service/src/ledger/transfers.rs),
+            // less its session check and idempotency key.
+            let rows = sqlx::query(
+                "SELECT f.owner, f.currency, f.balance, f.closed_at, t.owner, t.currency, t.balance, t.closed_at \
+                 FROM (SELECT 1) AS one LEFT JOIN accounts f ON f.id = $1 LEFT JOIN accounts t ON t.id = $2; \
+                 INSERT INTO transfers (from_account_id, to_account_id, amount) \
+                 SELECT $1, $2, 1 FROM accounts f JOIN accounts t ON f.id = $1 AND t.id = $2 \
+                 WHERE f.currency = t.currency AND f.closed_at IS NULL AND t.closed_at IS NULL AND f.balance >= 1 \
+                 RETURNING id, created_at; \
+                 UPDATE accounts SET balance = CASE WHEN id = $1 THEN balance - 1 ELSE balance + 1 END, \
+                 entry_count = entry_count + 1 WHERE id IN ($1, $2) AND changes() = 1 \
+                 RETURNING id, balance, entry_count; \
+                 INSERT INTO entries (account_id, amount, transfer_id, balance_after, account_seq) \
+                 SELECT id, CASE WHEN id = $1 THEN -1 ELSE 1 END, (SELECT max(id) FROM transfers), balance, \
+                 entry_count FROM accounts WHERE id IN ($1, $2) AND changes() = 2 RETURNING id, created_at",
             )
             .bind(from)
             .bind(to)
             .fetch_all(&mut *tx)
             .await?;
-            let moved = |id: i64| moved.iter().find(|m| m.0 == id).ok_or("an account did not move");
-            let ((_, from_balance, from_seq), (_, to_balance, to_seq)) = (moved(from)?, moved(to)?);
-            sqlx::query(
-                "INSERT INTO entries (account_id, amount, transfer_id, balance_after, account_seq) \
-                 VALUES (?1, -1, ?3, ?4, ?5), (?2, 1, ?3, ?6, ?7) RETURNING id, created_at",
-            )
-            .bind(from)
-            .bind(to)
-            .bind(transfer)
-            .bind(from_balance)
-            .bind(from_seq)
-            .bind(to_balance)
-            .bind(to_seq)
-            .fetch_all(&mut *tx)
-            .await?;
+            if rows.len() != 1 + 1 + 2 + 2 {
+                return Err("a raw transfer wrote less than it should".into());
+            }
             tx.commit().await?;
             Ok(())
         }
