@@ -4,7 +4,7 @@
 //! runs its fields. What a running subscription holds lives as long as the subscription, idle or not, so it holds
 //! as little as it can: its start (arguments, access check) and each event's execution are boxed and freed once done.
 //! The macro's field stream keeps room for both in place for the subscription's whole life, beside a copy of the
-//! field: about 1.5 KB of every idle subscription's heap (benches/README.md, the subscription notes).
+//! field: about 1 KiB of every idle subscription's resident memory (benches/README.md, the subscription notes).
 
 use std::borrow::Cow;
 use std::pin::Pin;
