@@ -73,7 +73,8 @@ fn is_over_the_limit(err: &axum::Error) -> bool {
 }
 
 /// Every 413 carries `PAYLOAD_TOO_LARGE`, also the one the limit layer sends from the announced length alone.
-async fn coded_payload_too_large(response: Response) -> Response {
+/// A plain function, not axum's middleware: that boxes a future and clones the services inside it per request.
+fn coded_payload_too_large(response: Response) -> Response {
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE { payload_too_large().into_response() } else { response }
 }
 
@@ -107,7 +108,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
             .layer(cors(&config.cors_allowed_origins))
             .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
             // The limit's own answer to an announced length over it is bare text; clients get the coded one.
-            .layer(axum::middleware::map_response(coded_payload_too_large))
+            .layer(tower::util::MapResponseLayer::new(coded_payload_too_large))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
                 Duration::from_secs(config.request_timeout_secs),
@@ -124,7 +125,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
     match hardening {
-        Hardening::On => router.layer(axum::middleware::map_request(drop_unusable_request_id)),
+        Hardening::On => router.layer(tower::util::MapRequestLayer::new(drop_unusable_request_id::<axum::body::Body>)),
         Hardening::Off => router,
     }
 }
@@ -137,7 +138,7 @@ pub fn metrics_router(state: AppState) -> Router {
 
 /// Removes a caller's request id that is too long or not printable ASCII, so that a fresh one replaces it: it is
 /// echoed in the answer and written in every log line of the request.
-async fn drop_unusable_request_id<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
+fn drop_unusable_request_id<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
     let usable = |id: &HeaderValue| {
         let id = id.as_bytes();
         !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.iter().all(u8::is_ascii_graphic)
