@@ -38,6 +38,19 @@ pub struct AppState {
     pub feed: Feed,
     /// Subscription sockets: their settings and who holds how many.
     pub ws: Arc<SocketSettings>,
+    /// On in every server; see [`Hardening`].
+    pub hardening: Hardening,
+}
+
+/// Whether a router does its per-request hardening (README, Security and limits): the request limits and request
+/// ids, the client address behind trusted proxies, persisted documents, demand control, the input rules and the
+/// field guards. Always on in a server: no setting turns it off, and [`Application`] builds its state with it. Only
+/// the benchmark builds a state without it ([`AppState::new`]), beside one with it, to measure in-process what the
+/// hardening costs a request (benches/README.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hardening {
+    On,
+    Off,
 }
 
 /// How subscription sockets behave (see `http::ws`).
@@ -53,7 +66,7 @@ pub struct SocketSettings {
 
 impl AppState {
     /// Connects to the configured database and builds what the handlers share.
-    pub async fn new(config: &Config) -> anyhow::Result<Self> {
+    pub async fn new(config: &Config, hardening: Hardening) -> anyhow::Result<Self> {
         let tokens = Arc::new(config.token_config()?);
         let metrics = Arc::new(Metrics::default());
         let counter = metrics.clone();
@@ -77,7 +90,19 @@ impl AppState {
             sockets: Arc::default(),
         });
         let persisted = Arc::new(http::Persisted::load(config.trusted_documents.as_deref())?);
-        Ok(Self { db, tokens, schema, metrics, graphiql_assets, documents, persisted, max_query_cost, feed, ws })
+        Ok(Self {
+            db,
+            tokens,
+            schema,
+            metrics,
+            graphiql_assets,
+            documents,
+            persisted,
+            max_query_cost,
+            feed,
+            ws,
+            hardening,
+        })
     }
 }
 
@@ -95,7 +120,7 @@ impl Application {
         if config.migrate {
             migration::migrate_up(config.direct_database_url()).await?;
         }
-        let state = AppState::new(&config).await?;
+        let state = AppState::new(&config, Hardening::On).await?;
         let listener = TcpListener::bind(config.listen_addr).await?;
         let metrics_listener = TcpListener::bind(config.metrics_addr).await?;
         Ok(Self { listener, metrics_listener, state, config })

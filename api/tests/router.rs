@@ -17,7 +17,7 @@ async fn router(backend: Backend) -> (axum::Router, TestDatabase) {
     let cli = Cli::try_parse_from(["simple-bank", "--database-url", &database.url, "--jwt-secret", JWT_SECRET])
         .expect("test configuration parses");
     let config = cli.config;
-    let state = AppState::new(&config).await.expect("the app's state");
+    let state = AppState::new(&config, simple_bank::Hardening::On).await.expect("the app's state");
     (simple_bank::router(state, &config), database)
 }
 

@@ -18,7 +18,7 @@ use crate::{CONCURRENCY, Result};
 /// An HTTP/1.1 connection to the server.
 pub type Client = SendRequest<Full<Bytes>>;
 
-const USERS_QUERY: &str =
+pub const USERS_QUERY: &str =
     "{ users(first: 20) { edges { node { username fullName email accounts { id balance currency } } } } }";
 const ME: &str = "{ me { accounts { balance } } }";
 
@@ -51,11 +51,8 @@ impl Loads for Bank {
     ) -> impl Future<Output = Result<()>> + Send + use<> {
         let (bank, clients) = (self.clone(), clients.clone());
         async move {
-            let (from, to) = (&bank.holders[from], &bank.holders[to]);
-            let mut input = transfer_input(&from.account, &to.account, amount, "USD");
-            // Every transfer carries a fresh idempotency key, as a careful client's would.
-            input["input"]["idempotencyKey"] = json!(format!("bench-{:016x}", rand::random::<u64>()));
-            post(&clients, TRANSFER, input, Some(&from.token)).await
+            let (input, token) = transfer_variables(&bank, (from, to), amount);
+            post(&clients, TRANSFER, input, Some(token)).await
         }
     }
 
@@ -100,6 +97,16 @@ impl Loads for Bank {
             futures::future::join_all(flooders).await;
         })
     }
+}
+
+/// A transfer's variables, `amount` from one holder's account to another's (indexes into `holders`), and the token
+/// it is sent with: its sender's.
+pub fn transfer_variables(bank: &Bank, (from, to): (usize, usize), amount: i64) -> (Value, &str) {
+    let (from, to) = (&bank.holders[from], &bank.holders[to]);
+    let mut input = transfer_input(&from.account, &to.account, amount, "USD");
+    // Every transfer carries a fresh idempotency key, as a careful client's would.
+    input["input"]["idempotencyKey"] = json!(format!("bench-{:016x}", rand::random::<u64>()));
+    (input, &from.token)
 }
 
 /// A measured request: the load generator shares the cores with the server, so it does no more work than it must.

@@ -6,14 +6,17 @@
 //! - [`raw`]: the same work sent straight to PostgreSQL or SQLite, each backend's limit;
 //! - [`subscriptions`]: `entryAdded` subscribers under paced transfers, their cost, idle subscriptions' memory;
 //! - [`measure`]: closed-loop turns and what they measure; [`connections`]: a client's own connection;
+//! - [`hardening`]: what the server's per-request hardening costs the transfer and the users page;
 //! - [`report`]: the table, the targets, `results.json` and the latency chart.
 //!
 //! The run: on PostgreSQL (TEST_DATABASE_URL, a throwaway stock server started by `make bench`) 200 users with
-//! funded USD accounts, then each server load in turns with its raw baseline, then the subscription loads; then on
+//! funded USD accounts, then each server load in turns with its raw baseline, what the hardening costs the transfer
+//! and the users page, then the subscription loads; then on
 //! SQLite the transfer and the users page in turns with their raw baselines. It ends by checking the ledger's
 //! invariants in both databases. `BENCH_ONLY=<text>` runs only the loads whose names contain it.
 
 mod connections;
+mod hardening;
 mod loads;
 mod measure;
 mod raw;
@@ -88,6 +91,17 @@ async fn main() -> Result<()> {
         )
         .await,
     );
+    // What the hardening costs each of those loads, beside what the loads measured of the server's CPU time.
+    let hardened: Vec<hardening::Load> =
+        [(name::PG_TRANSFER, hardening::Load::Transfer), (name::PG_USERS, hardening::Load::UsersPage)]
+            .into_iter()
+            .filter(|(load, _)| load.contains(only.as_str()))
+            .map(|(_, load)| load)
+            .collect();
+    let hardening = match hardened.is_empty() {
+        true => Vec::new(),
+        false => hardening::measure(&pg_url, server::SECRET, bank.clone(), hardened).await?,
+    };
     let mut logins_per_second = None;
     if name::PG_ME.contains(only.as_str()) {
         let flood = Arc::new(AtomicU64::new(0));
@@ -145,6 +159,7 @@ async fn main() -> Result<()> {
 
     let run = Run {
         results,
+        hardening,
         logins_per_second,
         subscriptions,
         pg_total,

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::Result;
+use crate::hardening;
 use crate::measure::{Measured, median};
 use crate::subscriptions::Figures;
 
@@ -51,6 +52,8 @@ fn took_turns(load: &str, baseline: &str) -> bool {
 /// Everything one run measured.
 pub struct Run {
     pub results: Vec<Measured>,
+    /// What the hardening costs the transfer and the users page, those measured.
+    pub hardening: Vec<hardening::Cost>,
     /// Logins a second during the `me` load.
     pub logins_per_second: Option<f64>,
     pub subscriptions: Option<Figures>,
@@ -76,6 +79,16 @@ impl Run {
         a.turn_throughputs.iter().zip(&b.turn_throughputs).filter(|(_, b)| **b > 0.0).map(|(a, b)| a / b).collect()
     }
 
+    /// What the hardening costs a load ([`crate::hardening`]), with its row in the table.
+    fn hardening(&self, load: hardening::Load) -> Option<(&hardening::Cost, &Measured)> {
+        let cost = self.hardening.iter().find(|cost| cost.load == load)?;
+        let row = match load {
+            hardening::Load::Transfer => name::PG_TRANSFER,
+            hardening::Load::UsersPage => name::PG_USERS,
+        };
+        Some((cost, self.find(row)?))
+    }
+
     /// A ratio of two loads: the median of their rounds' ratios when they took turns, else of their throughputs.
     fn ratio(&self, load: &str, baseline: &str) -> Option<f64> {
         if took_turns(load, baseline) {
@@ -84,6 +97,19 @@ impl Run {
         let (a, b) = (self.find(load)?, self.find(baseline)?);
         (b.throughput > 0.0).then(|| a.throughput / b.throughput)
     }
+}
+
+/// The loads whose hardening is measured, with their names in the target's line and in results.json; and the bar:
+/// the hardening may cost each at most this share of the server's CPU time per request under the load.
+const HARDENED: [(&str, hardening::Load); 2] =
+    [("transfer", hardening::Load::Transfer), ("users page", hardening::Load::UsersPage)];
+const HARDENING_BAR: f64 = 0.05;
+
+/// What the hardening costs a load, as a share: of the server's CPU time per request under the load (the target's),
+/// and of the in-process router's (larger: it leaves out HTTP and the contention of a loaded server).
+fn hardening_shares(cost: &hardening::Cost, row: &Measured) -> (f64, f64) {
+    let server = row.cpu_us.map_or(f64::NAN, |cpu| cpu.server);
+    (cost.per_request_us() / server, cost.per_request_us() / cost.with_us())
 }
 
 pub fn report(run: &Run) -> String {
@@ -206,6 +232,30 @@ fn targets(run: &Run) -> Vec<(&'static str, Option<(bool, String)>)> {
     let sqlite: Vec<&Measured> = run.results.iter().filter(|m| m.name.starts_with("sqlite server")).collect();
     let paced = run.subscriptions.as_ref().map(|f| &f.paced);
     let idle = run.subscriptions.as_ref().map(|f| &f.idle);
+    let hardening: Option<Vec<(&str, &hardening::Cost, &Measured)>> =
+        HARDENED.iter().map(|(short, load)| run.hardening(*load).map(|(cost, row)| (*short, cost, row))).collect();
+    let hardening = hardening.map(|costs| {
+        let shares: Vec<(f64, f64)> = costs.iter().map(|(_, cost, row)| hardening_shares(cost, row)).collect();
+        let met = shares.iter().all(|(of_server, _)| *of_server <= HARDENING_BAR);
+        let each: Vec<String> = costs
+            .iter()
+            .zip(&shares)
+            .map(|((short, cost, row), (of_server, of_router))| {
+                let rounds: Vec<String> =
+                    cost.rounds.iter().map(|(with, without)| format!("{:.1}", with - without)).collect();
+                format!(
+                    "{short} {} of the server's {:.0} µs a request, {} of the router's {:.0} ({:.1} µs, rounds {})",
+                    percent(*of_server),
+                    row.cpu_us.map_or(f64::NAN, |cpu| cpu.server),
+                    percent(*of_router),
+                    cost.with_us(),
+                    cost.per_request_us(),
+                    rounds.join(" ")
+                )
+            })
+            .collect();
+        (met, format!("{}; CPU time a request with − without, in-process", each.join("; ")))
+    });
     vec![
         ("transfers ≥ 0.5 × raw one-call transfer", at_least(name::PG_TRANSFER, name::PG_RAW_TRANSFER, 0.5)),
         ("transfer p99 ≤ 1.5 × raw one-call transfer p99", at_most(p99_ratio, 1.5, "×")),
@@ -242,8 +292,13 @@ fn targets(run: &Run) -> Vec<(&'static str, Option<(bool, String)>)> {
             "transfers with 1,000 subscribers ≥ 0.9 × without",
             at_least(name::TRANSFER_WITH_SUBSCRIBERS, name::TRANSFER_WITHOUT_SUBSCRIBERS, 0.9),
         ),
+        ("hardening ≤ 5% of transfer / of the users page", hardening),
         ("make bench ≤ 300 s, the build excluded", Some((run.seconds <= 300.0, format!("{:.0} s", run.seconds)))),
     ]
+}
+
+fn percent(share: f64) -> String {
+    format!("{:.1}%", share * 100.0)
 }
 
 /// Writes `target/bench/results.json` and the chart, to `target/bench/latency.svg` and `docs/bench/latency.svg`.
@@ -274,8 +329,23 @@ pub fn write_outputs(root: &Path, run: &Run) -> Result<()> {
                 "idle": { "subscriptions": idle.subscriptions, "kib_per_subscription": idle.kib_per_subscription,
                           "statements": idle.statements, "seconds": idle.seconds } })
     });
+    let hardening: serde_json::Map<String, Value> = HARDENED
+        .iter()
+        .filter_map(|(short, load)| {
+            let (cost, row) = run.hardening(*load)?;
+            let (of_server, of_router) = hardening_shares(cost, row);
+            let rounds: Vec<Value> =
+                cost.rounds.iter().map(|(with, without)| json!({ "with_us": with, "without_us": without })).collect();
+            Some((
+                short.replace(' ', "_"),
+                json!({ "us_per_request": cost.per_request_us(), "share_of_server": of_server,
+                        "share_of_router": of_router, "router_us_per_request": cost.with_us(), "rounds": rounds }),
+            ))
+        })
+        .collect();
+    let hardening = json!({ "bar": HARDENING_BAR, "loads": hardening });
     let json = json!({ "loads": loads, "logins_per_second": run.logins_per_second, "subscriptions": subscriptions,
-                       "seconds": run.seconds });
+                       "hardening": hardening, "seconds": run.seconds });
     std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&json)?)?;
     let chart = svg(&run.results);
     std::fs::write(dir.join("latency.svg"), &chart)?;

@@ -15,7 +15,7 @@ use crate::connections::Dedicated;
 use crate::loads::Client;
 use crate::{Result, USERS};
 
-const SECRET: &str = "benchmark-secret-that-is-32-bytes-long";
+pub const SECRET: &str = "benchmark-secret-that-is-32-bytes-long";
 /// The idle-subscription load holds 100 sockets of one banker with 100 subscriptions each.
 pub const MAX_SOCKETS_PER_USER: usize = 100;
 pub const MAX_SUBSCRIPTIONS_PER_SOCKET: usize = 100;

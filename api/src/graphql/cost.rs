@@ -316,6 +316,13 @@ pub struct Plan {
     hashing: Option<usize>,
 }
 
+impl Plan {
+    /// Nothing is left to work out per request: the operation's demand is the same whatever its variables.
+    pub fn settled(&self) -> bool {
+        self.cost.is_some() && self.hashing.is_some()
+    }
+}
+
 /// What an operation asks of the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Demand {

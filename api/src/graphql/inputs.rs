@@ -2,46 +2,83 @@
 //!
 //! Domain types (username, full name, email, password) refuse them when they parse; this guard covers every other
 //! string argument (login credentials, refresh tokens, ids, cursors, idempotency keys, any added later) before the
-//! operation is validated or run (the HTTP and socket layers call it where they parse a request), so none reaches the database. PostgreSQL refuses a NUL in text, which would
-//! otherwise surface as an internal error. It reads the literal arguments of the document and the variables they
-//! use, and names the input field (the argument, or the key inside an input object) in `extensions.field`.
+//! operation is validated or run, so none reaches the database. PostgreSQL refuses a NUL in text, which would
+//! otherwise surface as an internal error. It reads the literal arguments of the document once per parsed document
+//! ([`InputPlan::of`], kept with the parse), and per request the values of the variables those arguments use
+//! ([`InputPlan::check`]); it names the input field (the argument, or the key inside an input object) in
+//! `extensions.field`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 
 use async_graphql::parser::types::{Directive, ExecutableDocument, Field, Selection, SelectionSet};
 use async_graphql::{ErrorExtensionValues, Name, Pos, Positioned, ServerError, ServerResult, Value, Variables};
+/// A value as the document writes it: a variable, or a literal that may hold variables.
+use async_graphql_value::Value as Written;
 
-/// Refuses, with `BAD_USER_INPUT`, a document whose arguments carry a control character: every argument in every
-/// operation and fragment of `document`, with the values of the variables it uses.
-pub(crate) fn check_document(document: &ExecutableDocument, variables: &Variables) -> ServerResult<()> {
-    let mut defaults = HashMap::new();
-    for (_, operation) in document.operations.iter() {
-        for definition in &operation.node.variable_definitions {
-            if let Some(default) = &definition.node.default_value {
-                defaults.insert(definition.node.name.node.clone(), &default.node);
+/// What the rule needs of one document, worked out once per parsed document (the HTTP layer keeps it with the
+/// parse): its literal arguments are checked here, so a request checks only the values of the variables the
+/// document uses where an argument takes them.
+pub(crate) struct InputPlan {
+    /// In document order, up to the first literal with a control character (after which nothing else is reached).
+    checks: Vec<InputCheck>,
+}
+
+enum InputCheck {
+    /// A variable reaches an argument: its value, else its default, is checked as the input field `field` (an
+    /// object key inside the value names its own).
+    Variable { name: Name, field: Name, default: Option<Value>, pos: Pos },
+    /// A literal argument with a control character: the document's refusal, unless a variable before it refuses.
+    Refused(ServerError),
+}
+
+impl InputPlan {
+    /// Every argument in every operation and fragment of `document`.
+    pub(crate) fn of(document: &ExecutableDocument) -> Self {
+        let mut defaults = HashMap::new();
+        for (_, operation) in document.operations.iter() {
+            for definition in &operation.node.variable_definitions {
+                if let Some(default) = &definition.node.default_value {
+                    defaults.insert(definition.node.name.node.clone(), &default.node);
+                }
             }
         }
+        let mut plan = Plan { defaults, checks: Vec::new() };
+        let walked = document
+            .operations
+            .iter()
+            .map(|(_, operation)| (&operation.node.directives, &operation.node.selection_set.node))
+            .chain(document.fragments.values().map(|f| (&f.node.directives, &f.node.selection_set.node)))
+            .try_for_each(|(directives, selection_set)| {
+                plan.directives(directives)?;
+                plan.selection_set(selection_set)
+            });
+        if let Err(refused) = walked {
+            plan.checks.push(InputCheck::Refused(refused));
+        }
+        Self { checks: plan.checks }
     }
-    let check = Check { variables, defaults };
-    for (_, operation) in document.operations.iter() {
-        check.directives(&operation.node.directives)?;
-        check.selection_set(&operation.node.selection_set.node)?;
+
+    /// Refuses, with `BAD_USER_INPUT`, a request whose arguments carry a control character, written into the
+    /// document or sent as the variables it uses.
+    pub(crate) fn check(&self, variables: &Variables) -> ServerResult<()> {
+        self.checks.iter().try_for_each(|check| match check {
+            InputCheck::Variable { name, field, default, pos } => match variables.get(name).or(default.as_ref()) {
+                Some(value) => check_value(field, value, *pos),
+                None => Ok(()),
+            },
+            InputCheck::Refused(refused) => Err(refused.clone()),
+        })
     }
-    for fragment in document.fragments.values() {
-        check.directives(&fragment.node.directives)?;
-        check.selection_set(&fragment.node.selection_set.node)?;
-    }
-    Ok(())
 }
 
-struct Check<'a> {
-    variables: &'a Variables,
+/// The walk that makes an [`InputPlan`]; it stops at the first refused literal.
+struct Plan<'a> {
     defaults: HashMap<Name, &'a Value>,
+    checks: Vec<InputCheck>,
 }
 
-impl Check<'_> {
-    fn selection_set(&self, set: &SelectionSet) -> ServerResult<()> {
+impl Plan<'_> {
+    fn selection_set(&mut self, set: &SelectionSet) -> ServerResult<()> {
         for selection in &set.items {
             self.directives(selection.node.directives())?;
             match &selection.node {
@@ -56,29 +93,29 @@ impl Check<'_> {
         Ok(())
     }
 
-    fn directives(&self, directives: &[Positioned<Directive>]) -> ServerResult<()> {
+    fn directives(&mut self, directives: &[Positioned<Directive>]) -> ServerResult<()> {
         directives.iter().try_for_each(|directive| {
-            directive.node.arguments.iter().try_for_each(|(name, value)| {
-                self.argument(&name.node, value.node.clone().into_const_with(|v| self.variable(v)), value.pos)
-            })
+            directive.node.arguments.iter().try_for_each(|(name, value)| self.value(&name.node, &value.node, value.pos))
         })
     }
 
-    fn arguments(&self, field: &Field) -> ServerResult<()> {
-        field.arguments.iter().try_for_each(|(name, value)| {
-            self.argument(&name.node, value.node.clone().into_const_with(|v| self.variable(v)), value.pos)
-        })
+    fn arguments(&mut self, field: &Field) -> ServerResult<()> {
+        field.arguments.iter().try_for_each(|(name, value)| self.value(&name.node, &value.node, value.pos))
     }
 
-    /// An argument as the resolver will see it, its variables replaced by their values.
-    fn argument(&self, name: &str, value: Result<Value, Infallible>, pos: Pos) -> ServerResult<()> {
-        let Ok(value) = value;
-        check_value(name, &value, pos)
-    }
-
-    /// A variable's value, or its default; a missing one is null, which execution reports if the type needs it.
-    fn variable(&self, name: Name) -> Result<Value, Infallible> {
-        Ok(self.variables.get(&name).or_else(|| self.defaults.get(&name).copied()).cloned().unwrap_or(Value::Null))
+    /// An argument's value as written: literals checked now, each variable planned for its request.
+    fn value(&mut self, field: &Name, value: &Written, pos: Pos) -> ServerResult<()> {
+        match value {
+            Written::Variable(name) => {
+                let default = self.defaults.get(name).map(|default| (*default).clone());
+                self.checks.push(InputCheck::Variable { name: name.clone(), field: field.clone(), default, pos });
+                Ok(())
+            }
+            Written::String(text) => check_text(field, text, pos),
+            Written::List(items) => items.iter().try_for_each(|item| self.value(field, item, pos)),
+            Written::Object(fields) => fields.iter().try_for_each(|(name, value)| self.value(name, value, pos)),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -113,7 +150,7 @@ mod tests {
 
     fn refused_field(query: &str, variables: serde_json::Value) -> Option<String> {
         let document = parse_query(query).expect("a document");
-        let error = check_document(&document, &Variables::from_json(variables)).err()?;
+        let error = InputPlan::of(&document).check(&Variables::from_json(variables)).err()?;
         let field = error.extensions.as_ref().and_then(|e| e.get("field")).cloned();
         Some(field.map_or_else(String::new, |f| f.to_string().trim_matches('"').to_owned()))
     }
@@ -152,6 +189,21 @@ mod tests {
             .as_deref(),
             Some("id")
         );
+    }
+
+    #[test]
+    fn a_literal_is_judged_once_per_document_and_a_variable_before_it_still_refuses_first() {
+        let query = "query($a: ID!) { account(id: $a) { id } transfer(id: \"t\\u0000\") { id } }";
+        let plan = InputPlan::of(&parse_query(query).expect("a document"));
+        assert_eq!(plan.checks.len(), 2, "the variable, then the refused literal; nothing after it");
+        let field = |variables| {
+            let error = plan.check(&Variables::from_json(variables)).expect_err("refused");
+            error.extensions.and_then(|e| e.get("field").cloned()).map(|f| f.to_string())
+        };
+        assert_eq!(field(json!({ "a": "1" })).as_deref(), Some("\"id\""));
+        assert_eq!(field(json!({ "a": "1\u{7}" })).as_deref(), Some("\"id\""));
+        let plain = InputPlan::of(&parse_query("{ users(first: 20) { nodes { username } } }").expect("a document"));
+        assert!(plain.checks.is_empty(), "nothing left for a request to check");
     }
 
     #[test]

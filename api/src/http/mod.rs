@@ -33,7 +33,7 @@ pub use self::documents::Documents;
 pub use self::persisted::Persisted;
 use crate::graphql::cost::Demand;
 use crate::graphql::{self, RequestAuth};
-use crate::{AppState, Config};
+use crate::{AppState, Config, Hardening};
 
 /// A request that is not a GraphQL request at all: answered as a GraphQL error with a code, not bare text.
 pub struct BadRequest(ParseRequestError);
@@ -73,7 +73,8 @@ fn is_over_the_limit(err: &axum::Error) -> bool {
 }
 
 /// Every 413 carries `PAYLOAD_TOO_LARGE`, also the one the limit layer sends from the announced length alone.
-async fn coded_payload_too_large(response: Response) -> Response {
+/// A plain function, not axum's middleware: that boxes a future and clones the services inside it per request.
+fn coded_payload_too_large(response: Response) -> Response {
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE { payload_too_large().into_response() } else { response }
 }
 
@@ -93,22 +94,27 @@ const MAX_LOGGED_CHARS: usize = 64;
 /// Every API route, with its middleware. `api/tests/router.rs` drives it in-process (`tower::ServiceExt::oneshot`);
 /// the integration tests drive it through a bound server.
 pub fn router(state: AppState, config: &Config) -> Router {
-    Router::new()
+    let hardening = state.hardening;
+    let mut router = Router::new()
         .route("/", get(graphiql::page))
         .route("/graphiql/{name}", get(graphiql::asset))
         .route("/graphql", get(graphql).post(graphql))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
-        .layer(Extension(TrustedProxies(config.trusted_proxies.iter().copied().collect())))
-        .layer(cors(&config.cors_allowed_origins))
-        .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
-        // The limit's own answer to an announced length over it is bare text; clients get the coded one.
-        .layer(axum::middleware::map_response(coded_payload_too_large))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(config.request_timeout_secs),
-        ))
+        .layer(Extension(TrustedProxies(config.trusted_proxies.iter().copied().collect())));
+    if hardening == Hardening::On {
+        router = router
+            .layer(cors(&config.cors_allowed_origins))
+            .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
+            // The limit's own answer to an announced length over it is bare text; clients get the coded one.
+            .layer(tower::util::MapResponseLayer::new(coded_payload_too_large))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                Duration::from_secs(config.request_timeout_secs),
+            ));
+    }
+    let router = router
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
             let path = cut(request.uri().path(), MAX_LOGGED_CHARS);
@@ -117,8 +123,11 @@ pub fn router(state: AppState, config: &Config) -> Router {
         // Outermost: every request gets an id (or keeps the caller's if it is short and printable), its log lines
         // carry it, and so does the answer.
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(axum::middleware::map_request(drop_unusable_request_id))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
+    match hardening {
+        Hardening::On => router.layer(tower::util::MapRequestLayer::new(drop_unusable_request_id::<axum::body::Body>)),
+        Hardening::Off => router,
+    }
 }
 
 /// The Prometheus scrape endpoint, served on `METRICS_ADDR` only: it tells who uses the API how, which is for
@@ -129,7 +138,7 @@ pub fn metrics_router(state: AppState) -> Router {
 
 /// Removes a caller's request id that is too long or not printable ASCII, so that a fresh one replaces it: it is
 /// echoed in the answer and written in every log line of the request.
-async fn drop_unusable_request_id<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
+fn drop_unusable_request_id<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
     let usable = |id: &HeaderValue| {
         let id = id.as_bytes();
         !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.iter().all(u8::is_ascii_graphic)
@@ -164,7 +173,8 @@ async fn graphql(
     Extension(proxies): Extension<TrustedProxies>,
     request: axum::extract::Request,
 ) -> Response {
-    let client = proxies.client(peer, request.headers());
+    let hardened = state.hardening == Hardening::On;
+    let client = if hardened { proxies.client(peer, request.headers()) } else { peer.ip() };
     let method = request.method().clone();
     let upgrading =
         request.headers().get(header::UPGRADE).is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"));
@@ -185,17 +195,17 @@ async fn graphql(
             return refused(StatusCode::BAD_REQUEST, Code::BadRequest, "the body could not be read").into_response();
         }
     };
-    let document_id = document_id(&parts.uri, &body);
+    let document_id = if hardened { document_id(&parts.uri, &body) } else { None };
     let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(body));
     let request = match Request::from_request(request, &state).await {
         Ok(request) => request,
         Err(rejection) => return rejection.into_response(),
     };
     let mut request = request.into_inner();
-    if let Err(refusal) = state.persisted.resolve(&mut request, document_id) {
+    if hardened && let Err(refusal) = state.persisted.resolve(&mut request, document_id) {
         return respond(async_graphql::Response::from_errors(vec![refusal]), negotiate(&headers));
     }
-    let operation = Operation::of(&mut request, &state.documents);
+    let operation = Operation::of(&mut request, &state.documents, state.hardening);
     if operation.mutation && method != Method::POST {
         let refusal =
             refused(StatusCode::METHOD_NOT_ALLOWED, Code::MethodNotAllowed, "mutations are accepted only over POST");
@@ -227,7 +237,7 @@ fn document_id(uri: &axum::http::Uri, body: &[u8]) -> Option<String> {
 struct Operation {
     name: Option<String>,
     mutation: bool,
-    /// `None` when no operation is selected (execution says why, or `refused` does).
+    /// `None` when no operation is selected (execution says why, or `refused` does), or without hardening.
     demand: Option<Demand>,
     /// Why the request is answered without reaching the executor: the document is not GraphQL
     /// (`GRAPHQL_PARSE_FAILED`), or an argument carries a control character (`BAD_USER_INPUT`, see
@@ -239,7 +249,7 @@ struct Operation {
 impl Operation {
     /// Parses the request's document, or finds it parsed already, and judges its demand; the parse is handed to the
     /// request for the executor to use.
-    fn of(request: &mut async_graphql::Request, documents: &Documents) -> Self {
+    fn of(request: &mut async_graphql::Request, documents: &Documents, hardening: Hardening) -> Self {
         let requested = request.operation_name.clone();
         let prepared = match documents.parse(&request.query) {
             Ok(prepared) => prepared,
@@ -250,13 +260,14 @@ impl Operation {
             }
         };
         let document = &prepared.document;
-        let refused = graphql::inputs::check_document(document, &request.variables).err();
+        let hardened = hardening == Hardening::On;
+        let refused = if hardened { prepared.check_inputs(&request.variables).err() } else { None };
         let is_mutation = |op: &OperationDefinition| op.ty == OperationType::Mutation;
         let operation = match Self::selected(document, requested.as_deref()) {
             Some((name, op)) => Self {
                 name: name.map(Name::to_string),
                 mutation: is_mutation(op),
-                demand: Some(documents.demand(&prepared, name, op, &request.variables)),
+                demand: hardened.then(|| documents.demand(&prepared, name, op, &request.variables)),
                 refused,
             },
             // No operation selected: execution will say so; over GET, refuse if any could mutate.
@@ -424,7 +435,7 @@ async fn execute_on(
     request: async_graphql::Request,
     db: Db,
 ) -> async_graphql::Response {
-    let request = graphql::request_data(request.data(RequestAuth::new(token, client)), &db);
+    let request = graphql::request_data(request.data(RequestAuth::new(token, client, state.hardening)), &db);
     // The snapshot ends when `db` is dropped on return, rolled back in the background: it only read.
     state.schema.execute(request).await
 }

@@ -119,11 +119,12 @@ impl Executor for Judged {
     ) -> BoxStream<'static, async_graphql::Response> {
         // As over HTTP: with TRUSTED_DOCUMENTS only the manifest's documents run, here named by Apollo's hash.
         let refusals = match self.state.persisted.resolve(&mut request, None) {
-            Ok(()) => Operation::of(&mut request, &self.state.documents).refusals(self.state.max_query_cost),
+            Ok(()) => Operation::of(&mut request, &self.state.documents, self.state.hardening)
+                .refusals(self.state.max_query_cost),
             Err(refusal) => vec![refusal],
         };
         let responses = if refusals.is_empty() {
-            let request = request.data(RequestAuth::new(Some(self.token.clone()), self.client));
+            let request = request.data(RequestAuth::new(Some(self.token.clone()), self.client, self.state.hardening));
             Executor::execute_stream(&self.state.schema, request, session_data)
         } else {
             let refused = async_graphql::Response::from_errors(refusals);
