@@ -306,21 +306,12 @@ async fn in_one_statement(
         }
     };
     let get = Columns(&row);
-    let from_owner: Option<String> = get.value("from_owner")?;
-    let to_owner: Option<String> = get.value("to_owner")?;
     // A written transfer is committed: the statement's own rules allowed it, so it is answered as done.
     let Some(transfer_id) = get.value::<Option<i64>>("transfer_id")? else {
-        let facts = Facts {
-            authenticated: get.value("authenticated")?,
-            key_used: get.value("key_used")?,
-            from: get.found("from", from_owner.as_deref())?,
-            to: get.found("to", to_owner.as_deref())?,
-        };
-        return match judge(&caller.username, request, facts)? {
-            Verdict::KeyUsed => Ok(Attempt::KeyUsed),
-            Verdict::Allowed => Err(Error::internal("a transfer that broke no rule wrote nothing")),
-        };
+        return get.judged(&caller.username, request);
     };
+    let from_owner: Option<String> = get.value("from_owner")?;
+    let to_owner: Option<String> = get.value("to_owner")?;
     let missing = || Error::internal(format!("transfer {transfer_id} found no account"));
     let (from_owner, to_owner) = (from_owner.ok_or_else(missing)?, to_owner.ok_or_else(missing)?);
 
@@ -379,6 +370,22 @@ struct Columns<'a>(&'a QueryResult);
 impl Columns<'_> {
     fn value<T: sea_orm::TryGetable>(&self, column: &str) -> Result<T, Error> {
         self.0.try_get("", column).map_err(|err| Error::internal_from(format!("reading {column}"), err))
+    }
+
+    /// What a transfer that wrote nothing comes to: the facts its statement reported, judged.
+    fn judged(&self, caller: &str, request: &TransferRequest) -> Result<Attempt, Error> {
+        let from_owner: Option<String> = self.value("from_owner")?;
+        let to_owner: Option<String> = self.value("to_owner")?;
+        let facts = Facts {
+            authenticated: self.value("authenticated")?,
+            key_used: self.value("key_used")?,
+            from: self.found("from", from_owner.as_deref())?,
+            to: self.found("to", to_owner.as_deref())?,
+        };
+        match judge(caller, request, facts)? {
+            Verdict::KeyUsed => Ok(Attempt::KeyUsed),
+            Verdict::Allowed => Err(Error::internal("a transfer that broke no rule wrote nothing")),
+        }
     }
 
     /// The account on one `side` ("from" or "to"), if the statement found it.
@@ -480,19 +487,7 @@ async fn in_one_command(
         |name: &'static str| rows.iter().filter(move |row| row.try_get::<String>("", "part").is_ok_and(|p| p == name));
     let facts = part("facts").next().ok_or_else(|| Error::internal("a transfer found no facts"))?;
     let Some(transfer) = part("transfer").next() else {
-        let get = Columns(facts);
-        let (from_owner, to_owner): (Option<String>, Option<String>) =
-            (get.value("from_owner")?, get.value("to_owner")?);
-        let facts = Facts {
-            authenticated: get.value("authenticated")?,
-            key_used: get.value("key_used")?,
-            from: get.found("from", from_owner.as_deref())?,
-            to: get.found("to", to_owner.as_deref())?,
-        };
-        return match judge(&caller.username, request, facts)? {
-            Verdict::KeyUsed => Ok(Attempt::KeyUsed),
-            Verdict::Allowed => Err(Error::internal("a transfer that broke no rule wrote nothing")),
-        };
+        return Columns(facts).judged(&caller.username, request);
     };
     let transfer = transfer::Model::from_query_result(transfer, "")?;
     let accounts =
