@@ -1,7 +1,7 @@
 //! The application's database: where reads go (per-request snapshots among them) and how writes are made.
 //!
 //! PostgreSQL runs many transactions at once, so a write simply takes a pooled connection. SQLite runs one writer at
-//! a time and makes each commit durable with a sync to disk, so there every write goes through one writer task that
+//! a time and makes each commit durable with a sync to disk, so there every write goes through one writer (a thread of its own) that
 //! commits whatever has queued meanwhile as one transaction (group commit), each write in a savepoint of its own;
 //! reads use read-only connections beside it, which WAL lets read while the writer writes.
 //!
@@ -17,7 +17,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database as Connector, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    ExecResult, QueryResult, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    ExecResult, QueryResult, Statement, TransactionTrait,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -243,7 +243,17 @@ impl Database {
         let mut reads = Connector::connect(options).await?;
         reads.set_metric_callback(on_statement);
         let (writer, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(write_batches(writes, queue));
+        // The writer runs on a thread of its own: each of its hand-offs to the connection's thread would otherwise
+        // wait for a runtime worker busy with requests, and every write of the batch waits on each hand-off.
+        let writes = Held::take(writes).await?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| DbErr::Custom(format!("cannot start the SQLite writer: {err}")))?;
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || runtime.block_on(write_batches(writes, queue)))
+            .map_err(|err| DbErr::Custom(format!("cannot start the SQLite writer: {err}")))?;
         let pool = Pool { conn: reads.clone(), each_in_a_transaction: false };
         Ok(Self { pool, snapshots: reads.clone(), writer: Some(writer), listen: reads, replicas: None, positions })
     }
@@ -417,11 +427,11 @@ impl ConnectionTrait for Pool {
     }
 }
 
-/// Where a write's statements go: PostgreSQL's pool, or the savepoint the SQLite writer opened for it.
+/// Where a write's statements go: PostgreSQL's pool, or the SQLite writer's batch.
 #[derive(Clone, Copy)]
 pub enum Writing<'a> {
     Pool(&'a Pool),
-    Savepoint(&'a DatabaseTransaction),
+    Batch(&'a Batched<'a>),
 }
 
 impl Writing<'_> {
@@ -430,7 +440,10 @@ impl Writing<'_> {
     pub async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
         match self {
             Self::Pool(db) => db.begin().await,
-            Self::Savepoint(txn) => txn.begin().await,
+            Self::Batch(batched) => {
+                batched.open().await?;
+                batched.txn.begin().await
+            }
         }
     }
 }
@@ -440,43 +453,139 @@ impl ConnectionTrait for Writing<'_> {
     fn get_database_backend(&self) -> DbBackend {
         match self {
             Self::Pool(db) => db.get_database_backend(),
-            Self::Savepoint(txn) => txn.get_database_backend(),
+            Self::Batch(batched) => batched.txn.get_database_backend(),
         }
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
         match self {
             Self::Pool(db) => db.execute_raw(stmt).await,
-            Self::Savepoint(txn) => txn.execute_raw(stmt).await,
+            Self::Batch(batched) => {
+                batched.open().await?;
+                batched.txn.execute_raw(stmt).await
+            }
         }
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
         match self {
             Self::Pool(db) => db.execute_unprepared(sql).await,
-            Self::Savepoint(txn) => txn.execute_unprepared(sql).await,
+            Self::Batch(batched) => {
+                batched.open().await?;
+                batched.txn.execute_unprepared(sql).await
+            }
         }
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
         match self {
             Self::Pool(db) => db.query_one_raw(stmt).await,
-            Self::Savepoint(txn) => txn.query_one_raw(stmt).await,
+            Self::Batch(batched) => batched.txn.query_one_raw(batched.opening(stmt)).await,
         }
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
         match self {
             Self::Pool(db) => db.query_all_raw(stmt).await,
-            Self::Savepoint(txn) => txn.query_all_raw(stmt).await,
+            Self::Batch(batched) => batched.txn.query_all_raw(batched.opening(stmt)).await,
         }
+    }
+}
+
+/// The SQLite writer's connection, held for the writer's life.
+///
+/// sea-orm lends a connection only as a transaction's, and sqlx pings a connection each time it goes back to its
+/// pool: one more hand-off to the connection's thread, which the next batch would wait for. So the writer takes its
+/// connection once, as a transaction's whose transaction it ends at once, and sends each batch's `BEGIN` (with the
+/// batch's first statement, see [`Batched`]) and `COMMIT` itself. sqlx still counts the transaction it began, so
+/// a write's own [`Writing::begin`] is a savepoint, as it must be inside the batch's transaction.
+struct Held(DatabaseTransaction);
+
+impl Held {
+    async fn take(conn: DatabaseConnection) -> Result<Self, DbErr> {
+        let txn = conn.begin().await?;
+        txn.execute_unprepared("COMMIT").await?;
+        Ok(Held(txn))
+    }
+
+    /// Undoes what a failed batch left open, if anything, so that the next can begin.
+    async fn roll_back(&self) {
+        // Fails, harmlessly, when SQLite already undid the transaction or it never began.
+        let _ = self.0.execute_unprepared("ROLLBACK").await;
+    }
+}
+
+/// What a write's savepoint is opened with, besides `SAVEPOINT write`.
+#[derive(Clone, Copy, PartialEq)]
+enum Opening {
+    /// The batch's transaction, not yet begun: no write of the batch sent anything so far.
+    Begin,
+    /// The savepoint of the write before, which succeeded: released.
+    Release,
+    /// Nothing: the write before was undone and released.
+    Savepoint,
+}
+
+impl Opening {
+    fn sql(self) -> &'static str {
+        // IMMEDIATE takes the write lock at once: another process writing to the file (`set-role`) is waited for
+        // here, once per batch, rather than by whichever statement writes first.
+        match self {
+            Opening::Begin => "BEGIN IMMEDIATE; SAVEPOINT write;\n",
+            Opening::Release => "RELEASE write; SAVEPOINT write;\n",
+            Opening::Savepoint => "SAVEPOINT write;\n",
+        }
+    }
+}
+
+/// One write of the SQLite writer's batch, in a savepoint of its own (`write`) within the batch's transaction.
+///
+/// Every statement sent is a hand-off to the connection's thread and back, and every write queued behind waits
+/// for it; so the savepoint is not opened on its own but sent with the write's first query, after the release of
+/// the write before (or the batch's `BEGIN`); the batch's `COMMIT` releases the last. A statement that only reports
+/// rows changed goes after the savepoint is opened alone: SQLite counts a `SAVEPOINT` as changing what the
+/// statement before it changed, and that would be added to the statement's count.
+pub struct Batched<'a> {
+    txn: &'a DatabaseTransaction,
+    /// The statements that open the savepoint, until sent.
+    opening: std::sync::Mutex<Option<&'static str>>,
+}
+
+impl<'a> Batched<'a> {
+    fn new(held: &'a Held, opening: Opening) -> Self {
+        Batched { txn: &held.0, opening: std::sync::Mutex::new(Some(opening.sql())) }
+    }
+
+    fn take_opening(&self) -> Option<&'static str> {
+        self.opening.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
+    /// `stmt`, led by the statements that open the savepoint if they were not sent yet.
+    fn opening(&self, mut stmt: Statement) -> Statement {
+        if let Some(opening) = self.take_opening() {
+            stmt.sql.insert_str(0, opening);
+        }
+        stmt
+    }
+
+    /// Opens the savepoint, if not yet opened, as a hand-off of its own.
+    async fn open(&self) -> Result<(), DbErr> {
+        match self.take_opening() {
+            Some(opening) => self.txn.execute_unprepared(opening).await.map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the savepoint was opened: whether the write sent any statement.
+    fn opened(&self) -> bool {
+        self.opening.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_none()
     }
 }
 
 /// A write queued for the SQLite writer, whatever its result's type.
 trait Pending: Send {
-    /// Runs the work in `savepoint`: whether it succeeded, and so whether the savepoint is kept.
-    fn run<'a>(&'a mut self, savepoint: &'a DatabaseTransaction) -> BoxFuture<'a, bool>;
+    /// Runs the work in its savepoint: whether it succeeded, and so whether the savepoint is kept.
+    fn run<'a>(&'a mut self, batched: &'a Batched<'a>) -> BoxFuture<'a, bool>;
     /// Answers the caller, once the batch committed (`Ok`) or failed.
     fn answer(self: Box<Self>, batch: Result<(), DbErr>);
 }
@@ -494,13 +603,13 @@ where
     T: Send + 'static,
     W: for<'a> FnOnce(Writing<'a>) -> BoxFuture<'a, Result<T, Error>> + Send + 'static,
 {
-    fn run<'a>(&'a mut self, savepoint: &'a DatabaseTransaction) -> BoxFuture<'a, bool> {
+    fn run<'a>(&'a mut self, batched: &'a Batched<'a>) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             let Some(work) = self.work.take() else {
                 return false;
             };
             // A bug in one write must not stop the writer, and with it every write after.
-            let outcome = AssertUnwindSafe(work(Writing::Savepoint(savepoint)))
+            let outcome = AssertUnwindSafe(work(Writing::Batch(batched)))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|panic| Err(Error::internal(format!("a write panicked: {}", panic_message(&*panic)))));
@@ -527,11 +636,12 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 /// The SQLite writer: takes every write queued, commits them as one batch, answers them all, and starts over with
 /// what queued meanwhile, until every [`Database`] is gone. The busier the server, the bigger the batches and the
 /// fewer syncs to disk per write.
-async fn write_batches(conn: DatabaseConnection, mut queue: mpsc::Receiver<Box<dyn Pending>>) {
+async fn write_batches(conn: Held, mut queue: mpsc::Receiver<Box<dyn Pending>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let committed = commit(&conn, &mut batch).await;
         if let Err(err) = &committed {
+            conn.roll_back().await;
             tracing::error!(%err, writes = batch.len(), "a batch of SQLite writes failed; none was acknowledged");
         }
         for write in batch.drain(..) {
@@ -540,28 +650,27 @@ async fn write_batches(conn: DatabaseConnection, mut queue: mpsc::Receiver<Box<d
     }
 }
 
-/// Runs each write of `batch` in a savepoint of its own within one transaction, then commits it. A savepoint that
-/// cannot begin or end may leave part of a write in the transaction, so then nothing commits.
-async fn commit(conn: &DatabaseConnection, batch: &mut [Box<dyn Pending>]) -> Result<(), DbErr> {
-    // IMMEDIATE takes the write lock at once: another process writing to the file (`set-role`) is waited for here,
-    // once, rather than by whichever write comes first.
-    let immediate =
-        TransactionOptions { sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate), ..Default::default() };
-    let txn = conn.begin_with_options(immediate).await?;
-    // A write alone in its batch needs no savepoint, its transaction is undone with it: two statements, each a
-    // hand-off to the connection's thread, that every write queued behind it waits less.
-    if let [write] = batch {
-        return if write.run(&txn).await { txn.commit().await } else { txn.rollback().await };
-    }
+/// Runs each write of `batch` in a savepoint of its own within one transaction ([`Batched`]), then commits it. A
+/// savepoint that cannot be undone may leave part of a write in the transaction, so then nothing commits.
+async fn commit(conn: &Held, batch: &mut [Box<dyn Pending>]) -> Result<(), DbErr> {
+    let mut opening = Opening::Begin;
     for write in batch {
-        let savepoint = txn.begin().await?;
-        if write.run(&savepoint).await {
-            savepoint.commit().await?;
-        } else {
-            savepoint.rollback().await?;
+        let batched = Batched::new(conn, opening);
+        let succeeded = write.run(&batched).await;
+        if !batched.opened() {
+            continue;
         }
+        opening = if succeeded {
+            Opening::Release
+        } else {
+            conn.0.execute_unprepared("ROLLBACK TO write; RELEASE write").await?;
+            Opening::Savepoint
+        };
     }
-    txn.commit().await
+    if opening != Opening::Begin {
+        conn.0.execute_unprepared("COMMIT").await?;
+    }
+    Ok(())
 }
 
 /// Where a request's reads go: the pool, or one snapshot transaction shared by every field of a query request, on
@@ -623,5 +732,90 @@ impl ConnectionTrait for Db {
             Self::Pool(db) => db.query_all_raw(stmt).await,
             Self::Snapshot(txn) | Self::Standby(txn, _) => txn.query_all_raw(stmt).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Queues `work` on the writer and waits for its answer.
+    fn write<W>(db: &Database, work: W) -> BoxFuture<'_, Result<(), Error>>
+    where
+        W: for<'a> FnOnce(Writing<'a>) -> BoxFuture<'a, Result<(), Error>> + Send + 'static,
+    {
+        Box::pin(db.write(work))
+    }
+
+    fn insert(x: i64) -> Statement {
+        Statement::from_sql_and_values(DbBackend::Sqlite, "INSERT INTO t (x) VALUES ($1) RETURNING x", [x.into()])
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_undone_alone_and_the_writes_of_its_batch_around_it_commit() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("bank.db").display());
+        let db = Database::connect(&Settings::new(url), |_| {}).await.expect("connect");
+        write(&db, |db| {
+            Box::pin(async move {
+                db.execute_unprepared("CREATE TABLE t (x INTEGER PRIMARY KEY)").await?;
+                Ok(())
+            })
+        })
+        .await
+        .expect("the table");
+
+        let refused = || Error::internal("refused");
+        let writes = vec![
+            // Holds the writer while the others queue, so that they make one batch.
+            write(&db, |_| {
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok(())
+                })
+            }),
+            // A query first: its savepoint opens with it.
+            write(&db, |db| Box::pin(async move { db.query_one_raw(insert(1)).await.map(drop).map_err(Into::into) })),
+            write(&db, move |db| {
+                Box::pin(async move {
+                    db.query_one_raw(insert(2)).await?;
+                    db.query_one_raw(insert(3)).await?;
+                    Err(refused())
+                })
+            }),
+            // Nothing sent, and failed: no savepoint to undo.
+            write(&db, move |_| Box::pin(async move { Err(refused()) })),
+            // An execution first, then one that fails on the key.
+            write(&db, |db| {
+                Box::pin(async move {
+                    db.execute_raw(Statement::from_string(DbBackend::Sqlite, "INSERT INTO t (x) VALUES (4)")).await?;
+                    db.query_one_raw(insert(1)).await?;
+                    Ok(())
+                })
+            }),
+            // A transaction of its own inside the write.
+            write(&db, |db| {
+                Box::pin(async move {
+                    let txn = db.begin().await?;
+                    txn.query_one_raw(insert(5)).await?;
+                    txn.commit().await?;
+                    Ok(())
+                })
+            }),
+            write(&db, |_| Box::pin(async move { Ok(()) })),
+            write(&db, |db| {
+                Box::pin(async move {
+                    let changed = db.execute_raw(insert(6)).await?.rows_affected();
+                    assert_eq!(changed, 1, "rows changed by the write's own statement only");
+                    Ok(())
+                })
+            }),
+        ];
+        let answers: Vec<bool> = futures::future::join_all(writes).await.iter().map(Result::is_ok).collect();
+        assert_eq!(answers, [true, true, false, false, false, true, true, true]);
+
+        let rows = db.reads().query_all_raw(Statement::from_string(DbBackend::Sqlite, "SELECT x FROM t ORDER BY x"));
+        let kept: Vec<i64> = rows.await.expect("read").iter().map(|row| row.try_get("", "x").expect("x")).collect();
+        assert_eq!(kept, [1, 5, 6], "what the failed writes wrote is gone, and only that");
     }
 }
