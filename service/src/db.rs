@@ -53,6 +53,10 @@ pub const DEFAULT_MAX_REPLICA_LAG: Duration = Duration::from_secs(1);
 /// while every write of a batch waits for its last one.
 const MAX_BATCH: usize = 64;
 
+/// How often the SQLite WAL is checkpointed ([`checkpoints`]): at a few thousand pages written a second under load,
+/// a few hundred a time.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
 /// Writes waiting for the SQLite writer; more wait for room, so that a flood queues in its requests.
 const QUEUE: usize = 1024;
 
@@ -235,6 +239,7 @@ impl Database {
         if pooled || !settings.replica_urls.is_empty() {
             return Err(DbErr::Custom("standbys and transaction pooling are for PostgreSQL, not SQLite".into()));
         }
+        let checkpointer = Connector::connect(options(&settings.url, 1, Kind::default())).await?;
         // The writer's connection came first, so the file exists and is in WAL mode, which readers cannot set.
         let mut options = options(&settings.url, settings.sqlite_read_connections, Kind::default());
         options
@@ -246,13 +251,22 @@ impl Database {
         // The writer runs on a thread of its own: each of its hand-offs to the connection's thread would otherwise
         // wait for a runtime worker busy with requests, and every write of the batch waits on each hand-off.
         let writes = Held::take(writes).await?;
+        // The WAL is copied into the file by `checkpoints`, on a connection of its own, never by a batch's commit.
+        writes.0.execute_unprepared("PRAGMA wal_autocheckpoint = 0").await?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|err| DbErr::Custom(format!("cannot start the SQLite writer: {err}")))?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || runtime.block_on(write_batches(writes, queue)))
+            .spawn(move || {
+                runtime.block_on(async {
+                    tokio::select! {
+                        () = write_batches(writes, queue) => {}
+                        () = checkpoints(checkpointer) => {}
+                    }
+                })
+            })
             .map_err(|err| DbErr::Custom(format!("cannot start the SQLite writer: {err}")))?;
         let pool = Pool { conn: reads.clone(), each_in_a_transaction: false };
         Ok(Self { pool, snapshots: reads.clone(), writer: Some(writer), listen: reads, replicas: None, positions })
@@ -650,6 +664,21 @@ async fn write_batches(conn: Held, mut queue: mpsc::Receiver<Box<dyn Pending>>) 
     }
 }
 
+/// Copies the WAL's pages into the database file, beside the writer rather than in its way: by itself SQLite does
+/// it within the commit that takes the WAL past a thousand pages, and every write of that batch, and of the ones
+/// queued behind it, waits for the copy and its two syncs. A checkpoint lets the writer go on writing, and stops
+/// short of pages a reader's snapshot still needs (the next one takes them).
+async fn checkpoints(conn: DatabaseConnection) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(err) = conn.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)").await {
+            tracing::warn!(%err, "a checkpoint of the SQLite WAL failed; the next one will try again");
+        }
+    }
+}
+
 /// Runs each write of `batch` in a savepoint of its own within one transaction ([`Batched`]), then commits it. A
 /// savepoint that cannot be undone may leave part of a write in the transaction, so then nothing commits.
 async fn commit(conn: &Held, batch: &mut [Box<dyn Pending>]) -> Result<(), DbErr> {
@@ -817,5 +846,29 @@ mod tests {
         let rows = db.reads().query_all_raw(Statement::from_string(DbBackend::Sqlite, "SELECT x FROM t ORDER BY x"));
         let kept: Vec<i64> = rows.await.expect("read").iter().map(|row| row.try_get("", "x").expect("x")).collect();
         assert_eq!(kept, [1, 5, 6], "what the failed writes wrote is gone, and only that");
+    }
+
+    #[tokio::test]
+    async fn what_the_writer_committed_reaches_the_database_file_without_a_commit_copying_it() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("bank.db");
+        let db = Database::connect(&Settings::new(format!("sqlite://{}?mode=rwc", file.display())), |_| {})
+            .await
+            .expect("connect");
+        let before = std::fs::metadata(&file).expect("the file").len();
+        write(&db, |db| {
+            Box::pin(async move {
+                db.execute_unprepared("CREATE TABLE t (x INTEGER PRIMARY KEY, padding BLOB)").await?;
+                let rows = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100) \
+                            INSERT INTO t SELECT x, zeroblob(1000) FROM n";
+                db.execute_unprepared(rows).await?;
+                Ok(())
+            })
+        })
+        .await
+        .expect("a hundred rows");
+        tokio::time::sleep(CHECKPOINT_EVERY * 5).await;
+        let after = std::fs::metadata(&file).expect("the file").len();
+        assert!(after >= before + 100 * 1000, "the database file grew from {before} to {after} bytes only");
     }
 }
