@@ -66,13 +66,19 @@ pub async fn transfer(
         db.write(move |db| {
             Box::pin(async move {
                 match db.get_database_backend() {
-                    DbBackend::Postgres => in_one_statement(&db, &caller, &request, request_hash.as_deref()).await,
+                    DbBackend::Postgres => {
+                        in_one_statement(&db, &caller, &request, request_hash.as_deref()).await.map(Sent::Decided)
+                    }
                     _ => in_one_command(&db, &caller, &request, request_hash.as_deref()).await,
                 }
             })
         })
     })
-    .await;
+    .await
+    .and_then(|sent| match sent {
+        Sent::Decided(attempt) => Ok(attempt),
+        Sent::Rows(rows) => decode(&rows, &caller.username, request),
+    });
     let outcome = match attempt {
         // A keyed request that raced one with the same key waited on the first's row locks and then found the
         // accounts as the first left them (its balance spent, say), while on PostgreSQL the rest of its statement
@@ -98,6 +104,13 @@ pub async fn transfer(
         // made wait): answer as it was answered.
         Attempt::KeyUsed => replay(db.reads(), caller, request, request_hash.as_deref()).await,
     }
+}
+
+/// What a write of a transfer answers: on SQLite the command's rows, which [`decode`] reads once the write is
+/// answered, off the writer that every write waits on.
+enum Sent {
+    Decided(Attempt),
+    Rows(Vec<QueryResult>),
 }
 
 /// What one try of a transfer came to.
@@ -472,22 +485,28 @@ async fn in_one_command(
     caller: &VerifiedToken,
     request: &TransferRequest,
     request_hash: Option<&str>,
-) -> Result<Attempt, Error> {
+) -> Result<Sent, Error> {
     let statement = Statement::from_sql_and_values(
         DbBackend::Sqlite,
         SQLITE_TRANSFER_SQL,
         transfer_values(caller, request, request_hash),
     );
-    let rows = match txn.query_all_raw(statement).await {
-        Ok(rows) => rows,
-        Err(err) if constraint::violated(&err).as_deref() == Some(KEY_CONSTRAINT) => return Ok(Attempt::KeyUsed),
-        Err(err) => return Err(err.into()),
-    };
+    match txn.query_all_raw(statement).await {
+        Ok(rows) => Ok(Sent::Rows(rows)),
+        Err(err) if constraint::violated(&err).as_deref() == Some(KEY_CONSTRAINT) => {
+            Ok(Sent::Decided(Attempt::KeyUsed))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// What [`SQLITE_TRANSFER_SQL`] returned: the transfer and what it wrote, or why nothing was written.
+fn decode(rows: &[QueryResult], caller: &str, request: &TransferRequest) -> Result<Attempt, Error> {
     let part =
         |name: &'static str| rows.iter().filter(move |row| row.try_get::<String>("", "part").is_ok_and(|p| p == name));
     let facts = part("facts").next().ok_or_else(|| Error::internal("a transfer found no facts"))?;
     let Some(transfer) = part("transfer").next() else {
-        return Columns(facts).judged(&caller.username, request);
+        return Columns(facts).judged(caller, request);
     };
     let transfer = transfer::Model::from_query_result(transfer, "")?;
     let accounts =
