@@ -1,9 +1,9 @@
 //! The application's database: where reads go (per-request snapshots among them) and how writes are made.
 //!
 //! PostgreSQL runs many transactions at once, so a write simply takes a pooled connection. SQLite runs one writer at
-//! a time and makes each commit durable with a sync to disk, so there every write goes through one writer (a thread of its own) that
-//! commits whatever has queued meanwhile as one transaction (group commit), each write in a savepoint of its own;
-//! reads use read-only connections beside it, which WAL lets read while the writer writes.
+//! a time and makes each commit durable with a sync to disk, so there every write goes through one writer, a thread
+//! of its own, that commits whatever has queued meanwhile as one transaction (group commit), each write in a
+//! savepoint of its own; reads use read-only connections beside it, which WAL lets read while the writer writes.
 //!
 //! On PostgreSQL, query snapshots may open on hot standbys instead of the primary (see [`crate::replicas`]), and
 //! every connection may lead through a transaction-pooling pooler such as pgbouncer (see [`Settings`]).
@@ -248,11 +248,11 @@ impl Database {
         let mut reads = Connector::connect(options).await?;
         reads.set_metric_callback(on_statement);
         let (writer, queue) = mpsc::channel(QUEUE);
-        // The writer runs on a thread of its own: each of its hand-offs to the connection's thread would otherwise
-        // wait for a runtime worker busy with requests, and every write of the batch waits on each hand-off.
         let writes = Held::take(writes).await?;
         // The WAL is copied into the file by `checkpoints`, on a connection of its own, never by a batch's commit.
         writes.0.execute_unprepared("PRAGMA wal_autocheckpoint = 0").await?;
+        // The writer runs on a thread of its own: each of its hand-offs to the connection's thread would otherwise
+        // wait for a runtime worker busy with requests, and every write of the batch waits on each hand-off.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
