@@ -436,7 +436,7 @@ async fn execute_on(
     db: Db,
 ) -> async_graphql::Response {
     let request = graphql::request_data(request.data(RequestAuth::new(token, client, state.hardening)), &db);
-    // The snapshot ends when `db` is dropped on return, rolled back in the background: it only read.
+    // The snapshot ends in the background when `db` is dropped on return: it only read.
     state.schema.execute(request).await
 }
 
