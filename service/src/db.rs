@@ -49,8 +49,9 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
 pub const DEFAULT_SQLITE_READ_CONNECTIONS: u32 = 8;
 
 /// SQLite's read-only connections for reads outside a query request (a mutation's, a socket's, the change feed's):
-/// few, short and far apart.
-const SQLITE_OTHER_READ_CONNECTIONS: u32 = 4;
+/// few, short and far apart. Each connection is a thread of sqlx's, which costs the server about 2 MB of resident
+/// memory (its allocator's heap, in huge pages).
+const SQLITE_OTHER_READ_CONNECTIONS: u32 = 2;
 
 /// The most a standby may lag behind the primary and still serve queries, by default.
 pub const DEFAULT_MAX_REPLICA_LAG: Duration = Duration::from_secs(1);
