@@ -183,7 +183,7 @@ fn redacted(url: &str) -> String {
 #[derive(Clone)]
 pub struct Database {
     /// PostgreSQL: the primary's pool, for writes and for reads outside a snapshot. SQLite: the read-only
-    /// connections.
+    /// connections for reads outside a query request.
     pool: Pool,
     /// Where query snapshots open on the primary.
     snapshots: Snapshots,
