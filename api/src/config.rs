@@ -18,7 +18,8 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://simple-bank.db?mode=rwc")]
     pub database_url: String,
 
-    /// PostgreSQL connections for writes, and as many again for query snapshots (SQLite writes through one).
+    /// PostgreSQL connections for single statements, as many again for transactions, and as many for query
+    /// snapshots (SQLite writes through one).
     /// Default: 8.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = service::db::DEFAULT_MAX_CONNECTIONS)]
     pub database_max_connections: u32,

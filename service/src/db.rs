@@ -11,13 +11,13 @@
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database as Connector, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    ExecResult, QueryResult, Statement, TransactionTrait,
+    ExecResult, QueryResult, RuntimeErr, Statement, TransactionTrait,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
@@ -36,10 +36,10 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     Connector::connect(options(url, max_connections, Kind::default())).await
 }
 
-/// The server's default pool size on PostgreSQL, for writes (query snapshots have as many again). PostgreSQL does
-/// the most with a few busy connections per core: past that, requests only queue inside it and wait on each other's
-/// locks. On the 2-core benchmark machine, 8 rather than 16 took the transfer p99 from about 22 ms to 17 ms and
-/// cut the database's CPU per transfer by a sixth.
+/// The server's default pool size on PostgreSQL, for each of single statements, transactions and query snapshots.
+/// PostgreSQL does the most with a few busy connections per core: past that, requests only queue inside it and
+/// wait on each other's locks. On the 2-core benchmark machine, 8 rather than 16 took the transfer p99 from about
+/// 22 ms to 17 ms and cut the database's CPU per transfer by a sixth.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
 
 /// The server's default number of SQLite's read-only connections for query requests. A read is CPU work in this
@@ -67,6 +67,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// Writes waiting for the SQLite writer; more wait for room, so that a flood queues in its requests.
 const QUEUE: usize = 1024;
 
+/// How long a connection may sit idle and still be lent without a check that it is alive.
+const CHECK_IF_IDLE_FOR: Duration = Duration::from_millis(500);
+
 /// How long a snapshot may wait to open on a standby (a connection, and BEGIN) before reading on the primary.
 const STANDBY_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -89,7 +92,7 @@ fn options(url: &str, max_connections: u32, kind: Kind) -> ConnectOptions {
         // request's own. A connection used within the last half second is alive (HikariCP's rule); one that died
         // meanwhile (PostgreSQL restarted) fails one request with SERVICE_UNAVAILABLE, and the ping on its
         // return takes it out of the pool.
-        .test_before_acquire_if_idle_for(Duration::from_millis(500))
+        .test_before_acquire_if_idle_for(CHECK_IF_IDLE_FOR)
         .map_sqlx_sqlite_opts(|sqlite| {
             sqlite
                 .create_if_missing(true)
@@ -135,7 +138,8 @@ async fn begin_snapshot(conn: &DatabaseConnection, pooled: bool) -> Result<Datab
 pub struct Settings {
     /// The primary (PostgreSQL) or the file (SQLite).
     pub url: String,
-    /// PostgreSQL connections for writes, and as many again for query snapshots, on the primary and on each standby.
+    /// PostgreSQL connections for single statements, as many again for transactions, and as many for query
+    /// snapshots, on the primary and on each standby.
     pub max_connections: u32,
     /// SQLite's read-only connections for query requests (reads outside one have a few of their own).
     pub sqlite_read_connections: u32,
@@ -182,7 +186,7 @@ fn redacted(url: &str) -> String {
 /// The server's database: reads outside a snapshot, per-request snapshots, and writes. Cheap to clone.
 #[derive(Clone)]
 pub struct Database {
-    /// PostgreSQL: the primary's pool, for writes and for reads outside a snapshot. SQLite: the read-only
+    /// PostgreSQL: the primary's pools, for writes and for reads outside a snapshot. SQLite: the read-only
     /// connections for reads outside a query request.
     pool: Pool,
     /// Where query snapshots open on the primary.
@@ -239,7 +243,15 @@ impl Database {
                 tokio::spawn(replicas::watch(primary, Arc::downgrade(&replicas)));
                 Some(replicas)
             };
-            let pool = Pool { conn: writes, each_in_a_transaction: pooled };
+            // Behind a transaction pooler every statement runs in a transaction of its own instead.
+            let statements = if pooled {
+                None
+            } else {
+                let mut statements = Connector::connect(options(&settings.url, max, Kind::default())).await?;
+                statements.set_metric_callback(on_statement.clone());
+                Some(Arc::new(Connections::new(statements, max)))
+            };
+            let pool = Pool { conn: writes, each_in_a_transaction: pooled, statements };
             let snapshots = Snapshots::Postgres(snapshots);
             return Ok(Self { pool, snapshots, writer: None, listen, replicas, positions });
         }
@@ -259,7 +271,7 @@ impl Database {
         reads.set_metric_callback(on_statement.clone());
         let mut snapshots = Connector::connect(read_only(settings.sqlite_read_connections)).await?;
         snapshots.set_metric_callback(on_statement);
-        let snapshots = Snapshots::Sqlite(Arc::new(Readers::take(snapshots, settings.sqlite_read_connections).await?));
+        let snapshots = Snapshots::Sqlite(Arc::new(Connections::new(snapshots, settings.sqlite_read_connections)));
         let (writer, queue) = mpsc::channel(QUEUE);
         let writes = Held::take(writes).await?;
         // The WAL is copied into the file by `checkpoints`, on a connection of its own, never by a batch's commit.
@@ -281,7 +293,7 @@ impl Database {
                 })
             })
             .map_err(|err| DbErr::Custom(format!("cannot start the SQLite writer: {err}")))?;
-        let pool = Pool { conn: reads.clone(), each_in_a_transaction: false };
+        let pool = Pool { conn: reads.clone(), each_in_a_transaction: false, statements: None };
         Ok(Self { pool, snapshots, writer: Some(writer), listen: reads, replicas: None, positions })
     }
 
@@ -397,6 +409,9 @@ impl Database {
 pub struct Pool {
     conn: DatabaseConnection,
     each_in_a_transaction: bool,
+    /// PostgreSQL, connected directly: where single statements run, on connections held rather than borrowed from
+    /// sqlx's pool, which would ping each on its return: a round trip beside a transfer's one.
+    statements: Option<Arc<Connections>>,
 }
 
 impl Pool {
@@ -429,6 +444,9 @@ impl ConnectionTrait for Pool {
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        if let Some(statements) = &self.statements {
+            return statements.run(|conn| Box::pin(conn.execute_raw(stmt))).await;
+        }
         if self.each_in_a_transaction {
             self.alone(|txn| Box::pin(txn.execute_raw(stmt))).await
         } else {
@@ -442,6 +460,9 @@ impl ConnectionTrait for Pool {
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        if let Some(statements) = &self.statements {
+            return statements.run(|conn| Box::pin(conn.query_one_raw(stmt))).await;
+        }
         if self.each_in_a_transaction {
             self.alone(|txn| Box::pin(txn.query_one_raw(stmt))).await
         } else {
@@ -450,6 +471,9 @@ impl ConnectionTrait for Pool {
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        if let Some(statements) = &self.statements {
+            return statements.run(|conn| Box::pin(conn.query_all_raw(stmt))).await;
+        }
         if self.each_in_a_transaction {
             self.alone(|txn| Box::pin(txn.query_all_raw(stmt))).await
         } else {
@@ -523,14 +547,14 @@ impl ConnectionTrait for Writing<'_> {
     }
 }
 
-/// A SQLite connection held for the server's life: the writer's, and each of the query requests' readers.
+/// A connection held for the server's life: the SQLite writer's, and those [`Connections`] lends.
 ///
 /// sea-orm lends a connection only as a transaction's, and sqlx pings a connection each time it goes back to its
 /// pool: one more hand-off to the connection's thread, which the next batch would wait for. So the writer takes its
 /// connection once, as a transaction's whose transaction it ends at once, and sends each batch's `BEGIN` (with the
 /// batch's first statement, see [`Batched`]) and `COMMIT` itself. sqlx still counts the transaction it began, so
-/// a write's own [`Writing::begin`] is a savepoint, as it must be inside the batch's transaction. Readers likewise
-/// ([`Readers`]).
+/// a write's own [`Writing::begin`] is a savepoint, as it must be inside the batch's transaction. The connections
+/// lent to query requests and statements are held likewise ([`Connections`]).
 struct Held(DatabaseTransaction);
 
 impl Held {
@@ -725,48 +749,88 @@ async fn commit(conn: &Held, batch: &mut [Box<dyn Pending>]) -> Result<(), DbErr
 enum Snapshots {
     /// Connections of their own, whose every transaction is REPEATABLE READ and READ ONLY.
     Postgres(DatabaseConnection),
-    /// Read-only connections of their own, held.
-    Sqlite(Arc<Readers>),
+    /// Read-only connections of their own, held: a request's reads begin its snapshot with its first statement.
+    Sqlite(Arc<Connections>),
 }
 
-/// SQLite's read-only connections for query requests, each held for the server's life as the writer holds its own
-/// ([`Held`]): a connection lent by sqlx costs a `BEGIN`, a `ROLLBACK` and a ping on its return, each a hand-off to
-/// the connection's thread and back, where a held one costs a `COMMIT` only, its `BEGIN` sent with the request's
-/// first statement ([`Reader`]).
-struct Readers {
-    idle: std::sync::Mutex<Vec<Held>>,
-    /// One for each idle connection.
+/// Connections held for the server's life (see [`Held`]) and lent to one request or statement at a time, taken from
+/// `conn`'s pool as first needed. A connection lent by sqlx costs a ping on its return, besides a `BEGIN` and a
+/// rollback for a snapshot: on PostgreSQL a round trip each, on SQLite a hand-off each to the connection's thread
+/// and back.
+struct Connections {
+    conn: DatabaseConnection,
+    /// Each since when.
+    idle: std::sync::Mutex<Vec<(Held, Instant)>>,
+    /// One for each connection not lent: idle, or not yet taken.
     permits: Arc<Semaphore>,
 }
 
-impl Readers {
-    async fn take(conn: DatabaseConnection, count: u32) -> Result<Self, DbErr> {
-        let mut idle = Vec::new();
-        for _ in 0..count.max(1) {
-            idle.push(Held::take(conn.clone()).await?);
-        }
-        let permits = Arc::new(Semaphore::new(idle.len()));
-        Ok(Self { idle: std::sync::Mutex::new(idle), permits })
+impl Connections {
+    fn new(conn: DatabaseConnection, count: u32) -> Self {
+        let permits = Arc::new(Semaphore::new(count.max(1) as usize));
+        Self { conn, idle: std::sync::Mutex::new(Vec::new()), permits }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Held>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(Held, Instant)>> {
         self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A connection, once one is idle.
-    async fn lend(self: &Arc<Self>) -> Result<Lent, DbErr> {
-        let permit = self.permits.clone().acquire_owned().await.map_err(|_| DbErr::Custom("no readers".into()))?;
-        let held = self.idle().pop().expect("an idle reader for each permit");
-        Ok(Lent { held: Some(held), permit: Some(permit), readers: self.clone() })
+    /// A connection, once one is free; `end` says what becomes of it when the borrower is done.
+    async fn lend(self: &Arc<Self>, end: End) -> Result<Lent, DbErr> {
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| DbErr::Custom("no connections".into()))?;
+        let idle = self.idle().pop();
+        let held = match idle {
+            // One idle a while is checked first, as sqlx checks its own: the database may have restarted since.
+            Some((held, since)) if since.elapsed() < CHECK_IF_IDLE_FOR => held,
+            Some((held, _)) if held.0.execute_unprepared("SELECT 1").await.is_ok() => held,
+            _ => Held::take(self.conn.clone()).await?,
+        };
+        Ok(Lent { held: Some(held), permit: Some(permit), connections: self.clone(), end })
+    }
+
+    /// Runs one statement on a lent connection, outside any transaction.
+    async fn run<T>(
+        self: &Arc<Self>,
+        statement: impl for<'c> FnOnce(&'c DatabaseTransaction) -> BoxFuture<'c, Result<T, DbErr>>,
+    ) -> Result<T, DbErr> {
+        let mut lent = self.lend(End::Close).await?;
+        let result = statement(lent.conn()).await;
+        if result.as_ref().err().is_none_or(answered) {
+            lent.end = End::GiveBack;
+        }
+        result
     }
 }
 
-/// A reader lent to a request, its transaction begun. Given back once committed: a transaction left open would keep
-/// the WAL from being restarted, and so growing, for as long as the connection sat idle.
+/// Whether the database itself refused a statement (a constraint, a serialization failure), which leaves the
+/// connection as it was, rather than the connection failing.
+fn answered(err: &DbErr) -> bool {
+    let (DbErr::Exec(RuntimeErr::SqlxError(sqlx)) | DbErr::Query(RuntimeErr::SqlxError(sqlx))) = err else {
+        return false;
+    };
+    // Class 08: connection exceptions; 57P: the server is shutting down or starting.
+    sqlx.as_database_error()
+        .is_some_and(|db| !db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P")))
+}
+
+/// What becomes of a lent connection once its borrower is done.
+#[derive(Clone, Copy)]
+enum End {
+    /// Its transaction is committed, then it is given back: a query request's reader.
+    Commit,
+    /// It is given back as it is: a statement that completed.
+    GiveBack,
+    /// It goes back to sqlx's pool, whose ping closes it if it broke: a statement that did not complete (its
+    /// request was dropped mid-exchange) or whose connection failed.
+    Close,
+}
+
+/// A connection lent by [`Connections`].
 struct Lent {
     held: Option<Held>,
     permit: Option<OwnedSemaphorePermit>,
-    readers: Arc<Readers>,
+    connections: Arc<Connections>,
+    end: End,
 }
 
 impl Lent {
@@ -778,16 +842,24 @@ impl Lent {
 impl Drop for Lent {
     fn drop(&mut self) {
         let (Some(held), Some(permit)) = (self.held.take(), self.permit.take()) else { return };
-        let readers = self.readers.clone();
-        // Outside a runtime (the server stopping) the connection just closes.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                // Fails, harmlessly, if the request's first statement never reached the connection.
-                let _ = held.0.execute_unprepared("COMMIT").await;
-                readers.idle().push(held);
-                drop(permit);
-            });
+        match self.end {
+            End::GiveBack => self.connections.idle().push((held, Instant::now())),
+            End::Close => drop(held),
+            End::Commit => {
+                let connections = self.connections.clone();
+                // Outside a runtime (the server stopping) the connection just closes.
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        // Fails, harmlessly, if the request's first statement never reached the connection.
+                        let _ = held.0.execute_unprepared("COMMIT").await;
+                        connections.idle().push((held, Instant::now()));
+                        drop(permit);
+                    });
+                }
+                return;
+            }
         }
+        drop(permit);
     }
 }
 
@@ -795,7 +867,7 @@ impl Drop for Lent {
 /// deferred `BEGIN` travels with it, so that the snapshot is the one that statement reads (SQLite takes it there);
 /// given back when the request ends. A request that reads nothing takes no connection.
 pub struct Reader {
-    readers: Arc<Readers>,
+    readers: Arc<Connections>,
     /// Locked for each statement: the request's statements run one at a time on the connection anyway, and the one
     /// sent first must be the one that begins the transaction.
     lent: tokio::sync::Mutex<Option<Lent>>,
@@ -811,7 +883,7 @@ impl LentGuard<'_> {
 }
 
 impl Reader {
-    fn new(readers: Arc<Readers>) -> Self {
+    fn new(readers: Arc<Connections>) -> Self {
         Self { readers, lent: tokio::sync::Mutex::new(None) }
     }
 
@@ -820,7 +892,7 @@ impl Reader {
     async fn lent(&self, first: Option<&mut Statement>) -> Result<LentGuard<'_>, DbErr> {
         let mut lent = self.lent.lock().await;
         if lent.is_none() {
-            let new = self.readers.lend().await?;
+            let new = self.readers.lend(End::Commit).await?;
             match first {
                 Some(stmt) => stmt.sql.insert_str(0, "BEGIN;\n"),
                 None => {

@@ -1,7 +1,9 @@
 //! Accounts, deposits and transfers: money is never created, lost, overdrawn or moved twice.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use tests::{
     AliceAndBob, Backend, Bank, JWT_SECRET, PASSWORD, TestApp, assert_ledger_consistent, claims_of, global_id,
@@ -272,6 +274,40 @@ async fn ten_identical_keyed_requests_across_two_servers_on_one_database_make_ex
     let second = spawn_app_with(Arc::clone(&first.database), &[]).await;
 
     ten_identical_keyed_requests_make_one_transfer(&[&first, &second]).await;
+}
+
+/// The server holds its PostgreSQL connections for single statements rather than borrowing them from a pool that
+/// checks them: one the database closed while it sat idle (a restart, an operator's `pg_terminate_backend`) is found
+/// out and replaced before a request runs on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_database_closed_while_they_sat_idle_fail_no_transfer() {
+    let app = spawn_app(Backend::Postgres).await;
+    let AliceAndBob { alice, bob, .. } = AliceAndBob::open(&app).await;
+    let transfer = || app.graphql(TRANSFER, transfer_input(&alice.account, &bob.account, 1, "USD"), Some(&alice.token));
+    // At once, so that several connections are held.
+    for response in futures::future::join_all((0..4).map(|_| transfer())).await {
+        response.assert_ok();
+    }
+
+    let closed = app
+        .db
+        .query_one_raw(Statement::from_string(
+            app.db.get_database_backend(),
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        ))
+        .await
+        .expect("close the server's connections")
+        .expect("a row")
+        .try_get_by_index::<i64>(0)
+        .expect("a count");
+    assert!(closed >= 2, "the server's connections closed: {closed}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    for _ in 0..4 {
+        transfer().await.assert_ok();
+    }
+    assert_eq!(assert_ledger_consistent(&app.db).await, AliceAndBob::TOTAL);
 }
 
 async fn one_idempotency_key_on_two_debited_accounts_makes_two_transfers(backend: Backend) {
