@@ -808,9 +808,7 @@ fn answered(err: &DbErr) -> bool {
     let (DbErr::Exec(RuntimeErr::SqlxError(sqlx)) | DbErr::Query(RuntimeErr::SqlxError(sqlx))) = err else {
         return false;
     };
-    // Class 08: connection exceptions; 57P: the server is shutting down or starting.
-    sqlx.as_database_error()
-        .is_some_and(|db| !db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P")))
+    sqlx.as_database_error().is_some() && !crate::error::is_unavailable(err)
 }
 
 /// What becomes of a lent connection once its borrower is done.

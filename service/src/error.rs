@@ -141,7 +141,7 @@ impl From<DbErr> for Error {
 
 /// Whether the database could not be reached (as opposed to refusing a statement): down, restarting, out of
 /// connections, or the connection broke mid-statement.
-fn is_unavailable(err: &DbErr) -> bool {
+pub(crate) fn is_unavailable(err: &DbErr) -> bool {
     use sea_orm::sqlx::Error as Sqlx;
     match err {
         DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => true,
