@@ -30,8 +30,9 @@ use crate::loads::{USERS_QUERY, pick_pair, transfer_variables};
 use crate::measure::median;
 
 /// Rounds, each of `BATCHES` batches of `BATCH` requests per router: a round's figure is its difference, and the
-/// cost is the median round's.
-const ROUNDS: usize = 5;
+/// cost is the median round's. Fifteen, not five: on two shared cores a round moves by ±20 µs, about the whole
+/// cost, and a round of transfers takes a third of a second.
+const ROUNDS: usize = 15;
 const BATCHES: usize = 30;
 const BATCH: usize = 20;
 /// Requests of a batch in flight at once: the thread stays busy while the database works, so that a batch takes
