@@ -67,10 +67,10 @@ impl TokenConfig {
 const LEEWAY_SECS: u64 = 5;
 
 /// Access tokens verified lately, with what they say. Every authenticated request verifies its token, and
-/// verifying costs about 12 µs (two JSON parses and an HMAC; the benchmark's profile of a transfer), a tenth of the
-/// server's own work on a transfer. A token is signed text: once its signature and claims held, they hold for as
-/// long as its `exp` does, which is checked again on every use. Only tokens this server signed are kept, so
-/// their number is bounded by the logins; past [`Verified::CAPACITY`] the memory starts over.
+/// verifying costs about 12 µs (two JSON parses and an HMAC; the benchmark's profile of a transfer), a twentieth of
+/// the server's own work on a transfer. A token is signed text: once its signature and claims held, they hold for
+/// as long as its `exp` does, which is checked again on every use. Only tokens signed with this server's key are
+/// kept, so their number is bounded by the logins; past [`Verified::CAPACITY`] the memory starts over.
 #[derive(Default)]
 struct Verified(std::sync::Mutex<std::collections::HashMap<Box<str>, VerifiedToken>>);
 
