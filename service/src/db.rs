@@ -890,11 +890,15 @@ impl Reader {
     async fn lent(&self, first: Option<&mut Statement>) -> Result<LentGuard<'_>, DbErr> {
         let mut lent = self.lent.lock().await;
         if lent.is_none() {
-            let new = self.readers.lend(End::Commit).await?;
+            let mut new = self.readers.lend(End::Commit).await?;
             match first {
                 Some(stmt) => stmt.sql.insert_str(0, "BEGIN;\n"),
+                // A connection that cannot begin is not given back to be lent again unchecked.
                 None => {
-                    new.conn().execute_unprepared("BEGIN").await?;
+                    if let Err(err) = new.conn().execute_unprepared("BEGIN").await {
+                        new.end = End::Close;
+                        return Err(err);
+                    }
                 }
             }
             *lent = Some(new);
