@@ -115,12 +115,16 @@ fn options(url: &str, max_connections: u32, kind: Kind) -> ConnectOptions {
                 Kind { pooled: false, snapshots: false } => pg,
             }
         });
-    if url.starts_with("sqlite:") {
+    if is_sqlite(url) {
         options.max_connections(1);
     } else {
         options.max_connections(max_connections.max(1)).min_connections(1);
     }
     options
+}
+
+fn is_sqlite(url: &str) -> bool {
+    url.starts_with("sqlite:")
 }
 
 /// Opens a query snapshot on `conn`: REPEATABLE READ and READ ONLY, set by the connection's own settings, or at
@@ -212,89 +216,69 @@ impl Database {
         let pooled = settings.transaction_pooling;
         let max = settings.max_connections;
         let positions = Arc::new(Positions::new(settings.max_replica_lag));
+        if is_sqlite(&settings.url) {
+            if pooled || !settings.replica_urls.is_empty() {
+                return Err(DbErr::Custom("standbys and transaction pooling are for PostgreSQL, not SQLite".into()));
+            }
+            // The first connection creates the file and puts it in WAL mode, which read-only connections cannot do.
+            let checkpointer = Connector::connect(options(&settings.url, 1, Kind::default())).await?;
+            let writes = options(&settings.url, 1, Kind::default());
+            let writer = start_writer(writes, on_statement.clone(), checkpointer).await?;
+            let read_only = |connections: u32| {
+                let mut options = options(&settings.url, connections, Kind::default());
+                options
+                    .max_connections(connections.max(1))
+                    .map_sqlx_sqlite_opts(|sqlite| sqlite.read_only(true).busy_timeout(Duration::from_secs(10)));
+                options
+            };
+            let mut reads = Connector::connect(read_only(SQLITE_OTHER_READ_CONNECTIONS)).await?;
+            reads.set_metric_callback(on_statement.clone());
+            let mut snapshots = Connector::connect(read_only(settings.sqlite_read_connections)).await?;
+            snapshots.set_metric_callback(on_statement);
+            let snapshots = Snapshots::Sqlite(Arc::new(Connections::new(snapshots, settings.sqlite_read_connections)));
+            let pool = Pool { conn: reads.clone(), each_in_a_transaction: false, statements: None };
+            return Ok(Self { pool, snapshots, writer: Some(writer), listen: reads, replicas: None, positions });
+        }
         let mut writes = Connector::connect(options(&settings.url, max, Kind { pooled, snapshots: false })).await?;
         writes.set_metric_callback(on_statement.clone());
-        if writes.get_database_backend() == DbBackend::Postgres {
-            let mut snapshots =
-                Connector::connect(options(&settings.url, max, Kind { pooled, snapshots: true })).await?;
-            snapshots.set_metric_callback(on_statement.clone());
-            let listen = match &settings.listen_url {
-                Some(url) if *url != settings.url => connect(url, 2).await?,
-                _ => writes.clone(),
-            };
-            let replicas = if settings.replica_urls.is_empty() {
-                None
-            } else {
-                let mut list = Vec::new();
-                for url in &settings.replica_urls {
-                    let mut options = options(url, max, Kind { pooled, snapshots: true });
-                    // A standby that is down at start is no reason not to start: it is skipped until it answers.
-                    options
-                        .connect_lazy(true)
-                        .min_connections(0)
-                        .connect_timeout(STANDBY_TIMEOUT)
-                        .acquire_timeout(STANDBY_TIMEOUT);
-                    let mut pool = Connector::connect(options).await?;
-                    pool.set_metric_callback(on_statement.clone());
-                    list.push(Replica::new(redacted(url), pool));
-                }
-                let replicas = Arc::new(Replicas::new(list, settings.max_replica_lag));
-                let primary = writes.get_postgres_connection_pool().clone();
-                tokio::spawn(replicas::watch(primary, Arc::downgrade(&replicas)));
-                Some(replicas)
-            };
-            // Behind a transaction pooler every statement runs in a transaction of its own instead.
-            let statements = if pooled {
-                None
-            } else {
-                let mut statements = Connector::connect(options(&settings.url, max, Kind::default())).await?;
-                statements.set_metric_callback(on_statement.clone());
-                Some(Arc::new(Connections::new(statements, max)))
-            };
-            let pool = Pool { conn: writes, each_in_a_transaction: pooled, statements };
-            let snapshots = Snapshots::Postgres(snapshots);
-            return Ok(Self { pool, snapshots, writer: None, listen, replicas, positions });
-        }
-        if pooled || !settings.replica_urls.is_empty() {
-            return Err(DbErr::Custom("standbys and transaction pooling are for PostgreSQL, not SQLite".into()));
-        }
-        let checkpointer = Connector::connect(options(&settings.url, 1, Kind::default())).await?;
-        // The writer's connection came first, so the file exists and is in WAL mode, which readers cannot set.
-        let read_only = |connections: u32| {
-            let mut options = options(&settings.url, connections, Kind::default());
-            options
-                .max_connections(connections.max(1))
-                .map_sqlx_sqlite_opts(|sqlite| sqlite.read_only(true).busy_timeout(Duration::from_secs(10)));
-            options
+        let mut snapshots = Connector::connect(options(&settings.url, max, Kind { pooled, snapshots: true })).await?;
+        snapshots.set_metric_callback(on_statement.clone());
+        let listen = match &settings.listen_url {
+            Some(url) if *url != settings.url => connect(url, 2).await?,
+            _ => writes.clone(),
         };
-        let mut reads = Connector::connect(read_only(SQLITE_OTHER_READ_CONNECTIONS)).await?;
-        reads.set_metric_callback(on_statement.clone());
-        let mut snapshots = Connector::connect(read_only(settings.sqlite_read_connections)).await?;
-        snapshots.set_metric_callback(on_statement);
-        let snapshots = Snapshots::Sqlite(Arc::new(Connections::new(snapshots, settings.sqlite_read_connections)));
-        let (writer, queue) = mpsc::channel(QUEUE);
-        let writes = Held::take(writes).await?;
-        // The WAL is copied into the file by `checkpoints`, on a connection of its own, never by a batch's commit.
-        writes.0.execute_unprepared("PRAGMA wal_autocheckpoint = 0").await?;
-        // The writer runs on a thread of its own: each of its hand-offs to the connection's thread would otherwise
-        // wait for a runtime worker busy with requests, and every write of the batch waits on each hand-off.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|err| DbErr::Custom(format!("cannot start the SQLite writer: {err}")))?;
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || {
-                runtime.block_on(async {
-                    tokio::select! {
-                        () = write_batches(writes, queue) => {}
-                        () = checkpoints(checkpointer) => {}
-                    }
-                })
-            })
-            .map_err(|err| DbErr::Custom(format!("cannot start the SQLite writer: {err}")))?;
-        let pool = Pool { conn: reads.clone(), each_in_a_transaction: false, statements: None };
-        Ok(Self { pool, snapshots, writer: Some(writer), listen: reads, replicas: None, positions })
+        let replicas = if settings.replica_urls.is_empty() {
+            None
+        } else {
+            let mut list = Vec::new();
+            for url in &settings.replica_urls {
+                let mut options = options(url, max, Kind { pooled, snapshots: true });
+                // A standby that is down at start is no reason not to start: it is skipped until it answers.
+                options
+                    .connect_lazy(true)
+                    .min_connections(0)
+                    .connect_timeout(STANDBY_TIMEOUT)
+                    .acquire_timeout(STANDBY_TIMEOUT);
+                let mut pool = Connector::connect(options).await?;
+                pool.set_metric_callback(on_statement.clone());
+                list.push(Replica::new(redacted(url), pool));
+            }
+            let replicas = Arc::new(Replicas::new(list, settings.max_replica_lag));
+            let primary = writes.get_postgres_connection_pool().clone();
+            tokio::spawn(replicas::watch(primary, Arc::downgrade(&replicas)));
+            Some(replicas)
+        };
+        // Behind a transaction pooler every statement runs in a transaction of its own instead.
+        let statements = if pooled {
+            None
+        } else {
+            let mut statements = Connector::connect(options(&settings.url, max, Kind::default())).await?;
+            statements.set_metric_callback(on_statement.clone());
+            Some(Arc::new(Connections::new(statements, max)))
+        };
+        let pool = Pool { conn: writes, each_in_a_transaction: pooled, statements };
+        let snapshots = Snapshots::Postgres(snapshots);
+        Ok(Self { pool, snapshots, writer: None, listen, replicas, positions })
     }
 
     /// For reads outside a snapshot (a mutation's, a socket's), which never wait for a write on either backend.
@@ -688,6 +672,83 @@ where
 fn panic_message(panic: &(dyn Any + Send)) -> &str {
     panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str)).unwrap_or("")
 }
+
+/// Starts the SQLite writer ([`write_batches`]) and its checkpoints on a thread of their own, with the writer's
+/// connection, and returns where writes queue.
+///
+/// A thread of its own: each of the writer's hand-offs to its connection's thread would otherwise wait for a
+/// runtime worker busy with requests, and every write of the batch waits on each hand-off. The writer and its
+/// connection's thread then take turns a dozen times a write (the statement one way; each row, and each
+/// statement's end, the other), so the two share one CPU: there a turn is a switch between two threads, while
+/// across CPUs every turn wakes the other CPU. On the 2-core benchmark machine, in alternating runs, SQLite
+/// transfers went from 951 and 1,681 a second to 2,198 and 2,513 (benches/README.md).
+async fn start_writer(
+    options: ConnectOptions,
+    on_statement: impl Fn(&sea_orm::metric::Info<'_>) + Send + Sync + 'static,
+    checkpointer: DatabaseConnection,
+) -> Result<mpsc::Sender<Box<dyn Pending>>, DbErr> {
+    let cannot_start = |err: &dyn std::fmt::Display| DbErr::Custom(format!("cannot start the SQLite writer: {err}"));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| cannot_start(&e))?;
+    let (ready, started) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || {
+            // Before connecting: sqlx starts the connection's thread from this one, which it takes the CPU from.
+            keep_to_one_cpu();
+            runtime.block_on(async move {
+                let conn = match writer_connection(options, on_statement).await {
+                    Ok(conn) => conn,
+                    Err(err) => {
+                        let _ = ready.send(Err(err));
+                        return;
+                    }
+                };
+                let (writer, queue) = mpsc::channel(QUEUE);
+                if ready.send(Ok(writer)).is_err() {
+                    return;
+                }
+                tokio::select! {
+                    () = write_batches(conn, queue) => {}
+                    () = checkpoints(checkpointer) => {}
+                }
+            })
+        })
+        .map_err(|e| cannot_start(&e))?;
+    started.await.map_err(|e| cannot_start(&e))?
+}
+
+/// The writer's connection, held for good ([`Held`]).
+async fn writer_connection(
+    options: ConnectOptions,
+    on_statement: impl Fn(&sea_orm::metric::Info<'_>) + Send + Sync + 'static,
+) -> Result<Held, DbErr> {
+    let mut conn = Connector::connect(options).await?;
+    conn.set_metric_callback(on_statement);
+    let held = Held::take(conn).await?;
+    // The WAL is copied into the file by `checkpoints`, on a connection of its own, never by a batch's commit.
+    held.0.execute_unprepared("PRAGMA wal_autocheckpoint = 0").await?;
+    Ok(held)
+}
+
+/// Keeps the calling thread, and the threads it starts from now on, to one of the CPUs it may run on: the last,
+/// as the first tends to take the machine's interrupts. Best effort; nothing to do where there is only one.
+#[cfg(target_os = "linux")]
+fn keep_to_one_cpu() {
+    use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
+    let Ok(allowed) = sched_getaffinity(None) else { return };
+    let Some(last) = (0..CpuSet::MAX_CPU).rev().find(|&cpu| allowed.is_set(cpu)) else { return };
+    if allowed.count() < 2 {
+        return;
+    }
+    let mut one = CpuSet::new();
+    one.set(last);
+    if let Err(err) = sched_setaffinity(None, &one) {
+        tracing::debug!(%err, "the SQLite writer and its connection run on any CPU");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn keep_to_one_cpu() {}
 
 /// The SQLite writer: takes every write queued, commits them as one batch, answers them all, and starts over with
 /// what queued meanwhile, until every [`Database`] is gone. The busier the server, the bigger the batches and the
