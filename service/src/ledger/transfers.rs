@@ -15,10 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use entity::account::{self, Currency};
 use entity::{entry, transfer};
-use sea_orm::{
-    ActiveEnum, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryResult,
-    Statement,
-};
+use sea_orm::{ActiveEnum, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryResult, Statement};
 use sha2::{Digest, Sha256};
 
 use super::{accounts_by_ids, with_retry};
@@ -63,21 +60,12 @@ pub async fn transfer(
     let request_hash = request_hash(request);
     let attempt = with_retry(|| {
         let (caller, request, request_hash) = (caller.clone(), request.clone(), request_hash.clone());
-        db.write(move |db| {
-            Box::pin(async move {
-                match db.get_database_backend() {
-                    DbBackend::Postgres => {
-                        in_one_statement(&db, &caller, &request, request_hash.as_deref()).await.map(Sent::Decided)
-                    }
-                    _ => in_one_command(&db, &caller, &request, request_hash.as_deref()).await,
-                }
-            })
-        })
+        db.write(move |db| Box::pin(async move { send(&db, &caller, &request, request_hash.as_deref()).await }))
     })
     .await
     .and_then(|sent| match sent {
-        Sent::Decided(attempt) => Ok(attempt),
-        Sent::Rows(rows) => decode(&rows, &caller.username, request),
+        Sent::KeyUsed => Ok(Attempt::KeyUsed),
+        Sent::Row(row) => decided(&row, &caller.username, request, request_hash.as_deref()),
     });
     let outcome = match attempt {
         // A keyed request that raced one with the same key waited on the first's row locks and then found the
@@ -106,11 +94,11 @@ pub async fn transfer(
     }
 }
 
-/// What a write of a transfer answers: on SQLite the command's rows, which [`decode`] reads once the write is
-/// answered, off the writer that every write waits on.
+/// What a write of a transfer answers: the statement's row, which [`decided`] reads once the write is answered (on
+/// SQLite, off the writer that every write waits on), or a key committed by a racing request.
 enum Sent {
-    Decided(Attempt),
-    Rows(Vec<QueryResult>),
+    Row(QueryResult),
+    KeyUsed,
 }
 
 /// What one try of a transfer came to.
@@ -299,29 +287,36 @@ LEFT JOIN entered ef ON ef.account_id = $1
 LEFT JOIN entered et ON et.account_id = $2
 "#;
 
-async fn in_one_statement(
+/// Sends the transfer as one statement (PostgreSQL) or one command (SQLite), whose one row tells what it found
+/// and what it wrote.
+async fn send(
     db: &impl ConnectionTrait,
     caller: &VerifiedToken,
     request: &TransferRequest,
     request_hash: Option<&str>,
+) -> Result<Sent, Error> {
+    let backend = db.get_database_backend();
+    let sql = if backend == DbBackend::Postgres { TRANSFER_SQL } else { SQLITE_TRANSFER_SQL };
+    let statement = Statement::from_sql_and_values(backend, sql, transfer_values(caller, request, request_hash));
+    match db.query_one_raw(statement).await {
+        Ok(row) => row.map(Sent::Row).ok_or_else(|| Error::internal("a transfer statement returned no row")),
+        Err(err) if constraint::violated(&err).as_deref() == Some(KEY_CONSTRAINT) => Ok(Sent::KeyUsed),
+        Err(err) => Err(Error::from(err)).on_constraint("accounts_balance_nonnegative", || Error::InsufficientFunds),
+    }
+}
+
+/// What the transfer's row says: the transfer and what it wrote, or the facts it found, judged.
+fn decided(
+    row: &QueryResult,
+    caller: &str,
+    request: &TransferRequest,
+    request_hash: Option<&str>,
 ) -> Result<Attempt, Error> {
     let amount = request.amount.minor_units();
-    let statement = Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        TRANSFER_SQL,
-        transfer_values(caller, request, request_hash),
-    );
-    let row = match db.query_one_raw(statement).await {
-        Ok(row) => row.ok_or_else(|| Error::internal("a transfer statement returned no row"))?,
-        Err(err) if constraint::violated(&err).as_deref() == Some(KEY_CONSTRAINT) => return Ok(Attempt::KeyUsed),
-        Err(err) => {
-            return Err(Error::from(err)).on_constraint("accounts_balance_nonnegative", || Error::InsufficientFunds);
-        }
-    };
-    let get = Columns(&row);
+    let get = Columns(row);
     // A written transfer is committed: the statement's own rules allowed it, so it is answered as done.
     let Some(transfer_id) = get.value::<Option<i64>>("transfer_id")? else {
-        return get.judged(&caller.username, request);
+        return get.judged(caller, request);
     };
     let from_owner: Option<String> = get.value("from_owner")?;
     let to_owner: Option<String> = get.value("to_owner")?;
@@ -417,27 +412,17 @@ impl Columns<'_> {
 }
 
 /// The transfer as SQLite runs it: the same steps as [`TRANSFER_SQL`], as four statements sent as one command, in
-/// the savepoint the writer gave this write (see `db::Database::write`). SQLite has no data-modifying `WITH`, but
-/// sqlx runs every statement of one command on its connection's thread in one go, and the writer's requests wait on
-/// each other, so one command instead of one per statement takes the hand-offs between threads off the path every
-/// write waits on. `facts` reports what was found; the transfer row is written only when every rule holds; each
-/// later statement acts only when the one before it wrote (`changes()`: the rows the last completed statement
-/// wrote), and the entries take their transfer's id as the newest (this is the only writer). Parameters as in
-/// [`TRANSFER_SQL`]. A password change in the token's second still counts as before it, as in `auth::check_session`.
+/// the savepoint the writer gave this write (see `db::Database::write`), ending in a row with the same columns as
+/// [`TRANSFER_SQL`]'s. SQLite has no data-modifying `WITH`, but sqlx runs every statement of one command on its
+/// connection's thread in one go, and the writer's requests wait on each other, so one command instead of one per
+/// statement takes the hand-offs between threads off the path every write waits on; and so do rows not sent: each
+/// row, and each statement's end, is a hand-off back to the writer. The transfer row is written only when every
+/// rule holds; each later statement acts only when the one before it wrote (`changes()`: the rows the last
+/// completed insert or update wrote), and the transfer is the newest (this is the only writer). The last statement
+/// reads the accounts after the update: what was found, when nothing was written, and what was written otherwise.
+/// Parameters as in [`TRANSFER_SQL`]. A password change in the token's second still counts as before it, as in
+/// `auth::check_session`.
 const SQLITE_TRANSFER_SQL: &str = r#"
-SELECT 'facts' AS part,
-    EXISTS (
-        SELECT 1 FROM sessions s JOIN users u ON u.username = s.username
-        WHERE s.id = $8 AND s.username = $5 AND s.revoked_at IS NULL AND u.deleted_at IS NULL
-          AND unixepoch(u.password_changed_at) <= $9
-    ) AS authenticated,
-    EXISTS (SELECT 1 FROM transfers WHERE from_account_id = $1 AND idempotency_key = $6) AS key_used,
-    f.owner AS from_owner, f.currency AS from_currency, f.balance AS from_balance, f.closed_at IS NOT NULL AS from_closed,
-    t.owner AS to_owner, t.currency AS to_currency, t.balance AS to_balance, t.closed_at IS NOT NULL AS to_closed
-FROM (SELECT 1) AS one
-LEFT JOIN accounts f ON f.id = $1
-LEFT JOIN accounts t ON t.id = $2;
-
 INSERT INTO transfers (from_account_id, to_account_id, amount, idempotency_key, request_hash)
 SELECT $1, $2, $3, $6, $7 FROM accounts f JOIN accounts t ON f.id = $1 AND t.id = $2
 WHERE f.owner = $5 AND f.currency = $4 AND t.currency = $4 AND f.closed_at IS NULL AND t.closed_at IS NULL
@@ -447,18 +432,38 @@ WHERE f.owner = $5 AND f.currency = $4 AND t.currency = $4 AND f.closed_at IS NU
         WHERE s.id = $8 AND s.username = $5 AND s.revoked_at IS NULL AND u.deleted_at IS NULL
           AND unixepoch(u.password_changed_at) <= $9
   )
-  AND NOT EXISTS (SELECT 1 FROM transfers WHERE from_account_id = $1 AND idempotency_key = $6)
-RETURNING 'transfer' AS part, *;
+  AND NOT EXISTS (SELECT 1 FROM transfers WHERE from_account_id = $1 AND idempotency_key = $6);
 
 UPDATE accounts SET balance = CASE WHEN id = $1 THEN balance - $3 ELSE balance + $3 END,
     entry_count = entry_count + 1
-WHERE id IN ($1, $2) AND changes() = 1
-RETURNING 'account' AS part, *;
+WHERE id IN ($1, $2) AND changes() = 1;
 
 INSERT INTO entries (account_id, amount, transfer_id, balance_after, account_seq)
 SELECT id, CASE WHEN id = $1 THEN -$3 ELSE $3 END, (SELECT max(id) FROM transfers), balance, entry_count
-FROM accounts WHERE id IN ($1, $2) AND changes() = 2
-RETURNING 'entry' AS part, *;
+FROM accounts WHERE id IN ($1, $2) AND changes() = 2;
+
+SELECT
+    EXISTS (
+        SELECT 1 FROM sessions s JOIN users u ON u.username = s.username
+        WHERE s.id = $8 AND s.username = $5 AND s.revoked_at IS NULL AND u.deleted_at IS NULL
+          AND unixepoch(u.password_changed_at) <= $9
+    ) AS authenticated,
+    EXISTS (SELECT 1 FROM transfers WHERE from_account_id = $1 AND idempotency_key = $6) AS key_used,
+    f.owner AS from_owner, f.currency AS from_currency, f.balance AS from_balance, f.created_at AS from_created_at,
+    f.closed_at IS NOT NULL AS from_closed,
+    t.owner AS to_owner, t.currency AS to_currency, t.balance AS to_balance, t.created_at AS to_created_at,
+    t.closed_at IS NOT NULL AS to_closed,
+    w.id AS transfer_id, w.created_at AS transfer_created_at,
+    f.balance AS from_balance_after, t.balance AS to_balance_after,
+    f.entry_count AS from_entry_count, t.entry_count AS to_entry_count,
+    ef.id AS from_entry_id, ef.created_at AS from_entry_created_at,
+    et.id AS to_entry_id, et.created_at AS to_entry_created_at
+FROM (SELECT 1) AS one
+LEFT JOIN accounts f ON f.id = $1
+LEFT JOIN accounts t ON t.id = $2
+LEFT JOIN transfers w ON changes() = 2 AND w.id = (SELECT max(id) FROM transfers)
+LEFT JOIN entries ef ON w.id IS NOT NULL AND ef.account_id = $1 AND ef.account_seq = f.entry_count
+LEFT JOIN entries et ON w.id IS NOT NULL AND et.account_id = $2 AND et.account_seq = t.entry_count;
 "#;
 
 /// The statements' parameters, in the order both transfer statements number them.
@@ -478,50 +483,6 @@ fn transfer_values(
         caller.session_id.clone().into(),
         caller.issued_at.into(),
     ]
-}
-
-async fn in_one_command(
-    txn: &impl ConnectionTrait,
-    caller: &VerifiedToken,
-    request: &TransferRequest,
-    request_hash: Option<&str>,
-) -> Result<Sent, Error> {
-    let statement = Statement::from_sql_and_values(
-        DbBackend::Sqlite,
-        SQLITE_TRANSFER_SQL,
-        transfer_values(caller, request, request_hash),
-    );
-    match txn.query_all_raw(statement).await {
-        Ok(rows) => Ok(Sent::Rows(rows)),
-        Err(err) if constraint::violated(&err).as_deref() == Some(KEY_CONSTRAINT) => {
-            Ok(Sent::Decided(Attempt::KeyUsed))
-        }
-        Err(err) => Err(err.into()),
-    }
-}
-
-/// What [`SQLITE_TRANSFER_SQL`] returned: the transfer and what it wrote, or why nothing was written.
-fn decode(rows: &[QueryResult], caller: &str, request: &TransferRequest) -> Result<Attempt, Error> {
-    let part =
-        |name: &'static str| rows.iter().filter(move |row| row.try_get::<String>("", "part").is_ok_and(|p| p == name));
-    let facts = part("facts").next().ok_or_else(|| Error::internal("a transfer found no facts"))?;
-    let Some(transfer) = part("transfer").next() else {
-        return Columns(facts).judged(caller, request);
-    };
-    let transfer = transfer::Model::from_query_result(transfer, "")?;
-    let accounts =
-        part("account").map(|row| account::Model::from_query_result(row, "")).collect::<Result<Vec<_>, _>>()?;
-    let entries = part("entry").map(|row| entry::Model::from_query_result(row, "")).collect::<Result<Vec<_>, _>>()?;
-    let missing = || Error::internal(format!("transfer {} wrote less than it should", transfer.id));
-    let account = |id| accounts.iter().find(|a: &&account::Model| a.id == id).cloned().ok_or_else(missing);
-    let entry = |id| entries.iter().find(|e: &&entry::Model| e.account_id == id).cloned().ok_or_else(missing);
-    Ok(Attempt::Done(Box::new(TransferOutcome {
-        from_account: account(request.from_account_id)?,
-        to_account: account(request.to_account_id)?,
-        from_entry: entry(request.from_account_id)?,
-        to_entry: entry(request.to_account_id)?,
-        transfer,
-    })))
 }
 
 /// The first result for a key already used: the same transfer, no money moved; or `IDEMPOTENCY_KEY_REUSED` when
