@@ -681,7 +681,7 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 /// connection's thread then take turns a dozen times a write (the statement one way; each row, and each
 /// statement's end, the other), so the two share one CPU: there a turn is a switch between two threads, while
 /// across CPUs every turn wakes the other CPU. On the 2-core benchmark machine, in alternating runs, SQLite
-/// transfers went from 951 and 1,681 a second to 2,198 and 2,513 (benches/README.md).
+/// transfers went from 2,052 and 2,120 a second to 2,553 and 2,230 (benches/README.md).
 async fn start_writer(
     options: ConnectOptions,
     on_statement: impl Fn(&sea_orm::metric::Info<'_>) + Send + Sync + 'static,
