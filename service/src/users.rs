@@ -12,7 +12,7 @@ use sea_orm::{
 };
 
 use crate::auth::{self, Caller};
-use crate::db::Database;
+use crate::db::{self, Database};
 use crate::domain::{Email, FullName, Password, Username};
 use crate::feed::{Change, Feed};
 use crate::slice::{self, Page, Slice};
@@ -91,7 +91,7 @@ fn active() -> Select<user::Entity> {
 /// The active addresses of these users, oldest first, in one statement (for batch loading).
 pub async fn emails_of(db: &impl ConnectionTrait, usernames: &[String]) -> Result<Vec<email::Model>, Error> {
     Ok(email::Entity::find()
-        .filter(email::Column::Username.is_in(usernames.iter().cloned()))
+        .filter(db::one_of(db.get_database_backend(), email::Column::Username, usernames.iter().cloned()))
         .order_by_asc(email::Column::CreatedAt)
         .order_by_asc(email::Column::Email)
         .all(db)
@@ -369,5 +369,8 @@ async fn current(db: &impl ConnectionTrait, username: &str) -> Result<user::Mode
 
 /// These users, deleted or not, in one statement (for batch loading).
 pub async fn by_usernames(db: &impl ConnectionTrait, usernames: &[String]) -> Result<Vec<user::Model>, Error> {
-    Ok(user::Entity::find().filter(user::Column::Username.is_in(usernames.iter().cloned())).all(db).await?)
+    Ok(user::Entity::find()
+        .filter(db::one_of(db.get_database_backend(), user::Column::Username, usernames.iter().cloned()))
+        .all(db)
+        .await?)
 }

@@ -23,7 +23,7 @@ use sea_orm::{
 
 pub use self::transfers::{TransferOutcome, TransferRequest, transfer};
 use crate::auth::Caller;
-use crate::db::Database;
+use crate::db::{self, Database};
 use crate::domain::{Amount, IdempotencyKey, Period, Username};
 use crate::feed::{Change, Feed};
 use crate::slice::{self, Page, Slice};
@@ -362,7 +362,7 @@ fn instant(backend: DbBackend, time: DateTime<Utc>) -> sea_orm::Value {
 /// Every account of these owners, in one statement (for batch loading).
 pub async fn accounts_of_owners(db: &impl ConnectionTrait, owners: &[String]) -> Result<Vec<account::Model>, Error> {
     Ok(account::Entity::find()
-        .filter(account::Column::Owner.is_in(owners.iter().cloned()))
+        .filter(db::one_of(db.get_database_backend(), account::Column::Owner, owners.iter().cloned()))
         .order_by_asc(account::Column::Id)
         .all(db)
         .await?)
@@ -370,17 +370,26 @@ pub async fn accounts_of_owners(db: &impl ConnectionTrait, owners: &[String]) ->
 
 /// These accounts, in one statement (for batch loading).
 pub async fn accounts_by_ids(db: &impl ConnectionTrait, ids: &[i64]) -> Result<Vec<account::Model>, Error> {
-    Ok(account::Entity::find().filter(account::Column::Id.is_in(ids.iter().copied())).all(db).await?)
+    Ok(account::Entity::find()
+        .filter(db::one_of(db.get_database_backend(), account::Column::Id, ids.iter().copied()))
+        .all(db)
+        .await?)
 }
 
 /// These entries, in one statement (for batch loading).
 pub async fn entries_by_ids(db: &impl ConnectionTrait, ids: &[i64]) -> Result<Vec<entry::Model>, Error> {
-    Ok(entry::Entity::find().filter(entry::Column::Id.is_in(ids.iter().copied())).all(db).await?)
+    Ok(entry::Entity::find()
+        .filter(db::one_of(db.get_database_backend(), entry::Column::Id, ids.iter().copied()))
+        .all(db)
+        .await?)
 }
 
 /// These transfers, in one statement (for batch loading).
 pub async fn transfers_by_ids(db: &impl ConnectionTrait, ids: &[i64]) -> Result<Vec<transfer::Model>, Error> {
-    Ok(transfer::Entity::find().filter(transfer::Column::Id.is_in(ids.iter().copied())).all(db).await?)
+    Ok(transfer::Entity::find()
+        .filter(db::one_of(db.get_database_backend(), transfer::Column::Id, ids.iter().copied()))
+        .all(db)
+        .await?)
 }
 
 #[cfg(test)]
