@@ -170,12 +170,13 @@ pub const LEDGER_INVARIANTS: [(&str, &str); 7] = [
     ("no balance is negative", "SELECT count(*) FROM accounts WHERE balance < 0"),
     (
         "each transfer has exactly its two entries",
-        "SELECT count(*) FROM transfers t WHERE \
-         (SELECT count(*) FROM entries e WHERE e.transfer_id = t.id AND e.account_id = t.from_account_id \
-          AND e.amount = -t.amount) <> 1 \
-         OR (SELECT count(*) FROM entries e WHERE e.transfer_id = t.id AND e.account_id = t.to_account_id \
-          AND e.amount = t.amount) <> 1 \
-         OR (SELECT count(*) FROM entries e WHERE e.transfer_id = t.id) <> 2",
+        // One join on the entries' transfer: correlated counts by transfer and account let SQLite's planner pick the
+        // account's index, every entry of the account for each transfer, 95 s after a benchmark run.
+        "SELECT count(*) FROM (SELECT count(e.id) AS entries, \
+         sum(CASE WHEN e.account_id = t.from_account_id AND e.amount = -t.amount THEN 1 ELSE 0 END) AS debits, \
+         sum(CASE WHEN e.account_id = t.to_account_id AND e.amount = t.amount THEN 1 ELSE 0 END) AS credits \
+         FROM transfers t LEFT JOIN entries e ON e.transfer_id = t.id GROUP BY t.id) c \
+         WHERE c.entries <> 2 OR c.debits <> 1 OR c.credits <> 1",
     ),
     (
         "all the money in the bank is what deposits brought in less what withdrawals took out",
