@@ -1077,19 +1077,28 @@ mod tests {
         Statement::from_sql_and_values(DbBackend::Sqlite, "INSERT INTO t (x) VALUES ($1) RETURNING x", [x.into()])
     }
 
-    #[tokio::test]
-    async fn a_failed_write_is_undone_alone_and_the_writes_of_its_batch_around_it_commit() {
+    /// A SQLite database, `bank.db` in a directory of its own, with `settings` and `table` created by the writer.
+    async fn sqlite_with(
+        table: &'static str,
+        settings: impl FnOnce(String) -> Settings,
+    ) -> (tempfile::TempDir, Database) {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("bank.db").display());
-        let db = Database::connect(&Settings::new(url), |_| {}).await.expect("connect");
-        write(&db, |db| {
+        let db = Database::connect(&settings(url), |_| {}).await.expect("connect");
+        write(&db, move |db| {
             Box::pin(async move {
-                db.execute_unprepared("CREATE TABLE t (x INTEGER PRIMARY KEY)").await?;
+                db.execute_unprepared(table).await?;
                 Ok(())
             })
         })
         .await
         .expect("the table");
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_undone_alone_and_the_writes_of_its_batch_around_it_commit() {
+        let (_dir, db) = sqlite_with("CREATE TABLE t (x INTEGER PRIMARY KEY)", Settings::new).await;
 
         let refused = || Error::internal("refused");
         let writes = vec![
@@ -1147,20 +1156,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_query_request_holds_a_reader_from_its_first_statement_to_its_end_and_reads_one_snapshot() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("bank.db").display());
-        let db = Database::connect(&Settings { sqlite_read_connections: 1, ..Settings::new(url) }, |_| {})
+        let one_reader = |url| Settings { sqlite_read_connections: 1, ..Settings::new(url) };
+        let (_dir, db) = sqlite_with("CREATE TABLE t (x INTEGER PRIMARY KEY)", one_reader).await;
+        write(&db, |db| Box::pin(async move { db.query_one_raw(insert(1)).await.map(drop).map_err(Into::into) }))
             .await
-            .expect("connect");
-        write(&db, |db| {
-            Box::pin(async move {
-                db.execute_unprepared("CREATE TABLE t (x INTEGER PRIMARY KEY)").await?;
-                db.query_one_raw(insert(1)).await?;
-                Ok(())
-            })
-        })
-        .await
-        .expect("a row");
+            .expect("a row");
         let count = |db: Db| async move {
             let row = db.query_one_raw(Statement::from_string(DbBackend::Sqlite, "SELECT count(*) AS n FROM t")).await;
             row.expect("read").expect("a row").try_get::<i64>("", "n").expect("n")
@@ -1208,19 +1208,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_starts_over_while_writes_never_pause() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let file = dir.path().join("bank.db");
-        let db = Database::connect(&Settings::new(format!("sqlite://{}?mode=rwc", file.display())), |_| {})
-            .await
-            .expect("connect");
-        write(&db, |db| {
-            Box::pin(async move {
-                db.execute_unprepared("CREATE TABLE t (padding BLOB)").await?;
-                Ok(())
-            })
-        })
-        .await
-        .expect("a table");
+        let (dir, db) = sqlite_with("CREATE TABLE t (padding BLOB)", Settings::new).await;
         // Eight writers keep the writer's queue from ever running dry, for twenty checkpoints' time.
         let until = Instant::now() + CHECKPOINT_EVERY * 20;
         let writers = (0..8).map(|_| {
