@@ -3,8 +3,6 @@
 // `fromAccount` and `fromEntry` are field names of the public schema, not conversions.
 #![allow(clippy::wrong_self_convention)]
 
-use std::collections::HashMap;
-
 use async_graphql::connection::Connection;
 use async_graphql::{
     Context, Enum, ID, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType, Value,
@@ -78,34 +76,17 @@ impl From<CurrencyCode> for account::Currency {
 }
 
 /// An account: one per owner and currency.
-#[derive(Clone)]
 pub struct Account(pub account::Model);
 
 impl Account {
     /// The account `id`, as `account(id:)` and `node` answer it: the caller's own, or any for a banker; `FORBIDDEN`
     /// for another's, `None` when there is none.
     pub(crate) async fn find(ctx: &Context<'_>, caller: &Caller, id: i64) -> Result<Option<Self>, ApiError> {
-        Self::find_many(ctx, caller, vec![id]).await?.remove(&id).transpose()
-    }
-
-    /// [`Self::find`] of each of `ids` in one batch; an id that names nothing is absent.
-    pub(crate) async fn find_many(
-        ctx: &Context<'_>,
-        caller: &Caller,
-        ids: Vec<i64>,
-    ) -> Result<HashMap<i64, Result<Self, ApiError>>, ApiError> {
-        let accounts = loaders(ctx).account.load_many(ids).await?;
-        Ok(accounts
-            .into_iter()
-            .map(|(id, account)| {
-                let found = if caller.may_act_for(&account.owner) {
-                    Ok(Self(account))
-                } else {
-                    Err(service::Error::Forbidden.into())
-                };
-                (id, found)
-            })
-            .collect())
+        let Some(account) = loaders(ctx).account.load_one(id).await? else { return Ok(None) };
+        if !caller.may_act_for(&account.owner) {
+            return Err(service::Error::Forbidden.into());
+        }
+        Ok(Some(Self(account)))
     }
 }
 
@@ -268,36 +249,17 @@ impl Statement {
 }
 
 /// One change to one account's balance.
-#[derive(Clone)]
 pub struct Entry(pub entry::Model);
 
 impl Entry {
     /// The entry `id`, as `node` answers it: it belongs to its account, so the account's owner or a banker reads
     /// it; `FORBIDDEN` for anyone else, `None` when there is none.
     pub(crate) async fn find(ctx: &Context<'_>, caller: &Caller, id: i64) -> Result<Option<Self>, ApiError> {
-        Self::find_many(ctx, caller, vec![id]).await?.remove(&id).transpose()
-    }
-
-    /// [`Self::find`] of each of `ids` in one batch, and their accounts in one more; an id that names nothing is
-    /// absent.
-    pub(crate) async fn find_many(
-        ctx: &Context<'_>,
-        caller: &Caller,
-        ids: Vec<i64>,
-    ) -> Result<HashMap<i64, Result<Self, ApiError>>, ApiError> {
-        let entries = loaders(ctx).entry.load_many(ids).await?;
-        let accounts = loaders(ctx).account.load_many(entries.values().map(|entry| entry.account_id)).await?;
-        Ok(entries
-            .into_iter()
-            .map(|(id, entry)| {
-                let found = match accounts.get(&entry.account_id) {
-                    Some(account) if caller.may_act_for(&account.owner) => Ok(Self(entry)),
-                    Some(_) => Err(service::Error::Forbidden.into()),
-                    None => Err(service::Error::NotFound { what: "account" }.into()),
-                };
-                (id, found)
-            })
-            .collect())
+        let Some(entry) = loaders(ctx).entry.load_one(id).await? else { return Ok(None) };
+        if !caller.may_act_for(&load_account(ctx, entry.account_id).await?.0.owner) {
+            return Err(service::Error::Forbidden.into());
+        }
+        Ok(Some(Self(entry)))
     }
 }
 
@@ -358,46 +320,20 @@ pub enum EntryKind {
 }
 
 /// Money moved from one account to another.
-#[derive(Clone)]
 pub struct Transfer(pub transfer::Model);
 
 impl Transfer {
     /// The transfer `id`, as `transfer(id:)` and `node` answer it: one touching the caller's accounts, or any for
     /// a banker; `FORBIDDEN` for another, `None` when there is none.
     pub(crate) async fn find(ctx: &Context<'_>, caller: &Caller, id: i64) -> Result<Option<Self>, ApiError> {
-        Self::find_many(ctx, caller, vec![id]).await?.remove(&id).transpose()
-    }
-
-    /// [`Self::find`] of each of `ids` in one batch, and for a depositor their accounts in one more; an id that
-    /// names nothing is absent.
-    pub(crate) async fn find_many(
-        ctx: &Context<'_>,
-        caller: &Caller,
-        ids: Vec<i64>,
-    ) -> Result<HashMap<i64, Result<Self, ApiError>>, ApiError> {
-        let transfers = loaders(ctx).transfer.load_many(ids).await?;
-        let accounts = if caller.is_banker() {
-            HashMap::new()
-        } else {
-            let ends = transfers.values().flat_map(|transfer| [transfer.from_account_id, transfer.to_account_id]);
-            loaders(ctx).account.load_many(ends).await?
-        };
-        let touches_callers = |transfer: &transfer::Model| {
-            [transfer.from_account_id, transfer.to_account_id]
-                .iter()
-                .any(|id| accounts.get(id).is_some_and(|account| caller.may_act_for(&account.owner)))
-        };
-        Ok(transfers
-            .into_iter()
-            .map(|(id, transfer)| {
-                let found = if caller.is_banker() || touches_callers(&transfer) {
-                    Ok(Self(transfer))
-                } else {
-                    Err(service::Error::Forbidden.into())
-                };
-                (id, found)
-            })
-            .collect())
+        let Some(transfer) = loaders(ctx).transfer.load_one(id).await? else { return Ok(None) };
+        if !caller.is_banker() {
+            let accounts = loaders(ctx).account.load_many([transfer.from_account_id, transfer.to_account_id]).await?;
+            if !accounts.values().any(|account| caller.may_act_for(&account.owner)) {
+                return Err(service::Error::Forbidden.into());
+            }
+        }
+        Ok(Some(Self(transfer)))
     }
 }
 

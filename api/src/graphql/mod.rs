@@ -48,7 +48,7 @@ fn schema_builder() -> SchemaBuilder<Query, Mutation, Subscription> {
     Schema::build(Query::default(), Mutation::default(), Subscription)
 }
 
-/// The schema with what its resolvers need; each request adds its [`RequestAuth`] and [`request_data`].
+/// The schema with what its resolvers need; each request adds its [`RequestAuth`] and runs in [`execute`].
 pub fn build_schema(
     db: Database,
     feed: Feed,
@@ -150,9 +150,10 @@ pub(crate) fn verified_token(ctx: &Context<'_>) -> Result<VerifiedToken, service
     service::auth::verify(tokens(ctx), token)
 }
 
-/// What a request reads through: for a query, one snapshot shared by all its fields and loaders.
-pub fn request_data(request: async_graphql::Request, db: &Db) -> async_graphql::Request {
-    request.data(Loaders::new(db)).data(db.clone())
+/// Executes `request` reading through `db`: for a query, one snapshot shared by all its fields and loaders.
+pub async fn execute(schema: &BankSchema, request: async_graphql::Request, db: &Db) -> async_graphql::Response {
+    let loaders = Loaders::new(db);
+    loaders.drive(schema.execute(request.data(loaders.clone()).data(db.clone()))).await
 }
 
 /// Where this request reads: its snapshot for a query, the read pool for a mutation.

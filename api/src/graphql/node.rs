@@ -10,7 +10,7 @@ use std::fmt;
 use async_graphql::{Context, ID, Interface, Object};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use futures::try_join;
+use futures::future::join_all;
 use service::auth::Caller;
 
 use super::ledger::{Account, Entry, Transfer};
@@ -80,20 +80,6 @@ impl Key {
             Key::Account(_) => Kind::Account,
             Key::Entry(_) => Kind::Entry,
             Key::Transfer(_) => Kind::Transfer,
-        }
-    }
-
-    fn number(&self) -> Option<i64> {
-        match self {
-            Key::Account(n) | Key::Entry(n) | Key::Transfer(n) => Some(*n),
-            Key::User(_) => None,
-        }
-    }
-
-    fn username(&self) -> Option<&str> {
-        match self {
-            Key::User(username) => Some(username),
-            _ => None,
         }
     }
 }
@@ -176,27 +162,8 @@ impl NodeQuery {
             return Err(ApiError::invalid_argument("ids", format!("at most {MAX_NODES} ids")));
         }
         let caller = caller(ctx).await?;
-        let keys: Vec<Option<Key>> = ids.iter().map(|id| decode(id)).collect();
-        let of_kind = |kind: Kind| keys.iter().flatten().filter(move |key| key.kind() == kind);
-        let numbers = |kind| of_kind(kind).filter_map(Key::number).collect();
-        let usernames = of_kind(Kind::User).filter_map(|key| key.username().map(str::to_owned)).collect();
-        // Each type's keys reach its loader in one call, so each type is one batch: fetched one id at a time, the
-        // ids' loads race the runtime's other thread, which may start a batch before the last id has joined it.
-        let (users, accounts, entries, transfers) = try_join!(
-            User::find_many(ctx, caller, usernames),
-            Account::find_many(ctx, caller, numbers(Kind::Account)),
-            Entry::find_many(ctx, caller, numbers(Kind::Entry)),
-            Transfer::find_many(ctx, caller, numbers(Kind::Transfer)),
-        )?;
-        let node = |key: Key| -> Option<Result<Node, ApiError>> {
-            Some(match key {
-                Key::User(username) => users.get(&username)?.clone().map(Node::User),
-                Key::Account(n) => accounts.get(&n)?.clone().map(Node::Account),
-                Key::Entry(n) => entries.get(&n)?.clone().map(Node::Entry),
-                Key::Transfer(n) => transfers.get(&n)?.clone().map(Node::Transfer),
-            })
-        };
-        Ok(keys.into_iter().map(|key| key.and_then(node)).collect())
+        let found = join_all(ids.iter().map(|id| fetch(ctx, caller, id))).await;
+        Ok(found.into_iter().map(Result::transpose).collect())
     }
 }
 

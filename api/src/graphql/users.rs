@@ -1,7 +1,5 @@
 //! Users and sessions over GraphQL.
 
-use std::collections::HashMap;
-
 use async_graphql::connection::Connection;
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -45,7 +43,6 @@ impl From<Role> for user::Role {
 }
 
 /// A person who signs in; see the `#[Object]` impl for who reads what.
-#[derive(Clone)]
 pub struct User {
     model: user::Model,
     /// The request has proved to be this user without a token yet: it signed them up, logged in or refreshed.
@@ -66,24 +63,12 @@ impl User {
     /// The active user `username`, as `user(username:)` and `node` answer it: the caller, or anyone for a banker;
     /// `FORBIDDEN` for anyone else, whether or not they exist; `None` when no active user has the name.
     pub(crate) async fn find(ctx: &Context<'_>, caller: &Caller, username: String) -> Result<Option<Self>, ApiError> {
-        Self::find_many(ctx, caller, vec![username.clone()]).await?.remove(&username).transpose()
-    }
-
-    /// [`Self::find`] of each of `usernames` in one batch; a name no active user has is absent.
-    pub(crate) async fn find_many(
-        ctx: &Context<'_>,
-        caller: &Caller,
-        usernames: Vec<String>,
-    ) -> Result<HashMap<String, Result<Self, ApiError>>, ApiError> {
-        let (allowed, forbidden): (Vec<_>, Vec<_>) =
-            usernames.into_iter().partition(|username| caller.may_act_for(username));
-        let users = loaders(ctx).user.load_many(allowed).await?;
+        if !caller.may_act_for(&username) {
+            return Err(service::Error::Forbidden.into());
+        }
+        let user = loaders(ctx).user.load_one(username).await?;
         // The loader reads deleted users too (an account's owner may be one); a deleted user is no longer found.
-        let active = users.into_iter().filter(|(_, user)| user.deleted_at.is_none());
-        Ok(active
-            .map(|(username, user)| (username, Ok(Self::reached(user))))
-            .chain(forbidden.into_iter().map(|username| (username, Err(service::Error::Forbidden.into()))))
-            .collect())
+        Ok(user.filter(|user| user.deleted_at.is_none()).map(Self::reached))
     }
 
     /// The one guard of every field but `id` and `username`: `FORBIDDEN` unless the caller is this user or a banker.

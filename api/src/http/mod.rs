@@ -457,9 +457,9 @@ async fn execute_on(
     request: async_graphql::Request,
     db: Db,
 ) -> async_graphql::Response {
-    let request = graphql::request_data(request.data(RequestAuth::new(token, client, state.hardening)), &db);
+    let request = request.data(RequestAuth::new(token, client, state.hardening));
     // The snapshot ends in the background when `db` is dropped on return: it only read.
-    state.schema.execute(request).await
+    graphql::execute(&state.schema, request, &db).await
 }
 
 /// The request as it came, to run once more.

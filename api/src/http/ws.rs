@@ -175,8 +175,9 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
     let mut sessions = std::pin::pin!(sessions);
 
     let db = Db::Pool(state.db.reads().clone());
+    let loaders = Loaders::new(&db);
     let mut data = Data::default();
-    data.insert(Loaders::new(&db));
+    data.insert(loaders.clone());
     data.insert(db);
     data.insert(SubscriptionSlots::new(state.ws.max_subscriptions_per_socket));
     // The engine sees `connection_init` again and acknowledges it; the credentials were checked above.
@@ -188,7 +189,7 @@ async fn serve(state: AppState, client: IpAddr, socket: WebSocket) {
     let judged = Judged { state: state.clone(), token: token.into(), client };
     let engine =
         Engine::new(judged, input, Protocols::GraphQLWS).connection_data(data).keepalive_timeout(ping_interval * 3);
-    let mut engine = std::pin::pin!(engine);
+    let mut engine = std::pin::pin!(loaders.drive_stream(engine));
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
     let expiry = tokio::time::sleep_until(until(verified.expires_at));
     let mut expiry = std::pin::pin!(expiry);
