@@ -146,56 +146,73 @@ impl Loaders {
 
     /// Runs `request`, whose fields load through these loaders, and their batches beside it in the same task.
     pub async fn drive<F: Future>(&self, request: F) -> F::Output {
-        let mut request = pin!(request);
-        let mut loads = FuturesUnordered::new();
-        poll_fn(|cx| {
-            loop {
-                if let Poll::Ready(response) = request.as_mut().poll(cx) {
-                    return Poll::Ready(response);
-                }
-                if !self.run(&mut loads, cx) {
-                    return Poll::Pending;
-                }
-            }
-        })
-        .await
+        drive(request, || self.batches()).await
     }
 
     /// [`Self::drive`] for a socket's stream of responses.
     pub fn drive_stream<S: Stream + Send>(&self, responses: S) -> impl Stream<Item = S::Item> + Send {
-        let (loaders, mut responses, mut loads) = (self.clone(), Box::pin(responses), FuturesUnordered::new());
+        let (loaders, mut responses, mut loads) = (self.clone(), Box::pin(responses), Loads::default());
         futures::stream::poll_fn(move |cx| {
             loop {
                 if let Poll::Ready(response) = responses.as_mut().poll_next(cx) {
                     // What other subscriptions asked for meanwhile starts now, not at the next poll.
-                    loaders.run(&mut loads, cx);
+                    loads.run(loaders.batches(), cx);
                     return Poll::Ready(response);
                 }
-                if !loaders.run(&mut loads, cx) {
+                if !loads.run(loaders.batches(), cx) {
                     return Poll::Pending;
                 }
             }
         })
     }
 
-    /// Starts a batch of each kind that has keys waiting and polls the loads running; true if one finished, so
-    /// that those who waited on it may go on.
-    fn run(&self, loads: &mut FuturesUnordered<BoxFuture<'static, ()>>, cx: &mut Context<'_>) -> bool {
+    /// A batch of each kind that has keys waiting.
+    fn batches(&self) -> impl Iterator<Item = BoxFuture<'static, ()>> {
         let kinds = &self.0;
-        loads.extend(
-            [
-                kinds.accounts_by_owner.take(),
-                kinds.account.take(),
-                kinds.user.take(),
-                kinds.transfer.take(),
-                kinds.entry.take(),
-                kinds.emails.take(),
-            ]
-            .into_iter()
-            .flatten(),
-        );
+        [
+            kinds.accounts_by_owner.take(),
+            kinds.account.take(),
+            kinds.user.take(),
+            kinds.transfer.take(),
+            kinds.entry.take(),
+            kinds.emails.take(),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// Runs `request` and, whenever it can go no further, the batches `batches` hands out, in the same task.
+async fn drive<F: Future, I: IntoIterator<Item = BoxFuture<'static, ()>>>(
+    request: F,
+    batches: impl Fn() -> I,
+) -> F::Output {
+    let mut request = pin!(request);
+    let mut loads = Loads::default();
+    poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(response) = request.as_mut().poll(cx) {
+                return Poll::Ready(response);
+            }
+            if !loads.run(batches(), cx) {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
+}
+
+/// The batches running.
+#[derive(Default)]
+struct Loads(FuturesUnordered<BoxFuture<'static, ()>>);
+
+impl Loads {
+    /// Starts `batches` and polls every batch running; true if one finished, so that those who waited on it may go
+    /// on.
+    fn run(&mut self, batches: impl IntoIterator<Item = BoxFuture<'static, ()>>, cx: &mut Context<'_>) -> bool {
+        self.0.extend(batches);
         let mut finished = false;
-        while let Poll::Ready(Some(())) = Pin::new(&mut *loads).poll_next(cx) {
+        while let Poll::Ready(Some(())) = Pin::new(&mut self.0).poll_next(cx) {
             finished = true;
         }
         finished
@@ -267,5 +284,98 @@ impl Load<String> for EmailsByUser {
             by_user.entry(email.username).or_default().push(email.email);
         }
         Ok(by_user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::future::join_all;
+
+    use super::*;
+
+    /// Squares its keys, noting the keys of each call; -1 has no square and fails the whole batch.
+    #[derive(Clone, Default)]
+    struct Squares(Arc<Mutex<Vec<Vec<i64>>>>);
+
+    impl Squares {
+        fn calls(&self) -> Vec<Vec<i64>> {
+            self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        }
+    }
+
+    impl Load<i64> for Squares {
+        type Value = i64;
+
+        async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, i64>, service::Error> {
+            let mut sorted = keys.to_vec();
+            sorted.sort_unstable();
+            self.0.lock().unwrap_or_else(PoisonError::into_inner).push(sorted);
+            // A database answers later.
+            tokio::task::yield_now().await;
+            if keys.contains(&-1) {
+                return Err(service::Error::internal("no square"));
+            }
+            Ok(keys.iter().map(|key| (*key, key * key)).collect())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_key_asked_before_the_request_waits_is_one_batch_however_busy_the_other_thread() {
+        let busy = tokio::spawn(async {
+            loop {
+                tokio::task::yield_now().await;
+            }
+        });
+        for _ in 0..50 {
+            let squares = Squares::default();
+            let batched = Batched::new(squares.clone());
+            let found = drive(join_all((1..=100).map(|key| batched.load_one(key))), || batched.take()).await;
+            let found: Vec<Option<i64>> = found.into_iter().map(|value| value.expect("loaded")).collect();
+            assert_eq!(found, (1..=100).map(|key| Some(key * key)).collect::<Vec<_>>());
+            assert_eq!(squares.calls(), vec![(1..=100).collect::<Vec<_>>()]);
+        }
+        busy.abort();
+    }
+
+    #[tokio::test]
+    async fn a_key_asked_once_a_batch_answered_goes_in_the_next_batch() {
+        let squares = Squares::default();
+        let batched = Batched::new(squares.clone());
+        let request = async {
+            let two = batched.load_one(2).await?.expect("a square");
+            batched.load_many([two, 3, 3]).await
+        };
+        let found = drive(request, || batched.take()).await.expect("loaded");
+        assert_eq!(found, HashMap::from([(4, 16), (3, 9)]));
+        assert_eq!(squares.calls(), vec![vec![2], vec![3, 4]]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_everyone_who_waited_on_it_and_only_them() {
+        let batched = Batched::new(Squares::default());
+        let request = async {
+            let first = futures::join!(batched.load_one(-1), batched.load_one(5));
+            (first, batched.load_one(6).await)
+        };
+        let ((failed, also_failed), later) = drive(request, || batched.take()).await;
+        assert!(failed.is_err() && also_failed.is_err());
+        assert_eq!(later.expect("its own batch"), Some(36));
+    }
+
+    #[tokio::test]
+    async fn keys_that_name_nothing_are_absent_and_no_keys_load_nothing() {
+        struct Evens;
+        impl Load<i64> for Evens {
+            type Value = i64;
+
+            async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, i64>, service::Error> {
+                Ok(keys.iter().filter(|key| *key % 2 == 0).map(|key| (*key, *key)).collect())
+            }
+        }
+        let batched = Batched::new(Evens);
+        let found = drive(batched.load_many([1, 2, 3]), || batched.take()).await.expect("loaded");
+        assert_eq!(found, HashMap::from([(2, 2)]));
+        let none = drive(batched.load_many([]), || batched.take()).await.expect("nothing to load");
+        assert!(none.is_empty());
     }
 }
