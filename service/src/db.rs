@@ -1085,15 +1085,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("bank.db").display());
         let db = Database::connect(&settings(url), |_| {}).await.expect("connect");
-        write(&db, move |db| {
+        write_sql(&db, table).await.expect("the table");
+        (dir, db)
+    }
+
+    /// `sql` run by the writer, in a batch of its own or with others.
+    async fn write_sql(db: &Database, sql: &'static str) -> Result<(), Error> {
+        write(db, move |db| {
             Box::pin(async move {
-                db.execute_unprepared(table).await?;
+                db.execute_unprepared(sql).await?;
                 Ok(())
             })
         })
         .await
-        .expect("the table");
-        (dir, db)
     }
 
     #[tokio::test]
@@ -1216,15 +1220,7 @@ mod tests {
             tokio::spawn(async move {
                 let mut rows = 0u64;
                 while Instant::now() < until {
-                    let row = "INSERT INTO t VALUES (zeroblob(4000))";
-                    write(&db, move |db| {
-                        Box::pin(async move {
-                            db.execute_unprepared(row).await?;
-                            Ok(())
-                        })
-                    })
-                    .await
-                    .expect("a row");
+                    write_sql(&db, "INSERT INTO t VALUES (zeroblob(4000))").await.expect("a row");
                     rows += 1;
                 }
                 rows
